@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Builds AddOnEvents and runs it on this machine: a private RabbitMQ node, jongodb, the three
+# services and one demo app, all on 127.0.0.1. Ctrl+C stops everything this script started.
+#
+# Environment settings:
+#   INGRESS_PORT (5080), KEYWORKER_PORT (5081), PROMPTWORKER_PORT (5082)  HTTP ports of the services
+#   UPSTREAM_BASE_URL  sets Upstream__BaseUrl (the services default to https://api.openai.com/)
+#   READY_TIMEOUT_SECONDS (120)  seconds each service may take until /health/ready returns 200
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$REPO"
+# shellcheck source=scripts/infra.sh
+source scripts/infra.sh
+
+export DOTNET_CLI_TELEMETRY_OPTOUT=${DOTNET_CLI_TELEMETRY_OPTOUT:-1}
+export DOTNET_NOLOGO=${DOTNET_NOLOGO:-1}
+
+INGRESS_PORT=${INGRESS_PORT:-5080}
+KEYWORKER_PORT=${KEYWORKER_PORT:-5081}
+PROMPTWORKER_PORT=${PROMPTWORKER_PORT:-5082}
+READY_TIMEOUT_SECONDS=${READY_TIMEOUT_SECONDS:-120}
+RUN_DIR=$REPO/.run/local
+SERVICES=(Ingress KeyWorker PromptWorker)
+
+fail() {
+    printf 'run.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+
+service_port() {
+    case $1 in
+        Ingress) echo "$INGRESS_PORT" ;;
+        KeyWorker) echo "$KEYWORKER_PORT" ;;
+        PromptWorker) echo "$PROMPTWORKER_PORT" ;;
+    esac
+}
+
+# Secrets a service must not receive. Each service gets only the secrets it needs,
+# so the sealing private key and the master keys never reach Ingress.
+service_unset_args() {
+    local names=()
+    case $1 in
+        Ingress) names=(Sealing__PrivateKey MasterKeys__CurrentKeyId MasterKeys__Keys__mk1 Fingerprint__Key) ;;
+        KeyWorker) names=(Sealing__PublicKey Auth__AdminToken Auth__TokenSigningKey) ;;
+        PromptWorker) names=(Sealing__KeyId Sealing__PrivateKey Sealing__PublicKey Fingerprint__Key
+            Auth__AdminToken Auth__TokenSigningKey) ;;
+    esac
+    local name
+    for name in "${names[@]}"; do
+        printf -- '-u\n%s\n' "$name"
+    done
+}
+
+# Stops the services recorded in DIR (this run's, or those of an earlier run that was killed).
+stop_services() {
+    local dir=$1 name pid
+    local stoppers=()
+    for name in "${SERVICES[@]}"; do
+        pid=$(cat "$dir/$name.pid" 2>/dev/null || true)
+        if infra_pid_alive "$pid" "AddOnEvents.$name.dll"; then
+            echo "Stopping $name (pid $pid)"
+            # ASP.NET Core shuts down gracefully on SIGTERM. Stopping the three at once saves time.
+            infra_terminate "$pid" 15 "AddOnEvents.$name.dll" &
+            stoppers+=($!)
+        fi
+        rm -f "$dir/$name.pid"
+    done
+    if ((${#stoppers[@]} > 0)); then
+        wait "${stoppers[@]}"
+    fi
+}
+
+stop_all() {
+    set +e
+    trap - EXIT INT TERM
+    stop_services "$RUN_DIR"
+    infra_stop_jongodb "$RUN_DIR/jongodb"
+    infra_stop_rabbitmq "$RUN_DIR/rabbitmq"
+    rm -f "$RUN_DIR/run.pid"
+    echo "Stopped. Logs are in $RUN_DIR"
+}
+
+start_service() {
+    local name=$1 port
+    port=$(service_port "$name")
+    local dll=bin/Release/net10.0/AddOnEvents.$name.dll
+    [[ -f src/$name/$dll ]] || fail "src/$name/$dll not found after the build"
+    local unset_args
+    mapfile -t unset_args < <(service_unset_args "$name")
+    # The project folder is the content root, so Ingress serves its pages from src/Ingress/wwwroot.
+    (
+        cd "src/$name"
+        exec env "${unset_args[@]}" dotnet "$dll" --urls "http://127.0.0.1:$port"
+    ) </dev/null >"$RUN_DIR/$name.log" 2>&1 &
+    echo "$!" >"$RUN_DIR/$name.pid"
+    echo "Started $name (pid $!) on http://127.0.0.1:$port"
+}
+
+wait_until_ready() {
+    local name=$1 port pid log code
+    port=$(service_port "$name")
+    pid=$(cat "$RUN_DIR/$name.pid")
+    log=$RUN_DIR/$name.log
+    local url=http://127.0.0.1:$port/health/ready
+    local deadline=$((SECONDS + READY_TIMEOUT_SECONDS))
+    while true; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
+        [[ $code == 200 ]] && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "Last lines of $log:" >&2
+            tail -n 20 "$log" >&2
+            fail "$name exited before $url returned 200; see $log"
+        fi
+        if ((SECONDS >= deadline)); then
+            fail "$name did not return 200 on $url within $READY_TIMEOUT_SECONDS s (last status: $code); see $log"
+        fi
+        sleep 0.5
+    done
+}
+
+json_field() {
+    node -e 'const o = JSON.parse(require("fs").readFileSync(0, "utf8")); process.stdout.write(String(o[process.argv[1]] ?? ""));' "$1"
+}
+
+create_demo_app() {
+    local response status body
+    # The admin token goes in on stdin so it does not show up in the process list.
+    # shellcheck disable=SC2154 # infra_secrets exports Auth__AdminToken.
+    response=$(printf 'Authorization: Bearer %s\n' "$Auth__AdminToken" |
+        curl -sS --max-time 10 -w '\n%{http_code}' -X POST -H @- \
+            -H 'Content-Type: application/json' --data '{"name":"Demo"}' \
+            "http://127.0.0.1:$INGRESS_PORT/api/admin/apps") ||
+        fail "POST /api/admin/apps to Ingress failed; see $RUN_DIR/Ingress.log"
+    status=${response##*$'\n'}
+    body=${response%$'\n'*}
+    [[ $status == 201 ]] || fail "POST /api/admin/apps returned HTTP $status ($body); see $RUN_DIR/Ingress.log"
+    DEMO_APP_ID=$(json_field appId <<<"$body")
+    DEMO_APP_SECRET=$(json_field appSecret <<<"$body")
+    [[ -n $DEMO_APP_ID && -n $DEMO_APP_SECRET ]] || fail "POST /api/admin/apps returned no appId or appSecret"
+}
+
+# A second run.sh on the same folder would stop the first one's servers below.
+if [[ -f $RUN_DIR/run.pid ]]; then
+    previous=$(cat "$RUN_DIR/run.pid")
+    if [[ $previous != "$$" ]] && infra_pid_alive "$previous" run.sh; then
+        fail "another run.sh (pid $previous) is using $RUN_DIR; stop it with Ctrl+C first"
+    fi
+fi
+# Stops what an earlier run left behind when it was killed before its cleanup ran.
+stop_services "$RUN_DIR"
+infra_stop_jongodb "$RUN_DIR/jongodb"
+infra_stop_rabbitmq "$RUN_DIR/rabbitmq"
+rm -rf "$RUN_DIR"
+mkdir -p "$RUN_DIR"
+echo "$$" >"$RUN_DIR/run.pid"
+
+for name in "${SERVICES[@]}"; do
+    port=$(service_port "$name")
+    if infra_port_in_use "$port"; then
+        fail "port $port on 127.0.0.1 (for $name) is in use; stop what listens there or set ${name^^}_PORT"
+    fi
+done
+
+started=$SECONDS
+infra_install
+infra_install_ingress_npm
+dotnet build -c Release AddOnEvents.sln
+echo "Install and build took $((SECONDS - started)) s"
+
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+started=$SECONDS
+rabbitmq_port=$(infra_free_port 10000 20000 30000)
+infra_start_rabbitmq "$RUN_DIR/rabbitmq" "$rabbitmq_port"
+infra_start_jongodb "$RUN_DIR/jongodb"
+infra_secrets "$RUN_DIR"
+infra_env
+if [[ -n ${UPSTREAM_BASE_URL:-} ]]; then
+    export Upstream__BaseUrl=$UPSTREAM_BASE_URL
+fi
+
+for name in "${SERVICES[@]}"; do
+    start_service "$name"
+done
+for name in "${SERVICES[@]}"; do
+    wait_until_ready "$name"
+done
+echo "Infrastructure and services ready in $((SECONDS - started)) s"
+create_demo_app
+
+cat <<EOF
+
+AddOnEvents is running. Press Ctrl+C to stop it.
+  Developer console:  http://127.0.0.1:$INGRESS_PORT/console.html
+  Demo add-on page:   http://127.0.0.1:$INGRESS_PORT/addon.html
+  Demo app id:        $DEMO_APP_ID
+  Demo app secret:    $DEMO_APP_SECRET
+  Admin token:        $Auth__AdminToken  (generated for this run only)
+  Logs:               $RUN_DIR
+EOF
+
+watched=()
+for name in "${SERVICES[@]}"; do
+    watched+=("$(cat "$RUN_DIR/$name.pid")")
+done
+watched+=("$(cat "$RUN_DIR/jongodb/jongodb.pid")")
+# wait returns when a watched process exits, or at once when Ctrl+C runs the INT trap.
+status=0
+wait -n "${watched[@]}" || status=$?
+fail "a service or jongodb exited unexpectedly (exit status $status); see the logs in $RUN_DIR"

@@ -1,0 +1,30 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+
+namespace AddOnEvents.Common.Hosting;
+
+public static class HealthEndpoints
+{
+    /// <summary>
+    /// Maps <c>/health/live</c> (the process runs; no dependency is checked, so a broker outage does not get the
+    /// process restarted) and <c>/health/ready</c> (broker and database reachable). Answers carry no details.
+    /// </summary>
+    public static IEndpointRouteBuilder MapAddOnEventsHealth(this IEndpointRouteBuilder endpoints)
+    {
+        endpoints.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
+        endpoints.MapHealthChecks("/health/ready", new HealthCheckOptions
+        {
+            Predicate = check => check.Tags.Contains("ready"),
+            ResultStatusCodes =
+            {
+                [HealthStatus.Healthy] = StatusCodes.Status200OK,
+                [HealthStatus.Degraded] = StatusCodes.Status200OK,
+                [HealthStatus.Unhealthy] = StatusCodes.Status503ServiceUnavailable,
+            },
+        });
+        return endpoints;
+    }
+}

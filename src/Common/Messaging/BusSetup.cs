@@ -1,0 +1,96 @@
+using System.ComponentModel.DataAnnotations;
+using AddOnEvents.Contracts;
+using MassTransit;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using RabbitMQ.Client;
+
+namespace AddOnEvents.Common.Messaging;
+
+public sealed class RabbitMqOptions
+{
+    public const string SectionName = "RabbitMq";
+
+    [Required(ErrorMessage = "RabbitMq:Host is missing.")]
+    public string Host { get; set; } = "localhost";
+
+    [Range(1, 65535, ErrorMessage = "RabbitMq:Port must be between 1 and 65535.")]
+    public ushort Port { get; set; } = 5672;
+
+    public string VirtualHost { get; set; } = "/";
+
+    [Required(ErrorMessage = "RabbitMq:Username is missing.")]
+    public string Username { get; set; } = "";
+
+    [Required(ErrorMessage = "RabbitMq:Password is missing.")]
+    public string Password { get; set; } = "";
+
+    /// <summary>Messages a consumer fetches ahead; bounds memory and lets several instances share the work.</summary>
+    [Range(1, 1000)]
+    public ushort PrefetchCount { get; set; } = 32;
+
+    /// <summary>Messages one instance handles at once.</summary>
+    [Range(1, 1000)]
+    public int ConcurrentMessageLimit { get; set; } = 32;
+}
+
+public static class BusSetup
+{
+    /// <summary>
+    /// Registers MassTransit on RabbitMQ with publisher confirms. The host waits until the bus has bound its
+    /// queues, because publishes made before that are confirmed by the broker and then dropped.
+    /// </summary>
+    public static IServiceCollection AddAddOnEventsBus(
+        this IServiceCollection services,
+        IConfiguration configuration,
+        Action<IBusRegistrationConfigurator> registerConsumers,
+        Action<IBusRegistrationContext, IRabbitMqBusFactoryConfigurator>? configureBus = null)
+    {
+        services.AddOptions<RabbitMqOptions>()
+            .Bind(configuration.GetSection(RabbitMqOptions.SectionName))
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddOptions<MassTransitHostOptions>().Configure(options =>
+        {
+            options.WaitUntilStarted = true;
+            options.StartTimeout = TimeSpan.FromSeconds(60);
+            options.StopTimeout = TimeSpan.FromSeconds(30);
+        });
+
+        services.AddMassTransit(bus =>
+        {
+            bus.SetKebabCaseEndpointNameFormatter();
+            registerConsumers(bus);
+            bus.UsingRabbitMq((context, rabbit) =>
+            {
+                var options = context.GetRequiredService<IOptions<RabbitMqOptions>>().Value;
+                rabbit.Host(options.Host, options.Port, options.VirtualHost, host =>
+                {
+                    host.Username(options.Username);
+                    host.Password(options.Password);
+                    host.PublisherConfirmation = true;
+                });
+                rabbit.PrefetchCount = options.PrefetchCount;
+                rabbit.ConcurrentMessageLimit = options.ConcurrentMessageLimit;
+                ConfigurePromptResultRouting(rabbit);
+                configureBus?.Invoke(context, rabbit);
+                rabbit.ConfigureEndpoints(context);
+            });
+        });
+        return services;
+    }
+
+    /// <summary>
+    /// Results go to a direct exchange keyed by the Ingress instance that holds the user's connections, so each
+    /// instance receives only its own results, and a result for an instance that is gone is dropped by the broker
+    /// rather than parked in a queue.
+    /// </summary>
+    public static void ConfigurePromptResultRouting(IRabbitMqBusFactoryConfigurator rabbit)
+    {
+        rabbit.Publish<PromptCompleted>(p => p.ExchangeType = ExchangeType.Direct);
+        rabbit.Send<PromptCompleted>(s => s.UseRoutingKeyFormatter(c => c.Message.ReplyTo));
+        rabbit.Publish<PromptFailed>(p => p.ExchangeType = ExchangeType.Direct);
+        rabbit.Send<PromptFailed>(s => s.UseRoutingKeyFormatter(c => c.Message.ReplyTo));
+    }
+}

@@ -1,0 +1,208 @@
+using AddOnEvents.Common.Crypto;
+using AddOnEvents.Contracts;
+using MongoDB.Bson.Serialization.Attributes;
+using MongoDB.Driver;
+
+namespace AddOnEvents.Common.Storage;
+
+/// <summary>The one current key document of an app. Nothing else about the key is stored.</summary>
+public sealed class KeyDocument
+{
+    [BsonId]
+    public string AppId { get; set; } = "";
+
+    /// <summary>Newest registered version; a write for an older version never replaces a newer one.</summary>
+    public long Version { get; set; }
+
+    public string State { get; set; } = KeyStates.Pending;
+
+    public string? Hint { get; set; }
+
+    public string? ReasonCode { get; set; }
+
+    public DateTime UpdatedAt { get; set; }
+
+    public DateTime? CheckedAt { get; set; }
+
+    /// <summary>The key that prompts use; it lags behind <see cref="Version"/> while a replacement is pending.</summary>
+    public StoredKeyMaterial? Material { get; set; }
+}
+
+/// <summary>An encrypted provider key with a keyed fingerprint (HMAC-SHA256) of its plaintext.</summary>
+public sealed class StoredKeyMaterial
+{
+    public long Version { get; set; }
+
+    public string Fingerprint { get; set; } = "";
+
+    public string MasterKeyId { get; set; } = "";
+
+    public byte[] WrappedDataKey { get; set; } = [];
+
+    public byte[] Nonce { get; set; } = [];
+
+    public byte[] Ciphertext { get; set; } = [];
+
+    public static StoredKeyMaterial From(EncryptedKey key, long version, string fingerprint) => new()
+    {
+        Version = version,
+        Fingerprint = fingerprint,
+        MasterKeyId = key.DataKey.MasterKeyId,
+        WrappedDataKey = key.DataKey.Blob,
+        Nonce = key.Nonce,
+        Ciphertext = key.Ciphertext,
+    };
+
+    public EncryptedKey ToEncryptedKey() => new(new WrappedDataKey(MasterKeyId, WrappedDataKey), Nonce, Ciphertext);
+}
+
+/// <summary>Per-app counter of key versions, and the version at which the key was last deleted.</summary>
+public sealed class KeyVersionCounter
+{
+    [BsonId]
+    public string AppId { get; set; } = "";
+
+    public long Latest { get; set; }
+
+    public long DeletedAt { get; set; }
+}
+
+/// <summary>
+/// Reads and writes the <c>keys</c> collection. Every write names the version it belongs to, so redelivered or
+/// reordered messages cannot bring back an older or deleted key.
+/// </summary>
+public sealed class KeyStore(IMongoDatabase database)
+{
+    private readonly IMongoCollection<KeyDocument> _keys = database.GetCollection<KeyDocument>("keys");
+    private readonly IMongoCollection<KeyVersionCounter> _versions = database.GetCollection<KeyVersionCounter>("keyVersions");
+
+    public Task<KeyDocument?> FindAsync(string appId, CancellationToken cancellationToken) =>
+        _keys.Find(k => k.AppId == appId).FirstOrDefaultAsync(cancellationToken)!;
+
+    /// <summary>Returns a new key version for the app, higher than every version handed out before.</summary>
+    public async Task<long> AllocateVersionAsync(string appId, CancellationToken cancellationToken)
+    {
+        var counter = await _versions.FindOneAndUpdateAsync<KeyVersionCounter>(
+            c => c.AppId == appId,
+            Builders<KeyVersionCounter>.Update.Inc(c => c.Latest, 1),
+            new FindOneAndUpdateOptions<KeyVersionCounter> { IsUpsert = true, ReturnDocument = ReturnDocument.After },
+            cancellationToken);
+        return counter.Latest;
+    }
+
+    /// <summary>Records a registration as pending unless a newer version is already recorded.</summary>
+    public async Task MarkPendingAsync(string appId, long version, string hint, DateTime now, CancellationToken cancellationToken)
+    {
+        var update = Builders<KeyDocument>.Update
+            .Set(k => k.Version, version)
+            .Set(k => k.State, KeyStates.Pending)
+            .Set(k => k.Hint, hint)
+            .Set(k => k.ReasonCode, null)
+            .Set(k => k.UpdatedAt, now);
+        await UpsertIfNotNewerAsync(appId, version, inclusive: false, update, cancellationToken);
+    }
+
+    /// <summary>
+    /// Stores the outcome of checking a key version. Returns false when a newer version or a deletion won.
+    /// </summary>
+    public async Task<bool> StoreCheckedAsync(
+        string appId,
+        long version,
+        string state,
+        string hint,
+        string? reasonCode,
+        StoredKeyMaterial? material,
+        DateTime now,
+        CancellationToken cancellationToken)
+    {
+        var update = Builders<KeyDocument>.Update
+            .Set(k => k.Version, version)
+            .Set(k => k.State, state)
+            .Set(k => k.Hint, hint)
+            .Set(k => k.ReasonCode, reasonCode)
+            .Set(k => k.UpdatedAt, now)
+            .Set(k => k.CheckedAt, now)
+            .Set(k => k.Material, material);
+        if (!await UpsertIfNotNewerAsync(appId, version, inclusive: true, update, cancellationToken))
+        {
+            return false;
+        }
+
+        // A delete that ran while this version was being checked allocated a higher version before removing the
+        // document, so reading the counter after the write tells whether this write must be undone.
+        var counter = await _versions.Find(c => c.AppId == appId).FirstOrDefaultAsync(cancellationToken);
+        if (counter is not null && counter.DeletedAt > version)
+        {
+            await _keys.DeleteOneAsync(k => k.AppId == appId && k.Version == version, cancellationToken);
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>Tells whether this version was superseded by a newer registration or a deletion.</summary>
+    public async Task<bool> IsSupersededAsync(string appId, long version, CancellationToken cancellationToken)
+    {
+        var counter = await _versions.Find(c => c.AppId == appId).FirstOrDefaultAsync(cancellationToken);
+        return counter is not null && (counter.DeletedAt > version || counter.Latest > version);
+    }
+
+    /// <summary>Deletes the app's key document and its wrapped data key; returns false when there was none.</summary>
+    public async Task<bool> DeleteAsync(string appId, CancellationToken cancellationToken)
+    {
+        long version = await AllocateVersionAsync(appId, cancellationToken);
+        await _versions.UpdateOneAsync(
+            c => c.AppId == appId && c.DeletedAt < version,
+            Builders<KeyVersionCounter>.Update.Set(c => c.DeletedAt, version),
+            cancellationToken: cancellationToken);
+        var result = await _keys.DeleteOneAsync(k => k.AppId == appId, cancellationToken);
+        return result.DeletedCount > 0;
+    }
+
+    /// <summary>Marks the key in use as invalid after the upstream rejected it, unless it was replaced meanwhile.</summary>
+    public async Task MarkRejectedAsync(string appId, long materialVersion, string reasonCode, DateTime now, CancellationToken cancellationToken)
+    {
+        await _keys.UpdateOneAsync(
+            k => k.AppId == appId && k.Version == materialVersion,
+            Builders<KeyDocument>.Update
+                .Set(k => k.State, KeyStates.Invalid)
+                .Set(k => k.ReasonCode, reasonCode)
+                .Set(k => k.CheckedAt, now)
+                .Set(k => k.UpdatedAt, now),
+            cancellationToken: cancellationToken);
+    }
+
+    /// <summary>Returns up to <paramref name="limit"/> documents whose key is wrapped by a master key other than the given one.</summary>
+    public Task<List<KeyDocument>> FindWrappedByOtherMasterKeyAsync(string masterKeyId, int limit, CancellationToken cancellationToken) =>
+        _keys.Find(k => k.Material != null && k.Material.MasterKeyId != masterKeyId).Limit(limit).ToListAsync(cancellationToken);
+
+    /// <summary>Swaps in a rewrapped data key, only if the document still holds the material that was read.</summary>
+    public async Task<bool> ReplaceWrappedKeyAsync(KeyDocument read, StoredKeyMaterial rewrapped, CancellationToken cancellationToken)
+    {
+        var previous = read.Material!;
+        var result = await _keys.UpdateOneAsync(
+            k => k.AppId == read.AppId && k.Material != null && k.Material.Version == previous.Version
+                && k.Material.MasterKeyId == previous.MasterKeyId,
+            Builders<KeyDocument>.Update.Set(k => k.Material, rewrapped),
+            cancellationToken: cancellationToken);
+        return result.ModifiedCount > 0;
+    }
+
+    private async Task<bool> UpsertIfNotNewerAsync(
+        string appId, long version, bool inclusive, UpdateDefinition<KeyDocument> update, CancellationToken cancellationToken)
+    {
+        var filter = inclusive
+            ? Builders<KeyDocument>.Filter.Where(k => k.AppId == appId && k.Version <= version)
+            : Builders<KeyDocument>.Filter.Where(k => k.AppId == appId && k.Version < version);
+        try
+        {
+            await _keys.UpdateOneAsync(filter, update, new UpdateOptions { IsUpsert = true }, cancellationToken);
+            return true;
+        }
+        catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex))
+        {
+            // The upsert tried to insert because the filter did not match an existing, newer document.
+            return false;
+        }
+    }
+}

@@ -1,0 +1,69 @@
+using System.ComponentModel.DataAnnotations;
+using Betalgo.Ranul.OpenAI;
+using Betalgo.Ranul.OpenAI.Managers;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace AddOnEvents.Common.Upstream;
+
+/// <summary>The OpenAI-compatible API that keys are checked against and prompts are sent to.</summary>
+public sealed class UpstreamOptions
+{
+    public const string SectionName = "Upstream";
+
+    /// <summary>Base URL ending in '/'; requests go to <c>{BaseUrl}v1/...</c>.</summary>
+    [Required]
+    public Uri BaseUrl { get; set; } = new("https://api.openai.com/");
+
+    [Required]
+    public string DefaultModel { get; set; } = "gpt-4o-mini";
+
+    /// <summary>Whole-request timeout; long completions take minutes, so the default is far above HttpClient's 100 s.</summary>
+    [Range(1, 3600)]
+    public int TimeoutSeconds { get; set; } = 300;
+
+    /// <summary>Timeout of the cheap call that checks a newly registered key.</summary>
+    [Range(1, 300)]
+    public int KeyCheckTimeoutSeconds { get; set; } = 15;
+}
+
+/// <summary>Creates an OpenAI client bound to one provider key for one call.</summary>
+public sealed class UpstreamClientFactory(IHttpClientFactory httpClientFactory, IOptions<UpstreamOptions> options)
+{
+    public const string HttpClientName = "upstream";
+
+    public UpstreamOptions Options => options.Value;
+
+    /// <summary>
+    /// Returns a service on a fresh HttpClient, because the SDK writes the key into the client's default headers;
+    /// a shared client would carry one app's key into another app's request. The handler underneath is pooled.
+    /// </summary>
+    public OpenAIService Create(string apiKey)
+    {
+        var http = httpClientFactory.CreateClient(HttpClientName);
+        return new OpenAIService(
+            new OpenAIOptions { ApiKey = apiKey, BaseDomain = options.Value.BaseUrl.ToString() },
+            http);
+    }
+
+    public static IServiceCollection AddUpstream(IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<UpstreamOptions>()
+            .Bind(configuration.GetSection(UpstreamOptions.SectionName))
+            .ValidateDataAnnotations()
+            .Validate(o => o.BaseUrl.IsAbsoluteUri && o.BaseUrl.AbsolutePath.EndsWith('/'),
+                "Upstream:BaseUrl must be an absolute URL that ends with '/', for example https://api.openai.com/.")
+            .ValidateOnStart();
+        services.AddHttpClient(HttpClientName)
+            .ConfigureHttpClient((sp, http) => http.Timeout = Timeout.InfiniteTimeSpan)
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+            {
+                // A redirect would resend the Authorization header to wherever the upstream points.
+                AllowAutoRedirect = false,
+                PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+            });
+        services.AddSingleton<UpstreamClientFactory>();
+        return services;
+    }
+}

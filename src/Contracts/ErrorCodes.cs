@@ -1,0 +1,33 @@
+namespace AddOnEvents.Contracts;
+
+/// <summary>
+/// Stable error codes returned by every API and carried by <see cref="PromptFailed"/>.
+/// A shipped code keeps its meaning; new cases get new codes.
+/// </summary>
+public static class ErrorCodes
+{
+    public const string InvalidRequest = "invalid_request";
+    public const string PromptTooLong = "prompt_too_long";
+    public const string Unauthorized = "unauthorized";
+    public const string Forbidden = "forbidden";
+    public const string NotFound = "not_found";
+    public const string AddonInactive = "addon_inactive";
+    public const string RateLimited = "rate_limited";
+    public const string QuotaExceeded = "quota_exceeded";
+    public const string NoKeyConfigured = "no_key_configured";
+    public const string KeyInvalid = "key_invalid";
+    public const string KeyUnreadable = "key_unreadable";
+    public const string UpstreamAuthFailed = "upstream_auth_failed";
+    public const string UpstreamRateLimited = "upstream_rate_limited";
+    public const string UpstreamUnavailable = "upstream_unavailable";
+    public const string UpstreamTimeout = "upstream_timeout";
+    public const string UpstreamBadRequest = "upstream_bad_request";
+    public const string UpstreamInvalidResponse = "upstream_invalid_response";
+    public const string ModelNotFound = "model_not_found";
+    public const string ContentFiltered = "content_filtered";
+    public const string Refused = "refused";
+    public const string ServiceUnavailable = "service_unavailable";
+    public const string RequestExpired = "request_expired";
+    public const string InvalidKeyFormat = "invalid_key_format";
+    public const string InternalError = "internal_error";
+}

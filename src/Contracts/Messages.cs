@@ -1,0 +1,78 @@
+// MassTransit routes by full type name, so these records keep their names and this namespace once shipped.
+namespace AddOnEvents.Contracts;
+
+/// <summary>A developer submitted an OpenAI key; the key travels sealed to KeyWorker's public key.</summary>
+public sealed record KeyRegistered(
+    Guid CorrelationId,
+    string AppId,
+    long KeyVersion,
+    SealedSecret SealedKey,
+    DateTimeOffset RegisteredAt);
+
+/// <summary>KeyWorker finished handling one key version: stored, rejected by the provider, or removed.</summary>
+public sealed record KeyStatusChanged(
+    Guid CorrelationId,
+    string AppId,
+    long KeyVersion,
+    string State,
+    string? Hint,
+    string? ReasonCode,
+    DateTimeOffset ChangedAt);
+
+/// <summary>
+/// An end user asked for a chat completion. <see cref="UserId"/> is a pseudonym of the host's user id;
+/// <see cref="ReplyTo"/> is the routing key of the Ingress instance that holds the user's connection.
+/// </summary>
+public sealed record PromptRequested(
+    Guid CorrelationId,
+    Guid RequestId,
+    string AppId,
+    string UserId,
+    string ReplyTo,
+    string Model,
+    int MaxOutputTokens,
+    IReadOnlyList<ChatTurn> Messages,
+    DateTimeOffset RequestedAt,
+    DateTimeOffset ExpiresAt);
+
+/// <summary>The upstream answered a prompt.</summary>
+public sealed record PromptCompleted(
+    Guid CorrelationId,
+    Guid RequestId,
+    string AppId,
+    string UserId,
+    string ReplyTo,
+    string Text,
+    string FinishReason,
+    TokenUsage Usage,
+    DateTimeOffset CompletedAt);
+
+/// <summary>A prompt ended without an answer; <see cref="Message"/> is written by AddOnEvents, never by the upstream.</summary>
+public sealed record PromptFailed(
+    Guid CorrelationId,
+    Guid RequestId,
+    string AppId,
+    string UserId,
+    string ReplyTo,
+    string Code,
+    string Message,
+    int? RetryAfterSeconds,
+    DateTimeOffset FailedAt);
+
+/// <summary>One message of a chat conversation, with an OpenAI role name (system, user, assistant).</summary>
+public sealed record ChatTurn(string Role, string Content);
+
+/// <summary>Token counts as reported by the upstream.</summary>
+public sealed record TokenUsage(int PromptTokens, int CompletionTokens, int TotalTokens);
+
+/// <summary>
+/// A secret encrypted to a recipient's P-256 public key: ECDH with an ephemeral key, HKDF-SHA256, AES-256-GCM.
+/// </summary>
+/// <param name="RecipientKeyId">Identifies which recipient key pair can open it.</param>
+/// <param name="EphemeralPublicKey">SubjectPublicKeyInfo of the sender's one-time key.</param>
+public sealed record SealedSecret(
+    string RecipientKeyId,
+    byte[] EphemeralPublicKey,
+    byte[] Nonce,
+    byte[] Ciphertext,
+    byte[] Tag);

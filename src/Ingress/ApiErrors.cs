@@ -1,0 +1,25 @@
+using AddOnEvents.Contracts;
+
+namespace AddOnEvents.Ingress;
+
+/// <summary>The one error body of the API: a stable <c>code</c> from <see cref="ErrorCodes"/> and a message that says what to fix.</summary>
+public sealed record ApiError(string Code, string Message);
+
+public static class ApiErrors
+{
+    public static IResult Result(int status, string code, string message) => Results.Json(new ApiError(code, message), statusCode: status);
+
+    public static IResult BadRequest(string message) => Result(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, message);
+
+    public static IResult ServiceUnavailable(HttpContext context, string message)
+    {
+        context.Response.Headers.RetryAfter = "5";
+        return Result(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable, message);
+    }
+
+    public static Task WriteAsync(HttpContext context, int status, string code, string message)
+    {
+        context.Response.StatusCode = status;
+        return context.Response.WriteAsJsonAsync(new ApiError(code, message));
+    }
+}

@@ -1,0 +1,101 @@
+using System.Security.Claims;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Encodings.Web;
+using AddOnEvents.Contracts;
+using AddOnEvents.Ingress.Apps;
+using AddOnEvents.Ingress.Options;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.Extensions.Options;
+
+namespace AddOnEvents.Ingress.Auth;
+
+public static class AuthSchemes
+{
+    /// <summary>HTTP Basic with an app id and app secret: the developer console and the host backend.</summary>
+    public const string AppCredentials = "AppCredentials";
+
+    /// <summary>Bearer token of the operator, from configuration.</summary>
+    public const string Admin = "Admin";
+
+    /// <summary>Short-lived signed token of one end user of one app: the browser add-on.</summary>
+    public const string UserToken = "UserToken";
+
+    public const string AppIdClaim = "app_id";
+
+    public const string UserIdClaim = "sub";
+}
+
+/// <summary>Authenticates <c>Authorization: Basic base64(appId:appSecret)</c> against the stored secret hashes.</summary>
+public sealed class AppCredentialsHandler(
+    IOptionsMonitor<AuthenticationSchemeOptions> options,
+    ILoggerFactory loggerFactory,
+    UrlEncoder encoder,
+    AppStore apps) : AuthenticationHandler<AuthenticationSchemeOptions>(options, loggerFactory, encoder)
+{
+    protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
+    {
+        string? header = Request.Headers.Authorization;
+        if (header is null || !header.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
+        {
+            return AuthenticateResult.NoResult();
+        }
+
+        string decoded;
+        try
+        {
+            decoded = Encoding.UTF8.GetString(Convert.FromBase64String(header["Basic ".Length..].Trim()));
+        }
+        catch (FormatException)
+        {
+            return AuthenticateResult.Fail("The Basic credentials are not valid base64.");
+        }
+
+        int colon = decoded.IndexOf(':', StringComparison.Ordinal);
+        if (colon <= 0 || !await apps.VerifyAsync(decoded[..colon], decoded[(colon + 1)..], Context.RequestAborted))
+        {
+            return AuthenticateResult.Fail("The app id or app secret is wrong.");
+        }
+
+        var identity = new ClaimsIdentity([new Claim(AuthSchemes.AppIdClaim, decoded[..colon])], Scheme.Name);
+        return AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), Scheme.Name));
+    }
+
+    protected override Task HandleChallengeAsync(AuthenticationProperties properties)
+    {
+        Response.Headers.WWWAuthenticate = "Basic realm=\"AddOnEvents\", charset=\"UTF-8\"";
+        return ApiErrors.WriteAsync(Context, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
+            "Send the app id and app secret with HTTP Basic authentication.");
+    }
+}
+
+/// <summary>Authenticates <c>Authorization: Bearer {Auth:AdminToken}</c>.</summary>
+public sealed class AdminTokenHandler(
+    IOptionsMonitor<AuthenticationSchemeOptions> options,
+    ILoggerFactory loggerFactory,
+    UrlEncoder encoder,
+    IOptions<AuthOptions> auth) : AuthenticationHandler<AuthenticationSchemeOptions>(options, loggerFactory, encoder)
+{
+    protected override Task<AuthenticateResult> HandleAuthenticateAsync()
+    {
+        string? header = Request.Headers.Authorization;
+        if (header is null || !header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        {
+            return Task.FromResult(AuthenticateResult.NoResult());
+        }
+
+        byte[] presented = SHA256.HashData(Encoding.UTF8.GetBytes(header["Bearer ".Length..].Trim()));
+        byte[] expected = SHA256.HashData(Encoding.UTF8.GetBytes(auth.Value.AdminToken));
+        if (!CryptographicOperations.FixedTimeEquals(presented, expected))
+        {
+            return Task.FromResult(AuthenticateResult.Fail("The admin token is wrong."));
+        }
+
+        var identity = new ClaimsIdentity([new Claim(ClaimTypes.Role, "operator")], Scheme.Name);
+        return Task.FromResult(AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), Scheme.Name)));
+    }
+
+    protected override Task HandleChallengeAsync(AuthenticationProperties properties) =>
+        ApiErrors.WriteAsync(Context, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
+            "Send the operator's admin token as a Bearer token.");
+}

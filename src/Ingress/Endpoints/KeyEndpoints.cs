@@ -1,0 +1,170 @@
+using System.Globalization;
+using System.Security.Claims;
+using System.Text;
+using AddOnEvents.Common.Crypto;
+using AddOnEvents.Common.Storage;
+using AddOnEvents.Contracts;
+using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Crypto;
+using AddOnEvents.Ingress.Options;
+using MassTransit;
+using Microsoft.Extensions.Options;
+
+namespace AddOnEvents.Ingress.Endpoints;
+
+public sealed record KeyInput(string? ApiKey);
+
+public sealed record KeyStatus(
+    string AppId, long Version, string State, string? Hint, string? ReasonCode, DateTime UpdatedAt, DateTime? CheckedAt, long? ActiveVersion);
+
+/// <summary>The developer console's key API: register or replace, read status, delete. Each app reaches only its own key.</summary>
+public static partial class KeyEndpoints
+{
+    private const int MinKeyLength = 20;
+    private const int MaxKeyLength = 512;
+
+    public static RouteGroupBuilder MapKeyEndpoints(this IEndpointRouteBuilder endpoints)
+    {
+        var group = endpoints.MapGroup("/api/apps/{appId}/openai-key").RequireAuthorization(AuthSchemes.AppCredentials);
+        group.MapPut("", RegisterAsync);
+        group.MapGet("", GetStatusAsync);
+        group.MapDelete("", DeleteAsync);
+        return group;
+    }
+
+    /// <summary>Returns null when the caller is the app named in the path, else the 403 to send.</summary>
+    public static IResult? RejectOtherApp(ClaimsPrincipal user, string appId) =>
+        user.FindFirstValue(AuthSchemes.AppIdClaim) == appId
+            ? null
+            : ApiErrors.Result(StatusCodes.Status403Forbidden, ErrorCodes.Forbidden, "These credentials belong to another app.");
+
+    private static async Task<IResult> RegisterAsync(
+        string appId,
+        HttpContext http,
+        KeyStore keys,
+        SealingPublicKey sealing,
+        IBus bus,
+        IOptions<PromptOptions> options,
+        TimeProvider clock,
+        ILogger<ApiLogCategory> logger)
+    {
+        if (RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
+        }
+
+        var (input, error) = await JsonBody.ReadAsync<KeyInput>(http.Request);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        string? problem = CheckKeyFormat(input!.ApiKey, out string trimmed);
+        if (problem is not null)
+        {
+            return ApiErrors.Result(StatusCodes.Status400BadRequest, ErrorCodes.InvalidKeyFormat, problem);
+        }
+
+        var cancellationToken = http.RequestAborted;
+        long version = await keys.AllocateVersionAsync(appId, cancellationToken);
+        string hint;
+        SealedSecret sealedKey;
+        using (var providerKey = new ProviderKey(trimmed))
+        {
+            hint = providerKey.Hint();
+            sealedKey = sealing.Seal(providerKey, SecretSealing.KeyContext(appId, version));
+        }
+
+        var now = clock.GetUtcNow();
+        var message = new KeyRegistered(NewId.NextGuid(), appId, version, sealedKey, now);
+        if (!await PublishConfirmedAsync(bus, message, options.Value, http, logger))
+        {
+            return ApiErrors.ServiceUnavailable(http, "The message broker did not confirm the key registration. Retry in a few seconds.");
+        }
+
+        await keys.MarkPendingAsync(appId, version, hint, now.UtcDateTime, cancellationToken);
+        Log.KeyRegistrationAccepted(logger, appId, version);
+        return Results.Accepted($"/api/apps/{appId}/openai-key", new { appId, version, state = KeyStates.Pending, hint });
+    }
+
+    private static async Task<IResult> GetStatusAsync(string appId, HttpContext http, KeyStore keys)
+    {
+        if (RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
+        }
+
+        var document = await keys.FindAsync(appId, http.RequestAborted);
+        return document is null
+            ? ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NoKeyConfigured, "This app has no OpenAI key. Register one with PUT.")
+            : Results.Ok(new KeyStatus(document.AppId, document.Version, document.State, document.Hint, document.ReasonCode,
+                document.UpdatedAt, document.CheckedAt, document.Material?.Version));
+    }
+
+    private static async Task<IResult> DeleteAsync(string appId, HttpContext http, KeyStore keys, ILogger<ApiLogCategory> logger)
+    {
+        if (RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
+        }
+
+        bool deleted = await keys.DeleteAsync(appId, http.RequestAborted);
+        Log.KeyDeleted(logger, appId, deleted);
+        return deleted
+            ? Results.NoContent()
+            : ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NoKeyConfigured, "This app has no OpenAI key to delete.");
+    }
+
+    /// <summary>
+    /// Trims surrounding whitespace and returns why the key is unusable, or null. Messages never quote the key.
+    /// </summary>
+    public static string? CheckKeyFormat(string? apiKey, out string trimmed)
+    {
+        trimmed = apiKey?.Trim() ?? "";
+        if (trimmed.Length == 0)
+        {
+            return "apiKey is missing: paste the OpenAI API key.";
+        }
+
+        if (trimmed.Length is < MinKeyLength or > MaxKeyLength)
+        {
+            return string.Create(CultureInfo.InvariantCulture,
+                $"apiKey must be {MinKeyLength} to {MaxKeyLength} characters long; check that the whole key was pasted.");
+        }
+
+        foreach (var rune in trimmed.EnumerateRunes())
+        {
+            if (Rune.IsWhiteSpace(rune))
+            {
+                return "apiKey contains whitespace inside it; paste the key again without spaces or line breaks.";
+            }
+
+            var category = Rune.GetUnicodeCategory(rune);
+            if (category is UnicodeCategory.Control or UnicodeCategory.Format or UnicodeCategory.Surrogate or UnicodeCategory.PrivateUse
+                or UnicodeCategory.OtherNotAssigned || rune.Value > 0x7E)
+            {
+                return "apiKey contains a control, invisible or non-ASCII character; paste the key again as plain text.";
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Publishes and waits for the broker's confirm; false when the broker did not confirm in time.</summary>
+    public static async Task<bool> PublishConfirmedAsync<T>(IBus bus, T message, PromptOptions options, HttpContext http, ILogger logger)
+        where T : class
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
+        timeout.CancelAfter(TimeSpan.FromSeconds(options.PublishTimeoutSeconds));
+        try
+        {
+            await bus.Publish(message, timeout.Token);
+            return true;
+        }
+        catch (Exception ex) when (!http.RequestAborted.IsCancellationRequested && ex is not OutOfMemoryException)
+        {
+            Log.PublishFailed(logger, typeof(T).Name, ex.GetType().Name);
+            return false;
+        }
+    }
+}

@@ -1,0 +1,177 @@
+using AddOnEvents.Common.Crypto;
+using AddOnEvents.Common.Hosting;
+using AddOnEvents.Common.Messaging;
+using AddOnEvents.Common.Storage;
+using AddOnEvents.Contracts;
+using AddOnEvents.Ingress.Apps;
+using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Consumers;
+using AddOnEvents.Ingress.Crypto;
+using AddOnEvents.Ingress.Endpoints;
+using AddOnEvents.Ingress.Hubs;
+using AddOnEvents.Ingress.Options;
+using AddOnEvents.Ingress.Prompts;
+using MassTransit;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.SignalR;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+using Microsoft.IdentityModel.Tokens;
+using MongoDB.Driver;
+using RabbitMQ.Client;
+
+namespace AddOnEvents.Ingress;
+
+/// <summary>Builds the Ingress web application; tests call it with their own configuration.</summary>
+public static class IngressApp
+{
+    public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        // Request logs at Information include query strings, and SignalR puts the user's token there.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Http.Connections", LogLevel.Information);
+        configure?.Invoke(builder);
+
+        var services = builder.Services;
+        var configuration = builder.Configuration;
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddMemoryCache();
+        services.AddOptions<PromptOptions>().Bind(configuration.GetSection(PromptOptions.SectionName)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.SectionName)).ValidateDataAnnotations()
+            .Validate(o => TrySigningKey(o), "Auth:TokenSigningKey is invalid: it must be base64 of at least 32 bytes (openssl rand -base64 48).")
+            .ValidateOnStart();
+        services.AddMongoStorage(configuration);
+        services.AddSealingKey(configuration, privateKey: false);
+        services.AddSingleton<SealingPublicKey>();
+        services.AddSingleton<AppStore>();
+        services.AddSingleton<UserTokens>();
+        services.AddSingleton<PromptSubmitter>();
+        services.AddSingleton(new ResultRoute(configuration["Ingress:InstanceId"] ?? Guid.NewGuid().ToString("N")[..12]));
+        AddAuthentication(services);
+        services.AddSignalR(hub => hub.MaximumReceiveMessageSize = 256 * 1024);
+        services.AddSingleton<IUserIdProvider, PseudonymUserIdProvider>();
+        AddBus(services, configuration);
+
+        var app = builder.Build();
+        app.UseExceptionHandler(handler => handler.Run(WriteUnhandledErrorAsync));
+        app.UseDefaultFiles();
+        app.UseStaticFiles();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.MapAddOnEventsHealth();
+        app.MapKeyEndpoints();
+        app.MapApiEndpoints();
+        app.MapHub<AddOnHub>(AddOnHub.Path);
+        return app;
+    }
+
+    private static void AddAuthentication(IServiceCollection services)
+    {
+        services.AddAuthentication()
+            .AddScheme<AuthenticationSchemeOptions, AppCredentialsHandler>(AuthSchemes.AppCredentials, null)
+            .AddScheme<AuthenticationSchemeOptions, AdminTokenHandler>(AuthSchemes.Admin, null)
+            .AddJwtBearer(AuthSchemes.UserToken, _ => { });
+        services.AddOptions<JwtBearerOptions>(AuthSchemes.UserToken).Configure<UserTokens>((jwt, tokens) =>
+        {
+            jwt.MapInboundClaims = false;
+            jwt.TokenValidationParameters = new TokenValidationParameters
+            {
+                ValidIssuer = UserTokens.Issuer,
+                ValidAudience = UserTokens.Audience,
+                IssuerSigningKey = tokens.SigningKey,
+                ValidAlgorithms = [SecurityAlgorithms.HmacSha256],
+                RequireExpirationTime = true,
+                ClockSkew = TimeSpan.FromSeconds(30),
+                NameClaimType = AuthSchemes.UserIdClaim,
+            };
+            jwt.Events = new JwtBearerEvents
+            {
+                // Browsers cannot set headers on WebSocket requests, so SignalR clients send the token in the query.
+                OnMessageReceived = context =>
+                {
+                    if (context.HttpContext.Request.Path.StartsWithSegments(AddOnHub.Path)
+                        && context.Request.Query.TryGetValue("access_token", out var token))
+                    {
+                        context.Token = token;
+                    }
+
+                    return Task.CompletedTask;
+                },
+                OnChallenge = async context =>
+                {
+                    context.HandleResponse();
+                    context.Response.Headers.WWWAuthenticate = "Bearer";
+                    await ApiErrors.WriteAsync(context.HttpContext, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
+                        "The end-user token is missing, expired or invalid. Fetch a new one from the host application.");
+                },
+            };
+        });
+        services.AddAuthorizationBuilder()
+            .AddPolicy(AuthSchemes.AppCredentials, policy => policy.AddAuthenticationSchemes(AuthSchemes.AppCredentials)
+                .RequireClaim(AuthSchemes.AppIdClaim))
+            .AddPolicy(AuthSchemes.Admin, policy => policy.AddAuthenticationSchemes(AuthSchemes.Admin).RequireRole("operator"))
+            .AddPolicy(AuthSchemes.UserToken, policy => policy.AddAuthenticationSchemes(AuthSchemes.UserToken)
+                .RequireClaim(AuthSchemes.AppIdClaim).RequireClaim(AuthSchemes.UserIdClaim));
+    }
+
+    private static void AddBus(IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddAddOnEventsBus(
+            configuration,
+            bus => bus.AddConsumer<PromptResultConsumer>().ExcludeFromConfigureEndpoints(),
+            (context, rabbit) =>
+            {
+                var route = context.GetRequiredService<ResultRoute>();
+                rabbit.ReceiveEndpoint(route.QueueName, endpoint =>
+                {
+                    // Results are useful only to the connections of this process, so the queue lives and dies with it.
+                    endpoint.Durable = false;
+                    endpoint.AutoDelete = true;
+                    endpoint.ConfigureConsumeTopology = false;
+                    endpoint.Bind<PromptCompleted>(b =>
+                    {
+                        b.ExchangeType = ExchangeType.Direct;
+                        b.RoutingKey = route.RoutingKey;
+                    });
+                    endpoint.Bind<PromptFailed>(b =>
+                    {
+                        b.ExchangeType = ExchangeType.Direct;
+                        b.RoutingKey = route.RoutingKey;
+                    });
+                    endpoint.ConfigureConsumer<PromptResultConsumer>(context);
+                });
+            });
+    }
+
+    private static bool TrySigningKey(AuthOptions options)
+    {
+        try
+        {
+            return options.SigningKeyBytes().Length >= 32;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    private static async Task WriteUnhandledErrorAsync(HttpContext context)
+    {
+        var error = context.Features.Get<IExceptionHandlerFeature>()?.Error;
+        var logger = context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(IngressApp));
+        Log.RequestFailed(logger, context.Request.Path, error?.GetType().Name ?? "unknown");
+        if (error is MongoException or TimeoutException)
+        {
+            context.Response.Headers.RetryAfter = "5";
+            await ApiErrors.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable,
+                "The database is unavailable. Retry in a few seconds.");
+            return;
+        }
+
+        await ApiErrors.WriteAsync(context, StatusCodes.Status500InternalServerError, ErrorCodes.InternalError,
+            "AddOnEvents failed to handle the request. Retry later.");
+    }
+}

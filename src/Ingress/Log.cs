@@ -1,0 +1,34 @@
+namespace AddOnEvents.Ingress;
+
+/// <summary>Ingress log messages: ids and codes only, never keys, tokens, prompts or answers.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 1001, Level = LogLevel.Information, Message = "Accepted key registration of app {AppId} version {KeyVersion}")]
+    public static partial void KeyRegistrationAccepted(ILogger logger, string appId, long keyVersion);
+
+    [LoggerMessage(EventId = 1002, Level = LogLevel.Information, Message = "Deleted key of app {AppId}: {Deleted}")]
+    public static partial void KeyDeleted(ILogger logger, string appId, bool deleted);
+
+    [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "Broker did not confirm a {MessageType} publish: {ExceptionType}")]
+    public static partial void PublishFailed(ILogger logger, string messageType, string exceptionType);
+
+    [LoggerMessage(EventId = 1004, Level = LogLevel.Information, Message = "Accepted request {RequestId} of app {AppId}")]
+    public static partial void PromptAccepted(ILogger logger, Guid requestId, string appId);
+
+    [LoggerMessage(EventId = 1005, Level = LogLevel.Information, Message = "Created app {AppId}")]
+    public static partial void AppCreated(ILogger logger, string appId);
+
+    [LoggerMessage(EventId = 1006, Level = LogLevel.Debug, Message = "Delivered {Outcome} of request {RequestId} to its user's connections")]
+    public static partial void ResultDelivered(ILogger logger, string outcome, Guid requestId);
+
+    [LoggerMessage(EventId = 1007, Level = LogLevel.Error, Message = "Request {Path} failed with {ExceptionType}")]
+    public static partial void RequestFailed(ILogger logger, string path, string exceptionType);
+}
+
+/// <summary>Log category of the minimal API endpoints, which live in static classes.</summary>
+public sealed class ApiLogCategory
+{
+    private ApiLogCategory()
+    {
+    }
+}

@@ -1,0 +1,1 @@
+await AddOnEvents.Ingress.IngressApp.Build(args).RunAsync();

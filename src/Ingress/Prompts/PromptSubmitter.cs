@@ -1,0 +1,97 @@
+using System.Globalization;
+using System.Security.Claims;
+using System.Text.RegularExpressions;
+using AddOnEvents.Contracts;
+using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Endpoints;
+using AddOnEvents.Ingress.Options;
+using MassTransit;
+using Microsoft.Extensions.Options;
+
+namespace AddOnEvents.Ingress.Prompts;
+
+/// <summary>What the add-on sends: the prompt and, optionally, a model and an output limit.</summary>
+public sealed record PromptInput(string? Prompt, string? Model, int? MaxOutputTokens);
+
+/// <summary>Either the accepted request id, or the status and error to return.</summary>
+public sealed record Submission(Guid? RequestId, int Status, ApiError? Error)
+{
+    public static Submission Rejected(int status, string code, string message) => new(null, status, new ApiError(code, message));
+}
+
+/// <summary>
+/// Checks a prompt from an authenticated end user and publishes it, shared by the HTTP API and the hub.
+/// App and user come from the verified token only.
+/// </summary>
+public sealed partial class PromptSubmitter(
+    IBus bus,
+    UserTokens tokens,
+    ResultRoute route,
+    IOptions<PromptOptions> options,
+    TimeProvider clock,
+    ILogger<PromptSubmitter> logger)
+{
+    public async Task<Submission> SubmitAsync(ClaimsPrincipal user, PromptInput input, HttpContext http)
+    {
+        string? appId = user.FindFirstValue(AuthSchemes.AppIdClaim);
+        string? pseudonym = tokens.Pseudonym(user);
+        if (appId is null || pseudonym is null)
+        {
+            return Submission.Rejected(StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized, "Send an end-user token.");
+        }
+
+        var limits = options.Value;
+        if (string.IsNullOrWhiteSpace(input.Prompt))
+        {
+            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "prompt is empty: type a question.");
+        }
+
+        if (input.Prompt.Length > limits.MaxPromptCharacters)
+        {
+            return Submission.Rejected(StatusCodes.Status413PayloadTooLarge, ErrorCodes.PromptTooLong, string.Create(CultureInfo.InvariantCulture,
+                $"The prompt has {input.Prompt.Length} characters; the limit is {limits.MaxPromptCharacters}. Shorten it."));
+        }
+
+        string model = input.Model ?? limits.DefaultModel;
+        if (!ModelName().IsMatch(model))
+        {
+            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                "model must be 1 to 100 letters, digits, '.', '_', ':' or '-'.");
+        }
+
+        int maxOutputTokens = input.MaxOutputTokens ?? limits.DefaultMaxOutputTokens;
+        if (maxOutputTokens < 1 || maxOutputTokens > limits.MaxOutputTokensLimit)
+        {
+            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, string.Create(CultureInfo.InvariantCulture,
+                $"maxOutputTokens must be between 1 and {limits.MaxOutputTokensLimit}."));
+        }
+
+        var now = clock.GetUtcNow();
+        var requestId = NewId.NextGuid();
+        var message = new PromptRequested(
+            requestId, requestId, appId, pseudonym, route.RoutingKey, model, maxOutputTokens,
+            [new ChatTurn("user", input.Prompt)], now, now.AddSeconds(limits.TimeToLiveSeconds));
+        if (!await KeyEndpoints.PublishConfirmedAsync(bus, message, limits, http, logger))
+        {
+            return Submission.Rejected(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable,
+                "The message broker did not confirm the prompt. Retry in a few seconds.");
+        }
+
+        Log.PromptAccepted(logger, requestId, appId);
+        return new Submission(requestId, StatusCodes.Status202Accepted, null);
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9._:-]{1,100}$")]
+    private static partial Regex ModelName();
+}
+
+/// <summary>
+/// The routing key that brings results back to this Ingress instance, and the name of the queue bound with it.
+/// The queue is deleted with the instance; results for its users are then dropped by the broker.
+/// </summary>
+public sealed class ResultRoute(string instanceId)
+{
+    public string RoutingKey { get; } = instanceId;
+
+    public string QueueName => "ingress-results-" + RoutingKey;
+}

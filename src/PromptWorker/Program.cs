@@ -1,0 +1,1 @@
+await AddOnEvents.PromptWorker.PromptWorkerApp.Build(args).RunAsync();

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Runs the test suite against a private RabbitMQ node and jongodb started for this run.
+# The tests start the three services in-process; this script only provides the broker
+# and the database. Extra arguments go to dotnet test, for example:
+#   ./test.sh --filter "FullyQualifiedName~Ingress"
+# Exits with dotnet test's exit code.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$REPO"
+# shellcheck source=scripts/infra.sh
+source scripts/infra.sh
+
+export DOTNET_CLI_TELEMETRY_OPTOUT=${DOTNET_CLI_TELEMETRY_OPTOUT:-1}
+export DOTNET_NOLOGO=${DOTNET_NOLOGO:-1}
+
+RUN_DIR=$REPO/.run/test-$$
+
+cleanup() {
+    set +e
+    infra_stop_jongodb "$RUN_DIR/jongodb"
+    infra_stop_rabbitmq "$RUN_DIR/rabbitmq"
+    if [[ ${CI:-} == true ]]; then
+        # The compiler and MSBuild servers outlive the build; on a CI machine nothing else uses them.
+        dotnet build-server shutdown >/dev/null 2>&1
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Stops the servers of earlier test runs that were killed before their cleanup ran.
+remove_stale_runs() {
+    local dir pid
+    for dir in "$REPO"/.run/test-*; do
+        [[ -d $dir ]] || continue
+        pid=${dir##*-}
+        if [[ $pid != "$$" ]] && ! kill -0 "$pid" 2>/dev/null; then
+            infra_stop_jongodb "$dir/jongodb"
+            infra_stop_rabbitmq "$dir/rabbitmq"
+            rm -rf "$dir"
+        fi
+    done
+}
+
+# Reads one numeric attribute of a TRX <Counters> element, or 0 when it is absent.
+counter() {
+    local value
+    value=$(sed -n "s/.* $1=\"\([0-9]*\)\".*/\1/p" <<<"$2")
+    echo "${value:-0}"
+}
+
+# Prints one closing line with the totals from the TRX files, which cover every test project.
+print_summary() {
+    local passed=0 failed=0 total=0 file counters
+    for file in "$RUN_DIR"/results/*.trx; do
+        [[ -f $file ]] || continue
+        counters=$(grep -o '<Counters [^>]*>' "$file" | head -n 1)
+        total=$((total + $(counter total "$counters")))
+        passed=$((passed + $(counter passed "$counters")))
+        failed=$((failed + $(counter failed "$counters") + $(counter error "$counters") \
+            + $(counter timeout "$counters") + $(counter aborted "$counters")))
+    done
+    echo "Tests: $passed passed, $failed failed, $((total - passed - failed)) skipped"
+}
+
+started=$SECONDS
+remove_stale_runs
+mkdir -p "$RUN_DIR"
+infra_install
+infra_install_ingress_npm
+
+port=$(infra_free_port 10000 20000 30000)
+infra_start_rabbitmq "$RUN_DIR/rabbitmq" "$port"
+infra_start_jongodb "$RUN_DIR/jongodb"
+infra_env
+echo "Infrastructure ready in $((SECONDS - started)) s; running dotnet test"
+
+status=0
+dotnet test AddOnEvents.sln -c Release \
+    --logger "console;verbosity=normal" \
+    --logger "trx;LogFilePrefix=results" \
+    --results-directory "$RUN_DIR/results" \
+    "$@" || status=$?
+
+print_summary
+if ((status != 0)); then
+    echo "dotnet test exited with code $status; server logs are in $RUN_DIR"
+fi
+exit "$status"

@@ -1,0 +1,166 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using AddOnEvents.Tests.Fixtures;
+
+namespace AddOnEvents.Tests;
+
+/// <summary>Bad input and bad credentials get a status, a stable code and a message, and nothing is published.</summary>
+[Collection(SystemCollectionDefinition.Name)]
+public sealed class ApiInputTests(SystemFixture system)
+{
+    [Theory]
+    [InlineData("sk-short", "invalid_key_format")]
+    [InlineData("sk-with inner-space-0123456789abcdef", "invalid_key_format")]
+    [InlineData("sk-zero\u200Bwidth-0123456789abcdef0123", "invalid_key_format")]
+    [InlineData("sk-control\u0007-0123456789abcdef0123", "invalid_key_format")]
+    [InlineData("   ", "invalid_key_format")]
+    public async Task MalformedKeyRejectedWithoutPublishing(string apiKey, string expectedCode)
+    {
+        var app = await system.CreateAppAsync();
+
+        using var response = await system.PutKeyAsync(app, apiKey);
+        string body = await response.Content.ReadAsStringAsync();
+        var versions = await system.ReadCollectionsAsync("keyVersions");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(expectedCode, JsonDocument.Parse(body).RootElement.GetProperty("code").GetString());
+        Assert.DoesNotContain(apiKey.Trim().Length > 0 ? apiKey.Trim() : "\u0000", body, StringComparison.Ordinal);
+        Assert.DoesNotContain(versions, d => d["_id"] == app.AppId);
+    }
+
+    [Fact]
+    public async Task SurroundingWhitespaceIsTrimmed()
+    {
+        var app = await system.CreateAppAsync();
+        string key = "sk-trimmed-" + Guid.NewGuid().ToString("N");
+        system.Upstream.AcceptKey(key);
+
+        using var response = await system.PutKeyAsync(app, "  " + key + "\n");
+        var status = await system.WaitForKeyStateAsync(app, "active");
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal("sk-..." + key[^4..], status.GetProperty("hint").GetString());
+    }
+
+    [Fact]
+    public async Task InvalidJsonBodyGetsInvalidRequest()
+    {
+        var app = await system.CreateAppAsync();
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+
+        using var response = await developer.PutAsync($"/api/apps/{app.AppId}/openai-key",
+            new StringContent("{\"apiKey\": \"sk-abc", Encoding.UTF8, "application/json"));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", await CodeOf(response));
+    }
+
+    [Fact]
+    public async Task OtherAppsKeyIsForbidden()
+    {
+        var appA = await system.CreateAppAsync("A");
+        var appB = await system.CreateAppAsync("B");
+        using var developerB = system.CreateClient(SystemFixture.Basic(appB));
+
+        using var read = await developerB.GetAsync($"/api/apps/{appA.AppId}/openai-key");
+        using var write = await developerB.PutAsJsonAsync($"/api/apps/{appA.AppId}/openai-key", new { apiKey = "sk-" + new string('x', 40) });
+        using var delete = await developerB.DeleteAsync($"/api/apps/{appA.AppId}/openai-key");
+        using var token = await developerB.PostAsJsonAsync($"/api/apps/{appA.AppId}/user-tokens", new { userId = "u" });
+
+        Assert.Equal(HttpStatusCode.Forbidden, read.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, write.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, delete.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, token.StatusCode);
+        Assert.Equal("forbidden", await CodeOf(read));
+    }
+
+    [Fact]
+    public async Task WrongSecretIsUnauthorized()
+    {
+        var app = await system.CreateAppAsync();
+        using var developer = system.CreateClient(SystemFixture.Basic(app with { Secret = app.Secret + "x" }));
+
+        using var response = await developer.GetAsync($"/api/apps/{app.AppId}/openai-key");
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("unauthorized", await CodeOf(response));
+    }
+
+    [Fact]
+    public async Task MissingAdminTokenIsUnauthorized()
+    {
+        using var anonymous = system.CreateClient();
+
+        using var response = await anonymous.PostAsJsonAsync("/api/admin/apps", new { name = "x" });
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task TamperedUserTokenIsRejected()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "user");
+        string tampered = token[..^4] + (token[^4] == 'A' ? "BBBB" : "AAAA");
+        using var user = system.CreateClient(SystemFixture.Bearer(tampered));
+
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = "hi" });
+        var hubFailure = await Record.ExceptionAsync(() => system.ConnectAsync(tampered));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("unauthorized", await CodeOf(response));
+        Assert.NotNull(hubFailure);
+    }
+
+    [Fact]
+    public async Task AppSecretIsNotAUserToken()
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(app.Secret));
+
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = "hi" });
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task OverlongPromptGets413()
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "user")));
+
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = new string('a', 16_001) });
+
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        Assert.Equal("prompt_too_long", await CodeOf(response));
+    }
+
+    [Fact]
+    public async Task EmptyPromptGets400()
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "user")));
+
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = "  " });
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", await CodeOf(response));
+    }
+
+    [Fact]
+    public async Task HealthEndpointsAnswer()
+    {
+        using var anonymous = system.CreateClient();
+
+        using var live = await anonymous.GetAsync("/health/live");
+        using var ready = await anonymous.GetAsync("/health/ready");
+
+        Assert.Equal(HttpStatusCode.OK, live.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+    }
+
+    private static async Task<string?> CodeOf(HttpResponseMessage response) =>
+        (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString();
+}

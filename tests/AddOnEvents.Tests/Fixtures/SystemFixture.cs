@@ -1,0 +1,226 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using AddOnEvents.Ingress;
+using AddOnEvents.KeyWorker;
+using AddOnEvents.PromptWorker;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using MongoDB.Bson;
+using MongoDB.Driver;
+
+namespace AddOnEvents.Tests.Fixtures;
+
+/// <summary>An app created through the admin API, with the credentials the developer received.</summary>
+public sealed record TestApp(string AppId, string Secret);
+
+/// <summary>
+/// The whole system for end-to-end tests: Ingress, KeyWorker and PromptWorker on real sockets, on the RabbitMQ
+/// node and jongodb that test.sh started, in a database of their own, with a fake OpenAI upstream. Every log
+/// line, broker message and HTTP response is captured for leak scans.
+/// </summary>
+public sealed class SystemFixture : IAsyncLifetime
+{
+    public static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+
+    private readonly List<WebApplication> _services = [];
+
+    public TestSecrets Secrets { get; } = new();
+
+    public string DatabaseName { get; } = "t" + Guid.NewGuid().ToString("N")[..16];
+
+    public FakeUpstream Upstream { get; private set; } = null!;
+
+    public BrokerTrace Broker { get; private set; } = null!;
+
+    public HttpCapture Http { get; } = new();
+
+    public LogCapture Logs { get; } = new();
+
+    public Uri IngressUrl { get; private set; } = null!;
+
+    public IMongoDatabase Database { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Upstream = await FakeUpstream.StartAsync();
+        Broker = await BrokerTrace.StartAsync();
+        Database = new MongoClient(TestEnvironment.MongoUri).GetDatabase(DatabaseName);
+
+        await StartAsync(KeyWorkerApp.Build([], b => Configure(b, KeyWorkerSettings())));
+        await StartAsync(PromptWorkerApp.Build([], b => Configure(b, PromptWorkerSettings())));
+        var ingress = await StartAsync(IngressApp.Build([], b => Configure(b, IngressSettings())));
+        IngressUrl = new Uri(ingress);
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var service in Enumerable.Reverse(_services))
+        {
+            await service.StopAsync();
+            await service.DisposeAsync();
+        }
+
+        await Broker.DisposeAsync();
+        await Upstream.DisposeAsync();
+    }
+
+    public Dictionary<string, string?> CommonSettings() => new()
+    {
+        ["RabbitMq:Host"] = "127.0.0.1",
+        ["RabbitMq:Port"] = TestEnvironment.RabbitMqPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["RabbitMq:Username"] = "guest",
+        ["RabbitMq:Password"] = "guest",
+        ["Mongo:ConnectionString"] = TestEnvironment.MongoUri,
+        ["Mongo:Database"] = DatabaseName,
+        ["Logging:LogLevel:Default"] = "Trace",
+        ["Upstream:BaseUrl"] = Upstream.BaseUrl.ToString(),
+    };
+
+    public Dictionary<string, string?> KeyWorkerSettings() => new(CommonSettings())
+    {
+        ["Sealing:KeyId"] = Secrets.SealingKeyId,
+        ["Sealing:PrivateKey"] = Secrets.SealingPrivateKey,
+        ["MasterKeys:CurrentKeyId"] = "mk1",
+        ["MasterKeys:Keys:mk1"] = Secrets.MasterKey1,
+        ["Fingerprint:Key"] = Secrets.FingerprintKey,
+    };
+
+    public Dictionary<string, string?> PromptWorkerSettings() => new(CommonSettings())
+    {
+        ["MasterKeys:CurrentKeyId"] = "mk1",
+        ["MasterKeys:Keys:mk1"] = Secrets.MasterKey1,
+    };
+
+    public Dictionary<string, string?> IngressSettings() => new(CommonSettings())
+    {
+        ["Sealing:KeyId"] = Secrets.SealingKeyId,
+        ["Sealing:PublicKey"] = Secrets.SealingPublicKey,
+        ["Auth:AdminToken"] = Secrets.AdminToken,
+        ["Auth:TokenSigningKey"] = Secrets.TokenSigningKey,
+    };
+
+    /// <summary>Gives a service builder the test's settings and log capture; the settings win over every other source.</summary>
+    public void Configure(WebApplicationBuilder builder, IDictionary<string, string?> settings)
+    {
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Configuration.AddInMemoryCollection(settings);
+        builder.Logging.ClearProviders();
+        builder.Logging.SetMinimumLevel(LogLevel.Trace);
+        builder.Logging.AddProvider(Logs);
+    }
+
+    /// <summary>Returns an HTTP client for Ingress whose responses are captured.</summary>
+    public HttpClient CreateClient(AuthenticationHeaderValue? authorization = null)
+    {
+        var client = new HttpClient(Http.CreateHandler(new SocketsHttpHandler())) { BaseAddress = IngressUrl, Timeout = Patience };
+        client.DefaultRequestHeaders.Authorization = authorization;
+        return client;
+    }
+
+    public static AuthenticationHeaderValue Basic(TestApp app) =>
+        new("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{app.AppId}:{app.Secret}")));
+
+    public static AuthenticationHeaderValue Bearer(string token) => new("Bearer", token);
+
+    public async Task<TestApp> CreateAppAsync(string name = "Test app")
+    {
+        using var admin = CreateClient(Bearer(Secrets.AdminToken));
+        using var response = await admin.PostAsJsonAsync("/api/admin/apps", new { name });
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        return new TestApp(body.GetProperty("appId").GetString()!, body.GetProperty("appSecret").GetString()!);
+    }
+
+    public async Task<HttpResponseMessage> PutKeyAsync(TestApp app, string apiKey)
+    {
+        using var developer = CreateClient(Basic(app));
+        return await developer.PutAsJsonAsync($"/api/apps/{app.AppId}/openai-key", new { apiKey });
+    }
+
+    /// <summary>Polls the key status until it reaches <paramref name="state"/>; returns the last status body.</summary>
+    public async Task<JsonElement> WaitForKeyStateAsync(TestApp app, string state)
+    {
+        using var developer = CreateClient(Basic(app));
+        var deadline = DateTime.UtcNow + Patience;
+        string last = "";
+        while (DateTime.UtcNow < deadline)
+        {
+            using var response = await developer.GetAsync($"/api/apps/{app.AppId}/openai-key");
+            last = await response.Content.ReadAsStringAsync();
+            if (response.IsSuccessStatusCode)
+            {
+                var body = JsonDocument.Parse(last).RootElement;
+                if (body.GetProperty("state").GetString() == state)
+                {
+                    return body.Clone();
+                }
+            }
+
+            await Task.Delay(50);
+        }
+
+        throw new TimeoutException($"The key of {app.AppId} did not reach '{state}' within {Patience}; last status: {last}");
+    }
+
+    /// <summary>Registers a key the fake upstream accepts and waits until it is active.</summary>
+    public async Task RegisterActiveKeyAsync(TestApp app, string apiKey)
+    {
+        Upstream.AcceptKey(apiKey);
+        using var response = await PutKeyAsync(app, apiKey);
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        await WaitForKeyStateAsync(app, "active");
+    }
+
+    public async Task<string> IssueUserTokenAsync(TestApp app, string userId)
+    {
+        using var host = CreateClient(Basic(app));
+        using var response = await host.PostAsJsonAsync($"/api/apps/{app.AppId}/user-tokens", new { userId });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        return (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("token").GetString()!;
+    }
+
+    public Task<AddOnClient> ConnectAsync(string token) => AddOnClient.ConnectAsync(IngressUrl, token, Http);
+
+    /// <summary>Posts a prompt with an end-user token; returns the request id of the 202.</summary>
+    public async Task<Guid> PostPromptAsync(string token, string prompt)
+    {
+        using var user = CreateClient(Bearer(token));
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt });
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        return (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("requestId").GetGuid();
+    }
+
+    /// <summary>Returns every document of the given collections as relaxed JSON.</summary>
+    public async Task<List<BsonDocument>> ReadCollectionsAsync(params string[] names)
+    {
+        // NOTE: jongodb has no listCollections, so the collections are named by the caller.
+        var documents = new List<BsonDocument>();
+        foreach (string name in names)
+        {
+            documents.AddRange(await Database.GetCollection<BsonDocument>(name).Find(FilterDefinition<BsonDocument>.Empty).ToListAsync());
+        }
+
+        return documents;
+    }
+
+    private async Task<string> StartAsync(WebApplication app)
+    {
+        _services.Add(app);
+        await app.StartAsync();
+        return app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class SystemCollectionDefinition : ICollectionFixture<SystemFixture>
+{
+    public const string Name = "system";
+}
