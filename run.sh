@@ -13,8 +13,7 @@ cd "$REPO"
 # shellcheck source=scripts/infra.sh
 source scripts/infra.sh
 
-export DOTNET_CLI_TELEMETRY_OPTOUT=${DOTNET_CLI_TELEMETRY_OPTOUT:-1}
-export DOTNET_NOLOGO=${DOTNET_NOLOGO:-1}
+infra_dotnet_defaults
 
 INGRESS_PORT=${INGRESS_PORT:-5080}
 KEYWORKER_PORT=${KEYWORKER_PORT:-5081}
@@ -36,8 +35,8 @@ service_port() {
     esac
 }
 
-# Secrets a service must not receive. Each service gets only the secrets it needs,
-# so the sealing private key and the master keys never reach Ingress.
+# Prints `env -u` arguments for the secrets that service NAME must not receive. Each service
+# gets only the secrets it needs, so the sealing private key and the master keys never reach Ingress.
 service_unset_args() {
     local names=()
     case $1 in
@@ -154,6 +153,9 @@ infra_stop_rabbitmq "$RUN_DIR/rabbitmq"
 rm -rf "$RUN_DIR"
 mkdir -p "$RUN_DIR"
 echo "$$" >"$RUN_DIR/run.pid"
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 for name in "${SERVICES[@]}"; do
     port=$(service_port "$name")
@@ -168,12 +170,8 @@ infra_install_ingress_npm
 dotnet build -c Release AddOnEvents.sln
 echo "Install and build took $((SECONDS - started)) s"
 
-trap stop_all EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 started=$SECONDS
-rabbitmq_port=$(infra_free_port 10000 20000 30000)
+rabbitmq_port=$(infra_free_rabbitmq_port)
 infra_start_rabbitmq "$RUN_DIR/rabbitmq" "$rabbitmq_port"
 infra_start_jongodb "$RUN_DIR/jongodb"
 infra_secrets "$RUN_DIR"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the test suite against a private RabbitMQ node and jongodb started for this run.
-# The tests start the three services in-process; this script only provides the broker
+# The tests start the three services in-process, so this script only provides the broker
 # and the database. Extra arguments go to dotnet test, for example:
 #   ./test.sh --filter "FullyQualifiedName~Ingress"
 # Exits with dotnet test's exit code.
@@ -11,25 +11,27 @@ cd "$REPO"
 # shellcheck source=scripts/infra.sh
 source scripts/infra.sh
 
-export DOTNET_CLI_TELEMETRY_OPTOUT=${DOTNET_CLI_TELEMETRY_OPTOUT:-1}
-export DOTNET_NOLOGO=${DOTNET_NOLOGO:-1}
+infra_dotnet_defaults
 
 RUN_DIR=$REPO/.run/test-$$
 
+SUMMARY=""
+
+# Stops the servers, then prints the summary so that it is the closing line of the output.
 cleanup() {
     set +e
     infra_stop_jongodb "$RUN_DIR/jongodb"
     infra_stop_rabbitmq "$RUN_DIR/rabbitmq"
-    if [[ ${CI:-} == true ]]; then
-        # The compiler and MSBuild servers outlive the build; on a CI machine nothing else uses them.
-        dotnet build-server shutdown >/dev/null 2>&1
+    if [[ -n $SUMMARY ]]; then
+        echo "$SUMMARY"
     fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Stops the servers of earlier test runs that were killed before their cleanup ran.
+# Removes the folders of earlier test runs whose script has ended, and stops any servers
+# that a killed run left behind.
 remove_stale_runs() {
     local dir pid
     for dir in "$REPO"/.run/test-*; do
@@ -55,7 +57,7 @@ print_summary() {
     local passed=0 failed=0 total=0 file counters
     for file in "$RUN_DIR"/results/*.trx; do
         [[ -f $file ]] || continue
-        counters=$(grep -o '<Counters [^>]*>' "$file" | head -n 1)
+        counters=$(grep -o '<Counters [^>]*>' "$file" | head -n 1) || counters=""
         total=$((total + $(counter total "$counters")))
         passed=$((passed + $(counter passed "$counters")))
         failed=$((failed + $(counter failed "$counters") + $(counter error "$counters") \
@@ -70,11 +72,11 @@ mkdir -p "$RUN_DIR"
 infra_install
 infra_install_ingress_npm
 
-port=$(infra_free_port 10000 20000 30000)
+port=$(infra_free_rabbitmq_port)
 infra_start_rabbitmq "$RUN_DIR/rabbitmq" "$port"
 infra_start_jongodb "$RUN_DIR/jongodb"
 infra_env
-echo "Infrastructure ready in $((SECONDS - started)) s; running dotnet test"
+echo "Infrastructure ready in $((SECONDS - started)) s. Running dotnet test."
 
 status=0
 dotnet test AddOnEvents.sln -c Release \
@@ -83,8 +85,8 @@ dotnet test AddOnEvents.sln -c Release \
     --results-directory "$RUN_DIR/results" \
     "$@" || status=$?
 
-print_summary
 if ((status != 0)); then
-    echo "dotnet test exited with code $status; server logs are in $RUN_DIR"
+    echo "dotnet test exited with code $status. The server logs are in $RUN_DIR"
 fi
+SUMMARY=$(print_summary)
 exit "$status"

@@ -67,21 +67,42 @@ infra_install() {
 }
 
 # Installs the Ingress page dependencies (src/Ingress/package.json) when the project has them.
+# The build copies the SignalR browser client from node_modules into wwwroot/lib.
 infra_install_ingress_npm() {
     local dir=$INFRA_REPO/src/Ingress
     [[ -f $dir/package.json ]] || return 0
-    if [[ -f $dir/package-lock.json ]]; then
-        (cd "$dir" && npm ci --no-audit --no-fund) || {
-            infra_error "npm ci failed in $dir"
-            return 1
-        }
-    else
-        infra_log "src/Ingress has no package-lock.json, so npm install resolves versions afresh"
-        (cd "$dir" && npm install --no-audit --no-fund) || {
-            infra_error "npm install failed in $dir"
-            return 1
-        }
+
+    # npm writes node_modules/.package-lock.json on every install, so a copy newer than both
+    # manifests means node_modules is current. Skipping npm then also avoids deleting
+    # node_modules under a build or test run that is using it.
+    local installed=$dir/node_modules/.package-lock.json
+    if [[ -f $installed && $installed -nt $dir/package.json ]] \
+        && [[ ! -f $dir/package-lock.json || $installed -nt $dir/package-lock.json ]]; then
+        return 0
     fi
+
+    local npm_command=(npm ci --no-audit --no-fund)
+    if [[ ! -f $dir/package-lock.json ]]; then
+        infra_log "src/Ingress has no package-lock.json, so npm install resolves versions afresh"
+        npm_command=(npm install --no-audit --no-fund)
+    fi
+    mkdir -p "$INFRA_CACHE"
+    # The lock keeps two runs on one machine from installing into the same node_modules at once.
+    if ! (cd "$dir" && flock "$INFRA_CACHE/npm.lock" "${npm_command[@]}"); then
+        infra_error "${npm_command[*]} failed in $dir"
+        return 1
+    fi
+}
+
+# Sets dotnet defaults for unattended runs, unless the caller has set them already.
+# Build servers are turned off because MSBuild nodes and the compiler server would
+# otherwise outlive the build as extra dotnet processes.
+infra_dotnet_defaults() {
+    export DOTNET_CLI_TELEMETRY_OPTOUT=${DOTNET_CLI_TELEMETRY_OPTOUT:-1}
+    export DOTNET_NOLOGO=${DOTNET_NOLOGO:-1}
+    export MSBUILDDISABLENODEREUSE=${MSBUILDDISABLENODEREUSE:-1}
+    export DOTNET_CLI_USE_MSBUILD_SERVER=${DOTNET_CLI_USE_MSBUILD_SERVER:-0}
+    export UseSharedCompilation=${UseSharedCompilation:-false}
 }
 
 infra_port_in_use() {
@@ -107,6 +128,12 @@ infra_free_port() {
     done
     infra_error "no free port found in 15000-24999 after 200 tries"
     return 1
+}
+
+# Prints a free AMQP port for infra_start_rabbitmq, whose management port (PORT+10000) and
+# distribution port (PORT+20000) are free too.
+infra_free_rabbitmq_port() {
+    infra_free_port 10000 20000
 }
 
 # Succeeds when PID is alive and its command line contains PATTERN, so a recycled pid is not taken for ours.
@@ -147,7 +174,8 @@ infra_epmd_has_node() {
 
 # Starts a private RabbitMQ node with its data, logs, config and Erlang cookie in DIR.
 # Listens on 127.0.0.1:PORT (AMQP), 127.0.0.1:MGMT_PORT (management HTTP API, default PORT+10000)
-# and PORT+20000 (Erlang distribution). The node name is addon-PORT@localhost.
+# and 127.0.0.1:PORT+20000 (Erlang distribution). rabbitmqctl calls for it use PORT+30000 to
+# PORT+30010. The node name is addon-PORT@localhost.
 infra_start_rabbitmq() {
     local dir=$1 port=$2
     local mgmt_port=${3:-${MGMT_PORT:-$((port + 10000))}}
@@ -195,6 +223,11 @@ EOF
         printf 'export RABBITMQ_PID_FILE=%q\n' "$dir/rabbitmq.pid"
         printf 'export ERL_EPMD_ADDRESS=127.0.0.1\n'
         printf 'export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=%q\n' '-kernel inet_dist_use_interface {127,0,0,1}'
+        # rabbitmqctl runs as a short-lived Erlang node with its own distribution listener. Its default
+        # ports (35672-35682) fall inside the range that infra_free_rabbitmq_port hands out for PORT+20000.
+        printf 'export RABBITMQ_CTL_ERL_ARGS=%q\n' '-kernel inet_dist_use_interface {127,0,0,1}'
+        printf 'export RABBITMQ_CTL_DIST_PORT_MIN=%q\n' "$((port + 30000))"
+        printf 'export RABBITMQ_CTL_DIST_PORT_MAX=%q\n' "$((port + 30010))"
         printf 'INFRA_RABBITMQ_NODE=%q\n' "$node"
         printf 'INFRA_RABBITMQ_PORT=%q\n' "$port"
         printf 'INFRA_RABBITMQ_MGMT_PORT=%q\n' "$mgmt_port"
@@ -389,7 +422,7 @@ infra_main() {
             rm -rf "$state"
             mkdir -p "$state"
             local port
-            port=$(infra_free_port 10000 20000 30000)
+            port=$(infra_free_rabbitmq_port)
             infra_start_rabbitmq "$state/rabbitmq" "$port"
             infra_start_jongodb "$state/jongodb"
             infra_env

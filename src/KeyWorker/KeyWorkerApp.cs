@@ -47,6 +47,7 @@ public static class KeyWorkerApp
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<FingerprintOptions>, FingerprintOptionsValidator>();
         UpstreamClientFactory.AddUpstream(services, configuration);
+        services.AddOptions<KeyWorkerOptions>().Bind(configuration.GetSection(KeyWorkerOptions.SectionName)).ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton<KeyFingerprinter>();
         services.AddSingleton<ProviderKeyChecker>();
         services.AddSingleton<SealingPrivateKey>();

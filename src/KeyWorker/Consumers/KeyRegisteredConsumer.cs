@@ -88,8 +88,21 @@ public sealed partial class KeyRegisteredConsumer(
     private partial void LogUnsealFailed(string appId, long keyVersion, string recipientKeyId);
 }
 
+/// <summary>Settings of the key consumer.</summary>
+public sealed class KeyWorkerOptions
+{
+    public const string SectionName = "KeyWorker";
+
+    /// <summary>
+    /// Retries after a database error, with backoff from 0.2 s up to 30 s between tries; the default of 15 rides out
+    /// about five minutes of outage before the message goes to the error queue.
+    /// </summary>
+    [System.ComponentModel.DataAnnotations.Range(0, 100)]
+    public int RetryLimit { get; set; } = 15;
+}
+
 /// <summary>Retries on database errors with backoff; the message carries only the sealed key, so a parked copy reveals nothing.</summary>
-public sealed class KeyRegisteredConsumerDefinition : ConsumerDefinition<KeyRegisteredConsumer>
+public sealed class KeyRegisteredConsumerDefinition(IOptions<KeyWorkerOptions> options) : ConsumerDefinition<KeyRegisteredConsumer>
 {
     protected override void ConfigureConsumer(
         IReceiveEndpointConfigurator endpointConfigurator,
@@ -105,7 +118,7 @@ public sealed class KeyRegisteredConsumerDefinition : ConsumerDefinition<KeyRegi
         {
             retry.Handle<MongoException>();
             retry.Handle<TimeoutException>();
-            retry.Exponential(15, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(500));
+            retry.Exponential(options.Value.RetryLimit, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(30), TimeSpan.FromMilliseconds(500));
         });
     }
 }

@@ -10,8 +10,10 @@ namespace AddOnEvents.Tests.Fixtures;
 public sealed record TracedMessage(string Source, string Headers, string Body);
 
 /// <summary>
-/// Captures every message the broker handles through RabbitMQ's firehose tracer (publishes and deliveries,
-/// error and skipped queues included), and reads whatever still sits in any queue through the management API.
+/// A virtual host of its own for one test fixture, so fixtures running side by side never consume each other's
+/// messages. Captures every message the broker handles there through RabbitMQ's firehose tracer (publishes and
+/// deliveries, error and skipped queues included), and reads whatever still sits in any queue through the
+/// management API.
 /// </summary>
 public sealed class BrokerTrace : IAsyncDisposable
 {
@@ -26,15 +28,32 @@ public sealed class BrokerTrace : IAsyncDisposable
         _management.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String("guest:guest"u8.ToArray()));
     }
 
+    public string VirtualHost { get; } = "test-" + Guid.NewGuid().ToString("N")[..12];
+
+    private string EscapedVirtualHost => Uri.EscapeDataString(VirtualHost);
+
     public static async Task<BrokerTrace> StartAsync()
     {
         var trace = new BrokerTrace();
-        using (var response = await trace._management.PutAsJsonAsync("api/vhosts/%2F", new { tracing = true }))
+        using (var response = await trace._management.PutAsJsonAsync($"api/vhosts/{trace.EscapedVirtualHost}", new { tracing = true }))
         {
             response.EnsureSuccessStatusCode();
         }
 
-        var factory = new ConnectionFactory { HostName = "127.0.0.1", Port = TestEnvironment.RabbitMqPort, UserName = "guest", Password = "guest" };
+        using (var response = await trace._management.PutAsJsonAsync($"api/permissions/{trace.EscapedVirtualHost}/guest",
+            new { configure = ".*", write = ".*", read = ".*" }))
+        {
+            response.EnsureSuccessStatusCode();
+        }
+
+        var factory = new ConnectionFactory
+        {
+            HostName = "127.0.0.1",
+            Port = TestEnvironment.RabbitMqPort,
+            UserName = "guest",
+            Password = "guest",
+            VirtualHost = trace.VirtualHost,
+        };
         trace._connection = await factory.CreateConnectionAsync();
         trace._channel = await trace._connection.CreateChannelAsync();
         await trace._channel.QueueDeclareAsync(trace._queue, durable: false, exclusive: true, autoDelete: true);
@@ -61,7 +80,7 @@ public sealed class BrokerTrace : IAsyncDisposable
     public async Task<List<TracedMessage>> PeekAllQueuesAsync()
     {
         var messages = new List<TracedMessage>();
-        using var queues = JsonDocument.Parse(await _management.GetStringAsync("api/queues/%2F"));
+        using var queues = JsonDocument.Parse(await _management.GetStringAsync($"api/queues/{EscapedVirtualHost}"));
         foreach (var queue in queues.RootElement.EnumerateArray())
         {
             string name = queue.GetProperty("name").GetString()!;
@@ -70,7 +89,7 @@ public sealed class BrokerTrace : IAsyncDisposable
                 continue;
             }
 
-            using var response = await _management.PostAsJsonAsync($"api/queues/%2F/{Uri.EscapeDataString(name)}/get",
+            using var response = await _management.PostAsJsonAsync($"api/queues/{EscapedVirtualHost}/{Uri.EscapeDataString(name)}/get",
                 new { count = 10_000, ackmode = "ack_requeue_true", encoding = "auto" });
             messages.Add(new TracedMessage("queue:" + name, "", await response.Content.ReadAsStringAsync()));
         }
@@ -81,7 +100,7 @@ public sealed class BrokerTrace : IAsyncDisposable
     /// <summary>Returns the names and message counts of the broker's queues.</summary>
     public async Task<Dictionary<string, int>> QueueDepthsAsync()
     {
-        using var queues = JsonDocument.Parse(await _management.GetStringAsync("api/queues/%2F"));
+        using var queues = JsonDocument.Parse(await _management.GetStringAsync($"api/queues/{EscapedVirtualHost}"));
         return queues.RootElement.EnumerateArray().ToDictionary(
             q => q.GetProperty("name").GetString()!,
             q => q.TryGetProperty("messages", out var m) && m.ValueKind == JsonValueKind.Number ? m.GetInt32() : 0);
@@ -97,6 +116,10 @@ public sealed class BrokerTrace : IAsyncDisposable
         if (_connection is not null)
         {
             await _connection.DisposeAsync();
+        }
+
+        using (await _management.DeleteAsync($"api/vhosts/{EscapedVirtualHost}"))
+        {
         }
 
         _management.Dispose();

@@ -13,6 +13,15 @@ public sealed class LogCapture : ILoggerProvider
 
     public IReadOnlyCollection<string> Entries => _entries;
 
+    /// <summary>Adds a line that a service process wrote to its console.</summary>
+    public void Add(string source, string? line)
+    {
+        if (line is not null)
+        {
+            _entries.Enqueue($"{source} console: {line}");
+        }
+    }
+
     public ILogger CreateLogger(string categoryName) => new CapturingLogger(categoryName, _entries);
 
     public void Dispose()

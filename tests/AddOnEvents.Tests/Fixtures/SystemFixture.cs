@@ -26,11 +26,11 @@ public sealed record TestApp(string AppId, string Secret);
 /// node and jongodb that test.sh started, in a database of their own, with a fake OpenAI upstream. Every log
 /// line, broker message and HTTP response is captured for leak scans.
 /// </summary>
-public sealed class SystemFixture : IAsyncLifetime
+public class SystemFixture : IAsyncLifetime
 {
     public static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
 
-    private readonly List<WebApplication> _services = [];
+    private readonly Dictionary<string, WebApplication> _services = [];
 
     public TestSecrets Secrets { get; } = new();
 
@@ -48,43 +48,89 @@ public sealed class SystemFixture : IAsyncLifetime
 
     public IMongoDatabase Database { get; private set; } = null!;
 
-    public async Task InitializeAsync()
+    /// <summary>The connection string the services use; a subclass may route it through a <see cref="TcpProxy"/>.</summary>
+    protected virtual string ServiceMongoUri => TestEnvironment.MongoUri;
+
+    public virtual async Task InitializeAsync()
     {
         Upstream = await FakeUpstream.StartAsync();
         Broker = await BrokerTrace.StartAsync();
         Database = new MongoClient(TestEnvironment.MongoUri).GetDatabase(DatabaseName);
 
-        await StartAsync(KeyWorkerApp.Build([], b => Configure(b, KeyWorkerSettings())));
-        await StartAsync(PromptWorkerApp.Build([], b => Configure(b, PromptWorkerSettings())));
-        var ingress = await StartAsync(IngressApp.Build([], b => Configure(b, IngressSettings())));
-        IngressUrl = new Uri(ingress);
+        await StartServiceAsync(nameof(KeyWorker));
+        await StartServiceAsync(nameof(PromptWorker));
+        IngressUrl = new Uri(await StartServiceAsync(nameof(Ingress)));
     }
 
-    public async Task DisposeAsync()
+    public virtual async Task DisposeAsync()
     {
-        foreach (var service in Enumerable.Reverse(_services))
+        foreach (string name in _services.Keys.Reverse().ToList())
         {
-            await service.StopAsync();
-            await service.DisposeAsync();
+            await StopServiceAsync(name);
         }
 
         await Broker.DisposeAsync();
         await Upstream.DisposeAsync();
     }
 
+    /// <summary>Builds and starts one service by project name; returns its HTTP address.</summary>
+    public async Task<string> StartServiceAsync(string name)
+    {
+        var app = name switch
+        {
+            nameof(KeyWorker) => KeyWorkerApp.Build([], b => Configure(b, KeyWorkerSettings())),
+            nameof(PromptWorker) => PromptWorkerApp.Build([], b => Configure(b, PromptWorkerSettings())),
+            nameof(Ingress) => IngressApp.Build([], b => Configure(b, IngressSettings())),
+            _ => throw new ArgumentException($"No service named {name}.", nameof(name)),
+        };
+        _services[name] = app;
+        await app.StartAsync();
+        return app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+    }
+
+    /// <summary>
+    /// Stops one service. With <paramref name="crash"/> the stop is cancelled at once, so messages in progress are
+    /// abandoned unacknowledged, as when the process dies.
+    /// </summary>
+    public async Task StopServiceAsync(string name, bool crash = false)
+    {
+        if (!_services.Remove(name, out var app))
+        {
+            return;
+        }
+
+        using var cancellation = new CancellationTokenSource();
+        if (crash)
+        {
+            await cancellation.CancelAsync();
+        }
+
+        try
+        {
+            await app.StopAsync(cancellation.Token);
+        }
+        catch (OperationCanceledException) when (crash)
+        {
+            // An abandoned stop is what a crash looks like from the broker's side.
+        }
+
+        await app.DisposeAsync();
+    }
+
     public Dictionary<string, string?> CommonSettings() => new()
     {
         ["RabbitMq:Host"] = "127.0.0.1",
         ["RabbitMq:Port"] = TestEnvironment.RabbitMqPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["RabbitMq:VirtualHost"] = Broker.VirtualHost,
         ["RabbitMq:Username"] = "guest",
         ["RabbitMq:Password"] = "guest",
-        ["Mongo:ConnectionString"] = TestEnvironment.MongoUri,
+        ["Mongo:ConnectionString"] = ServiceMongoUri,
         ["Mongo:Database"] = DatabaseName,
         ["Logging:LogLevel:Default"] = "Trace",
         ["Upstream:BaseUrl"] = Upstream.BaseUrl.ToString(),
     };
 
-    public Dictionary<string, string?> KeyWorkerSettings() => new(CommonSettings())
+    public virtual Dictionary<string, string?> KeyWorkerSettings() => new(CommonSettings())
     {
         ["Sealing:KeyId"] = Secrets.SealingKeyId,
         ["Sealing:PrivateKey"] = Secrets.SealingPrivateKey,
@@ -211,12 +257,6 @@ public sealed class SystemFixture : IAsyncLifetime
         return documents;
     }
 
-    private async Task<string> StartAsync(WebApplication app)
-    {
-        _services.Add(app);
-        await app.StartAsync();
-        return app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-    }
 }
 
 [CollectionDefinition(Name)]

@@ -24,6 +24,10 @@ const SIGNALR_MISSING_MESSAGE =
   "The SignalR client (/lib/signalr/signalr.min.js) did not load. Run npm install in src/Ingress " +
   "and build the Ingress project, which copies the file into wwwroot.";
 
+const CLOSED_WHILE_WAITING_MESSAGE =
+  "The connection closed while this request was waiting. " +
+  "If no answer appears after a new session starts, send the prompt again.";
+
 /** Sentences shown for each error code. Codes that carry a delay map to a function that receives the failure. */
 const ERROR_SENTENCES = {
   no_key_configured:
@@ -33,8 +37,10 @@ const ERROR_SENTENCES = {
   key_unreadable:
     "This app's stored key could not be read. The app developer must save the key again in the developer console.",
   upstream_auth_failed:
-    "Authentication with OpenAI failed for this request. " +
-    "The app developer should check the key in the developer console.",
+    "OpenAI rejected this app's key for this request. The app developer must replace it in the developer console.",
+  upstream_bad_request: "OpenAI rejected the request as invalid. Change the prompt and try again.",
+  upstream_invalid_response: "OpenAI sent a response that could not be read. Try again.",
+  request_expired: "The prompt waited too long before it could be answered. Send it again.",
   upstream_unavailable: "OpenAI could not be reached or returned a server error. Try again in a minute.",
   upstream_timeout: "OpenAI did not answer in time. Try again, or send a shorter prompt.",
   upstream_rate_limited: (failure) =>
@@ -221,7 +227,9 @@ async function openConnection() {
   hub.onreconnecting(() => {
     if (hub !== connection) return;
     setConnectionState("reconnecting", "The connection dropped. Trying to restore it…");
-    markWaitingEntriesInterrupted();
+    markWaitingEntriesInterrupted(
+      "The connection dropped while this request was waiting. If no answer appears, send the prompt again.",
+    );
   });
   hub.onreconnected(() => {
     if (hub !== connection) return;
@@ -234,7 +242,7 @@ async function openConnection() {
       ? "The session token has expired. Select Start session to get a new one."
       : `The connection closed and could not be restored${reason}. Select Start session to connect again.`;
     setConnectionState("disconnected", detail);
-    abandonWaitingEntries("The connection closed before the answer arrived. Send the prompt again.");
+    markWaitingEntriesInterrupted(CLOSED_WHILE_WAITING_MESSAGE, { connectionLost: true });
   });
 
   connection = hub;
@@ -260,7 +268,11 @@ async function endSession() {
   const hub = connection;
   connection = null;
   session = null;
-  abandonWaitingEntries("The session ended before the answer arrived. Send the prompt again.");
+  markWaitingEntriesInterrupted(
+    "The session ended while this request was waiting. " +
+      "If no answer appears after a new session for the same user starts, send the prompt again.",
+    { connectionLost: true },
+  );
   elements.endSessionButton.hidden = true;
   elements.sessionInfo.hidden = true;
   setConnectionState("disconnected");
@@ -389,32 +401,22 @@ function handleHubEvent(kind, payload) {
   unmatchedEvents.set(requestId, { kind, payload });
 }
 
-// NOTE: whether the hub redelivers events that were sent while the connection was down
-// has not been checked, so this only warns that the result may not arrive.
-function markWaitingEntriesInterrupted() {
+// Ingress sends results to the user rather than to one connection, so a result sent after a reconnect,
+// or after a new session for the same user, still arrives. SignalR keeps nothing for a user with no open
+// connection, so a result sent during the gap is lost and the page cannot tell which case happened.
+function markWaitingEntriesInterrupted(text, { connectionLost = false } = {}) {
   for (const entry of waitingEntries.values()) {
-    if (entry.body.querySelector(".answer-note")) continue;
-    const note = document.createElement("p");
-    note.className = "answer-note";
-    note.textContent =
-      "The connection dropped while this request was waiting. If no answer appears, send the prompt again.";
-    entry.body.append(note);
-  }
-}
-
-/** Marks every waiting request as unanswered, because no connection remains that could deliver its result. */
-function abandonWaitingEntries(text) {
-  for (const entry of waitingEntries.values()) {
-    setEntryState(entry, "unknown", "No answer");
-    for (const note of entry.body.querySelectorAll(".answer-note")) {
-      note.remove();
+    if (connectionLost) {
+      setEntryState(entry, "unknown", "Connection lost");
+    }
+    for (const oldNote of entry.body.querySelectorAll(".answer-note")) {
+      oldNote.remove();
     }
     const note = document.createElement("p");
     note.className = "answer-note";
     note.textContent = text;
     entry.body.append(note);
   }
-  waitingEntries.clear();
 }
 
 function isSessionExpired() {
@@ -478,9 +480,9 @@ async function sendPrompt() {
       applyHubEvent(entry, early.kind, early.payload);
     } else {
       waitingEntries.set(requestId, entry);
-      // The connection may have closed while the POST was in flight, and then nothing can deliver the result.
+      // The connection may have closed while the POST was in flight.
       if (!connection || connection.state === signalR.HubConnectionState.Disconnected) {
-        abandonWaitingEntries("The connection closed before the answer arrived. Send the prompt again.");
+        markWaitingEntriesInterrupted(CLOSED_WHILE_WAITING_MESSAGE, { connectionLost: true });
       }
     }
   } catch (error) {

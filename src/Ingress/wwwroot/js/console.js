@@ -153,10 +153,23 @@ function renderStatus(status) {
   elements.statusStateDescription.textContent = STATE_DESCRIPTIONS[state] ?? "";
 
   elements.statusHint.textContent = status.hint || "—";
-  elements.statusVersion.textContent = status.version ?? "—";
+  elements.statusVersion.textContent = formatVersion(status);
   renderReason(status.reasonCode);
   elements.statusCheckedAt.textContent = formatTimestamp(status.checkedAt, "Not checked yet");
   elements.statusUpdatedAt.textContent = formatTimestamp(status.updatedAt);
+}
+
+// activeVersion is the version whose key prompts use. It trails the latest version while a new key is
+// pending, and is missing when no usable key is stored, for example after the latest key was rejected.
+function formatVersion(status) {
+  if (status.version === undefined || status.version === null) {
+    return "—";
+  }
+  const activeVersion = status.activeVersion;
+  if (typeof activeVersion === "number" && activeVersion !== status.version) {
+    return `${status.version} (prompts use version ${activeVersion})`;
+  }
+  return String(status.version);
 }
 
 function renderReason(reasonCode) {
