@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -29,6 +30,7 @@ public sealed class FakeUpstream : IAsyncDisposable
     private static readonly TimeSpan AbortGrace = TimeSpan.FromMilliseconds(200);
 
     private readonly WebApplication _app;
+    private readonly FakeUpstreamOptions _options;
     private readonly CancellationTokenSource _stopping = new();
     private readonly ConcurrentDictionary<string, bool> _acceptedKeys = new(StringComparer.Ordinal);
     private readonly ConcurrentQueue<ScriptedResponse> _chatScripts = new();
@@ -45,12 +47,13 @@ public sealed class FakeUpstream : IAsyncDisposable
     private int _completionSequence;
     private int _disposed;
 
-    private FakeUpstream()
+    private FakeUpstream(FakeUpstreamOptions options)
     {
+        _options = options;
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
         builder.Logging.ClearProviders();
         builder.WebHost.UseKestrelCore();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.WebHost.UseUrls(string.Create(CultureInfo.InvariantCulture, $"http://{options.Host}:{options.Port}"));
         builder.WebHost.ConfigureKestrel(options =>
         {
             // A test that reads a stream slowly on purpose must not make Kestrel drop the connection for a low data rate.
@@ -90,9 +93,13 @@ public sealed class FakeUpstream : IAsyncDisposable
     public int QueuedResponseCount => _chatScripts.Count + _modelScripts.Count;
 
     /// <summary>Starts the fake on a free loopback port.</summary>
-    public static async Task<FakeUpstream> StartAsync()
+    public static Task<FakeUpstream> StartAsync() => StartAsync(new FakeUpstreamOptions());
+
+    /// <summary>Starts the fake with the given address, latency, pace and bookkeeping.</summary>
+    public static async Task<FakeUpstream> StartAsync(FakeUpstreamOptions options)
     {
-        var upstream = new FakeUpstream();
+        ArgumentNullException.ThrowIfNull(options);
+        var upstream = new FakeUpstream(options);
         try
         {
             await upstream._app.StartAsync();
@@ -239,6 +246,7 @@ public sealed class FakeUpstream : IAsyncDisposable
 
     private async Task HandleAsync(HttpContext context)
     {
+        var clock = RequestClock.Start();
         var request = await RecordAsync(context);
         using var cancellation = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _stopping.Token);
         try
@@ -248,7 +256,7 @@ public sealed class FakeUpstream : IAsyncDisposable
                 return;
             }
 
-            await RespondAsync(context, request, cancellation.Token);
+            await RespondAsync(context, request, clock, cancellation.Token);
         }
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
         {
@@ -309,6 +317,25 @@ public sealed class FakeUpstream : IAsyncDisposable
             headers[header.Key] = header.Value.ToString();
         }
 
+        if (!_options.RecordRequests)
+        {
+            var unrecorded = new RecordedRequest(
+                Interlocked.Increment(ref _requestSequence),
+                httpRequest.Method,
+                httpRequest.Path.Value ?? "/",
+                ReadBearerKey(httpRequest),
+                headers,
+                body,
+                json,
+                receivedAt);
+            if (bodyAborted)
+            {
+                unrecorded.MarkAborted();
+            }
+
+            return unrecorded;
+        }
+
         lock (_gate)
         {
             var request = new RecordedRequest(
@@ -331,9 +358,14 @@ public sealed class FakeUpstream : IAsyncDisposable
         }
     }
 
-    private async Task RespondAsync(HttpContext context, RecordedRequest request, CancellationToken cancellationToken)
+    private async Task RespondAsync(HttpContext context, RecordedRequest request, RequestClock clock, CancellationToken cancellationToken)
     {
-        if (request.BearerKey is null || !_acceptedKeys.ContainsKey(request.BearerKey))
+        if (_options.Latency > TimeSpan.Zero)
+        {
+            await Task.Delay(_options.Latency, cancellationToken);
+        }
+
+        if (request.BearerKey is null || (!_options.AcceptAnyKey && !_acceptedKeys.ContainsKey(request.BearerKey)))
         {
             string message = request.BearerKey is null
                 ? "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
@@ -355,7 +387,7 @@ public sealed class FakeUpstream : IAsyncDisposable
         var script = isChat ? NextChatScript(request) : NextModelsScript();
         if (script is not null)
         {
-            await SendScriptedAsync(context, request, script, isChat, cancellationToken);
+            await SendScriptedAsync(context, request, script, isChat, clock, cancellationToken);
         }
         else if (isModels)
         {
@@ -368,7 +400,7 @@ public sealed class FakeUpstream : IAsyncDisposable
         else
         {
             var completion = new Completion(200, "Echo: " + (request.LastUserMessage ?? ""), "stop", null, null, TimeSpan.Zero, null);
-            await SendCompletionAsync(context, request, completion, cancellationToken);
+            await SendCompletionAsync(context, request, completion, clock, cancellationToken);
         }
     }
 
@@ -383,6 +415,7 @@ public sealed class FakeUpstream : IAsyncDisposable
         RecordedRequest request,
         ScriptedResponse script,
         bool isChat,
+        RequestClock clock,
         CancellationToken cancellationToken)
     {
         if (script.Delay > TimeSpan.Zero)
@@ -421,7 +454,7 @@ public sealed class FakeUpstream : IAsyncDisposable
                 script.StreamPieces,
                 script.PieceDelay,
                 script.DisconnectAfterPieces);
-            await SendCompletionAsync(context, request, completion, cancellationToken);
+            await SendCompletionAsync(context, request, completion, clock, cancellationToken);
         }
     }
 
@@ -429,6 +462,7 @@ public sealed class FakeUpstream : IAsyncDisposable
         HttpContext context,
         RecordedRequest request,
         Completion completion,
+        RequestClock clock,
         CancellationToken cancellationToken)
     {
         var usage = completion.Usage ?? CountUsage(request, completion.Text);
@@ -438,6 +472,13 @@ public sealed class FakeUpstream : IAsyncDisposable
 
         if (!request.Stream)
         {
+            string text = completion.Text;
+            if (_options.ReportTiming)
+            {
+                text += clock.Marker();
+                context.Response.Headers[FakeUpstreamOptions.TimingHeader] = clock.ElapsedMicroseconds.ToString(CultureInfo.InvariantCulture);
+            }
+
             var body = new JsonObject
             {
                 ["id"] = id,
@@ -452,7 +493,7 @@ public sealed class FakeUpstream : IAsyncDisposable
                         ["message"] = new JsonObject
                         {
                             ["role"] = "assistant",
-                            ["content"] = completion.Text,
+                            ["content"] = text,
                             ["refusal"] = null,
                         },
                         ["logprobs"] = null,
@@ -471,6 +512,11 @@ public sealed class FakeUpstream : IAsyncDisposable
         response.StatusCode = completion.StatusCode;
         response.ContentType = "text/event-stream; charset=utf-8";
         response.Headers.CacheControl = "no-cache";
+        if (_options.ReportTiming)
+        {
+            response.Headers[FakeUpstreamOptions.TimingHeader] = clock.ElapsedMicroseconds.ToString(CultureInfo.InvariantCulture);
+        }
+
         await response.StartAsync(cancellationToken);
 
         // OpenAI sends "usage": null in every chunk when the request asked for the final usage chunk.
@@ -507,6 +553,7 @@ public sealed class FakeUpstream : IAsyncDisposable
         await WriteEventAsync(response, Chunk(new JsonObject { ["role"] = "assistant", ["content"] = "", ["refusal"] = null }, null), cancellationToken);
 
         var pieces = completion.Pieces ?? SplitAtWhitespace(completion.Text);
+        long firstPieceAt = Stopwatch.GetTimestamp();
         for (int index = 0; index < pieces.Count; index++)
         {
             if (completion.DisconnectAfterPieces == index)
@@ -515,11 +562,7 @@ public sealed class FakeUpstream : IAsyncDisposable
                 return;
             }
 
-            if (index > 0 && completion.PieceDelay > TimeSpan.Zero)
-            {
-                await Task.Delay(completion.PieceDelay, cancellationToken);
-            }
-
+            await PaceAsync(completion, index, firstPieceAt, cancellationToken);
             await WriteEventAsync(response, Chunk(new JsonObject { ["content"] = pieces[index] }, null), cancellationToken);
         }
 
@@ -527,6 +570,12 @@ public sealed class FakeUpstream : IAsyncDisposable
         {
             await AbortAfterGraceAsync(context, cancellationToken);
             return;
+        }
+
+        if (_options.ReportTiming)
+        {
+            await PaceAsync(completion, pieces.Count, firstPieceAt, cancellationToken);
+            await WriteEventAsync(response, Chunk(new JsonObject { ["content"] = clock.Marker() }, null), cancellationToken);
         }
 
         await WriteEventAsync(response, Chunk(new JsonObject(), completion.FinishReason), cancellationToken);
@@ -538,6 +587,33 @@ public sealed class FakeUpstream : IAsyncDisposable
         }
 
         await WriteEventAsync(response, "[DONE]", cancellationToken);
+    }
+
+    /// <summary>
+    /// Waits before content piece <paramref name="index"/>: the script's fixed pause, or else the configured pace
+    /// counted from the first piece, so that timer overshoot does not accumulate over a long stream.
+    /// </summary>
+    private async Task PaceAsync(Completion completion, int index, long firstPieceAt, CancellationToken cancellationToken)
+    {
+        if (index == 0)
+        {
+            return;
+        }
+
+        if (completion.PieceDelay > TimeSpan.Zero)
+        {
+            await Task.Delay(completion.PieceDelay, cancellationToken);
+            return;
+        }
+
+        if (_options.PiecesPerSecond > 0)
+        {
+            var due = TimeSpan.FromSeconds(index / _options.PiecesPerSecond) - Stopwatch.GetElapsedTime(firstPieceAt);
+            if (due > TimeSpan.Zero)
+            {
+                await Task.Delay(due, cancellationToken);
+            }
+        }
     }
 
     /// <summary>
@@ -708,6 +784,17 @@ public sealed class FakeUpstream : IAsyncDisposable
         IReadOnlyList<string>? Pieces,
         TimeSpan PieceDelay,
         int? DisconnectAfterPieces);
+
+    /// <summary>When a request reached the handler, as a wall-clock time for other processes and as a monotonic start.</summary>
+    private readonly record struct RequestClock(long ReceivedUnixMicroseconds, long StartTimestamp)
+    {
+        public long ElapsedMicroseconds => Stopwatch.GetElapsedTime(StartTimestamp).Ticks / TimeSpan.TicksPerMicrosecond;
+
+        public static RequestClock Start() =>
+            new((DateTime.UtcNow.Ticks - DateTime.UnixEpoch.Ticks) / TimeSpan.TicksPerMicrosecond, Stopwatch.GetTimestamp());
+
+        public string Marker() => string.Create(CultureInfo.InvariantCulture, $" [fake rx={ReceivedUnixMicroseconds} us={ElapsedMicroseconds}]");
+    }
 
     private sealed class RequestWaiter(Func<RecordedRequest, bool> match)
     {
