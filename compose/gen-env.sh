@@ -8,22 +8,53 @@
 #
 # The output is .env.example with each empty value filled in, so the comments
 # there describe every variable. The file is created with mode 600.
+#
+# The script also writes mongo-keyfile beside OUTPUT (mode 600) if it does not
+# exist yet: the key with which the MongoDB replica set members authenticate
+# to each other. docker-compose.yml reads it from compose/mongo-keyfile. When
+# OUTPUT exists but the keyfile does not, as in a stack set up before the
+# replica set, the script writes only the keyfile.
 set -euo pipefail
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 template="$script_dir/.env.example"
 output=${1:-"$script_dir/.env"}
+keyfile="$(dirname "$output")/mongo-keyfile"
+
+if ! command -v openssl > /dev/null; then
+    echo "error: openssl not found. Install it, for example with 'apt-get install openssl'." >&2
+    exit 1
+fi
+
+# Writes the replica set keyfile unless it exists: 756 random bytes in base64,
+# within the 6 to 1024 characters that mongod accepts. All members must share
+# it, so an existing file is kept.
+write_keyfile() {
+    if [[ -e "$keyfile" ]]; then
+        return 0
+    fi
+    local key
+    key=$(openssl rand -base64 756)
+    (
+        umask 077
+        set -o noclobber
+        printf '%s\n' "$key" > "$keyfile"
+    )
+    chmod 600 "$keyfile"
+    echo "Wrote $keyfile (mode 600), the MongoDB replica set keyfile."
+}
 
 if [[ -e "$output" ]]; then
+    if [[ ! -e "$keyfile" ]]; then
+        write_keyfile
+        echo "Kept the existing $output."
+        exit 0
+    fi
     echo "error: $output already exists. Delete or move it first if you mean to replace every secret." >&2
     exit 1
 fi
 if [[ ! -r "$template" ]]; then
     echo "error: template $template is missing or unreadable." >&2
-    exit 1
-fi
-if ! command -v openssl > /dev/null; then
-    echo "error: openssl not found. Install it, for example with 'apt-get install openssl'." >&2
     exit 1
 fi
 
@@ -88,3 +119,4 @@ set -o noclobber
 printf '%s' "$content" > "$output"
 chmod 600 "$output"
 echo "Wrote $output (mode 600) with $filled_count generated secrets."
+write_keyfile
