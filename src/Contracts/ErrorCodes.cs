@@ -10,6 +10,7 @@ public static class ErrorCodes
     public const string PromptTooLong = "prompt_too_long";
     public const string Unauthorized = "unauthorized";
     public const string Forbidden = "forbidden";
+    public const string ModelNotAllowed = "model_not_allowed";
     public const string NotFound = "not_found";
     public const string AddonInactive = "addon_inactive";
     public const string RateLimited = "rate_limited";
@@ -28,6 +29,7 @@ public static class ErrorCodes
     public const string Refused = "refused";
     public const string ServiceUnavailable = "service_unavailable";
     public const string RequestExpired = "request_expired";
+    public const string Cancelled = "cancelled";
     public const string InvalidKeyFormat = "invalid_key_format";
     public const string InternalError = "internal_error";
 }

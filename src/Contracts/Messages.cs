@@ -33,7 +33,29 @@ public sealed record PromptRequested(
     int MaxOutputTokens,
     IReadOnlyList<ChatTurn> Messages,
     DateTimeOffset RequestedAt,
-    DateTimeOffset ExpiresAt);
+    DateTimeOffset ExpiresAt,
+    bool Stream = false);
+
+/// <summary>
+/// A piece of a streamed answer. Pieces of one request carry consecutive sequence numbers from 0; the final
+/// <see cref="PromptCompleted"/> carries the whole text and supersedes them.
+/// </summary>
+public sealed record PromptPiece(
+    Guid CorrelationId,
+    Guid RequestId,
+    string AppId,
+    string UserId,
+    string ReplyTo,
+    int Sequence,
+    string Text);
+
+/// <summary>The user who sent a prompt asked to stop it; every PromptWorker instance hears this.</summary>
+public sealed record PromptCancelled(
+    Guid CorrelationId,
+    Guid RequestId,
+    string AppId,
+    string UserId,
+    DateTimeOffset CancelledAt);
 
 /// <summary>The upstream answered a prompt.</summary>
 public sealed record PromptCompleted(

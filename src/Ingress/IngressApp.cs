@@ -49,6 +49,9 @@ public static class IngressApp
         services.AddSingleton<AppStore>();
         services.AddSingleton<UserTokens>();
         services.AddSingleton<PromptSubmitter>();
+        services.AddSingleton<PromptLimiter>();
+        services.AddSingleton<PromptCanceller>();
+        services.AddSingleton<PendingReplies>();
         services.AddSingleton(new ResultRoute(configuration["Ingress:InstanceId"] ?? Guid.NewGuid().ToString("N")[..12]));
         AddAuthentication(services);
         services.AddSignalR(hub => hub.MaximumReceiveMessageSize = 256 * 1024);
@@ -64,6 +67,8 @@ public static class IngressApp
         app.MapAddOnEventsHealth();
         app.MapKeyEndpoints();
         app.MapApiEndpoints();
+        app.MapOpenAICompatibleEndpoints();
+        app.MapDemoHostEndpoints(app.Configuration);
         app.MapHub<AddOnHub>(AddOnHub.Path);
         return app;
     }
@@ -114,6 +119,8 @@ public static class IngressApp
                 .RequireClaim(AuthSchemes.AppIdClaim))
             .AddPolicy(AuthSchemes.Admin, policy => policy.AddAuthenticationSchemes(AuthSchemes.Admin).RequireRole("operator"))
             .AddPolicy(AuthSchemes.UserToken, policy => policy.AddAuthenticationSchemes(AuthSchemes.UserToken)
+                .RequireClaim(AuthSchemes.AppIdClaim).RequireClaim(AuthSchemes.UserIdClaim))
+            .AddPolicy(AuthSchemes.AnyCaller, policy => policy.AddAuthenticationSchemes(AuthSchemes.UserToken, AuthSchemes.AppCredentials)
                 .RequireClaim(AuthSchemes.AppIdClaim).RequireClaim(AuthSchemes.UserIdClaim));
     }
 
@@ -141,7 +148,18 @@ public static class IngressApp
                         b.ExchangeType = ExchangeType.Direct;
                         b.RoutingKey = route.RoutingKey;
                     });
-                    endpoint.ConfigureConsumer<PromptResultConsumer>(context);
+                    endpoint.Bind<PromptPiece>(b =>
+                    {
+                        b.ExchangeType = ExchangeType.Direct;
+                        b.RoutingKey = route.RoutingKey;
+                    });
+                    var partitioner = endpoint.CreatePartitioner(Environment.ProcessorCount * 4);
+                    endpoint.ConfigureConsumer<PromptResultConsumer>(context, consumer =>
+                    {
+                        consumer.Message<PromptPiece>(m => m.UsePartitioner(partitioner, c => c.Message.RequestId));
+                        consumer.Message<PromptCompleted>(m => m.UsePartitioner(partitioner, c => c.Message.RequestId));
+                        consumer.Message<PromptFailed>(m => m.UsePartitioner(partitioner, c => c.Message.RequestId));
+                    });
                 });
             });
     }

@@ -4,6 +4,7 @@ using AddOnEvents.Common.Messaging;
 using AddOnEvents.Common.Storage;
 using AddOnEvents.Common.Upstream;
 using AddOnEvents.PromptWorker.Consumers;
+using AddOnEvents.PromptWorker.Prompts;
 using AddOnEvents.PromptWorker.Upstream;
 using MassTransit;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -18,13 +19,37 @@ public static class PromptWorkerApp
         var builder = WebApplication.CreateSlimBuilder(args);
         configure?.Invoke(builder);
 
-        builder.Services.TryAddSingleton(TimeProvider.System);
-        builder.Services.AddMongoStorage(builder.Configuration);
-        builder.Services.AddEnvelopeEncryption(builder.Configuration);
-        UpstreamClientFactory.AddUpstream(builder.Services, builder.Configuration);
-        builder.Services.AddSingleton<ChatCompletionCaller>();
-        builder.Services.AddAddOnEventsBus(builder.Configuration, bus =>
-            bus.AddConsumer<PromptRequestedConsumer, PromptRequestedConsumerDefinition>());
+        var services = builder.Services;
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddOptions<PromptWorkerOptions>()
+            .Bind(builder.Configuration.GetSection(PromptWorkerOptions.SectionName))
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddMongoStorage(builder.Configuration);
+        services.AddEnvelopeEncryption(builder.Configuration);
+        UpstreamClientFactory.AddUpstream(services, builder.Configuration);
+        services.AddSingleton<ChatCompletionCaller>();
+        services.AddSingleton<InFlightPrompts>();
+        services.AddSingleton<WorkerIdentity>();
+        services.AddHostedService<ExpiredDataCleaner>();
+        services.AddAddOnEventsBus(
+            builder.Configuration,
+            bus =>
+            {
+                bus.AddConsumer<PromptRequestedConsumer, PromptRequestedConsumerDefinition>();
+                bus.AddConsumer<PromptCancelledConsumer>().ExcludeFromConfigureEndpoints();
+            },
+            (context, rabbit) =>
+            {
+                // Every instance must hear every cancel, so each gets a queue of its own that goes away with it.
+                var identity = context.GetRequiredService<WorkerIdentity>();
+                rabbit.ReceiveEndpoint("prompt-cancelled-" + identity.Id.ToLowerInvariant(), endpoint =>
+                {
+                    endpoint.Durable = false;
+                    endpoint.AutoDelete = true;
+                    endpoint.ConfigureConsumer<PromptCancelledConsumer>(context);
+                });
+            });
 
         var app = builder.Build();
         app.MapAddOnEventsHealth();

@@ -42,6 +42,12 @@ public sealed class CanaryFixture : SystemFixture
     {
         ["KeyWorker:RetryLimit"] = "2",
     };
+
+    /// <summary>One attempt per prompt, so every scripted upstream failure reaches the add-on.</summary>
+    public override Dictionary<string, string?> PromptWorkerSettings() => new(base.PromptWorkerSettings())
+    {
+        ["Upstream:MaxAttempts"] = "1",
+    };
 }
 
 /// <summary>

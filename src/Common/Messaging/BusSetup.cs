@@ -92,5 +92,7 @@ public static class BusSetup
         rabbit.Send<PromptCompleted>(s => s.UseRoutingKeyFormatter(c => c.Message.ReplyTo));
         rabbit.Publish<PromptFailed>(p => p.ExchangeType = ExchangeType.Direct);
         rabbit.Send<PromptFailed>(s => s.UseRoutingKeyFormatter(c => c.Message.ReplyTo));
+        rabbit.Publish<PromptPiece>(p => p.ExchangeType = ExchangeType.Direct);
+        rabbit.Send<PromptPiece>(s => s.UseRoutingKeyFormatter(c => c.Message.ReplyTo));
     }
 }

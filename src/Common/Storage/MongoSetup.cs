@@ -45,6 +45,9 @@ public static class MongoSetup
         services.AddSingleton(sp => sp.GetRequiredService<IMongoClient>()
             .GetDatabase(sp.GetRequiredService<IOptions<MongoOptions>>().Value.Database));
         services.AddSingleton<KeyStore>();
+        services.AddSingleton<PromptResultStore>();
+        services.AddSingleton<UsageStore>();
+        services.AddSingleton<RateCounterStore>();
         services.AddHealthChecks().AddCheck<MongoHealthCheck>("mongodb", tags: ["ready"]);
         return services;
     }

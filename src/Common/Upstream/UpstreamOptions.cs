@@ -26,10 +26,22 @@ public sealed class UpstreamOptions
     /// <summary>Timeout of the cheap call that checks a newly registered key.</summary>
     [Range(1, 300)]
     public int KeyCheckTimeoutSeconds { get; set; } = 15;
+
+    /// <summary>Upstream calls per request at most, counted across every delivery of the request's message.</summary>
+    [Range(1, 10)]
+    public int MaxAttempts { get; set; } = 3;
+
+    /// <summary>First backoff after a 5xx, a connection error or a timeout; it doubles per attempt, with jitter.</summary>
+    [Range(1, 60_000)]
+    public int RetryBaseDelayMilliseconds { get; set; } = 500;
+
+    /// <summary>Longest Retry-After that a worker sleeps through; a longer one fails at once with the retry time.</summary>
+    [Range(0, 600)]
+    public int MaxRetryAfterSeconds { get; set; } = 20;
 }
 
 /// <summary>Creates an OpenAI client bound to one provider key for one call.</summary>
-public sealed class UpstreamClientFactory(IHttpClientFactory httpClientFactory, IOptions<UpstreamOptions> options)
+public sealed class UpstreamClientFactory(IHttpMessageHandlerFactory handlers, IOptions<UpstreamOptions> options, TimeProvider clock)
 {
     public const string HttpClientName = "upstream";
 
@@ -37,11 +49,18 @@ public sealed class UpstreamClientFactory(IHttpClientFactory httpClientFactory, 
 
     /// <summary>
     /// Returns a service on a fresh HttpClient, because the SDK writes the key into the client's default headers;
-    /// a shared client would carry one app's key into another app's request. The handler underneath is pooled.
+    /// a shared client would carry one app's key into another app's request. The connection pool underneath is
+    /// shared; <paramref name="observed"/> receives what the HTTP layer sees of this call's responses.
     /// </summary>
-    public OpenAIService Create(string apiKey)
+    public OpenAIService Create(string apiKey, UpstreamCallInfo? observed = null)
     {
-        var http = httpClientFactory.CreateClient(HttpClientName);
+        HttpMessageHandler handler = handlers.CreateHandler(HttpClientName);
+        if (observed is not null)
+        {
+            handler = new UpstreamResponseObserver(observed, clock) { InnerHandler = handler };
+        }
+
+        var http = new HttpClient(handler, disposeHandler: false) { Timeout = Timeout.InfiniteTimeSpan };
         return new OpenAIService(
             new OpenAIOptions { ApiKey = apiKey, BaseDomain = options.Value.BaseUrl.ToString() },
             http);
@@ -56,7 +75,6 @@ public sealed class UpstreamClientFactory(IHttpClientFactory httpClientFactory, 
                 "Upstream:BaseUrl must be an absolute URL that ends with '/', for example https://api.openai.com/.")
             .ValidateOnStart();
         services.AddHttpClient(HttpClientName)
-            .ConfigureHttpClient((sp, http) => http.Timeout = Timeout.InfiniteTimeSpan)
             .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
             {
                 // A redirect would resend the Authorization header to wherever the upstream points.

@@ -16,7 +16,27 @@ public sealed class AppDocument
 
     public List<AppSecretHash> Secrets { get; set; } = [];
 
+    public AppLimits Limits { get; set; } = new();
+
     public DateTime CreatedAt { get; set; }
+}
+
+/// <summary>Limits the operator sets per app; null means unlimited. They hold across every Ingress instance.</summary>
+public sealed class AppLimits
+{
+    public int? RequestsPerMinute { get; set; }
+
+    /// <summary>Default per end user; a user token may carry a lower one.</summary>
+    public int? UserRequestsPerMinute { get; set; }
+
+    public long? TokensPerDay { get; set; }
+
+    public long? TokensPerMonth { get; set; }
+
+    public int? MaxOutputTokens { get; set; }
+
+    /// <summary>Models end users may ask for; null or empty allows any.</summary>
+    public List<string>? AllowedModels { get; set; }
 }
 
 public sealed class AppSecretHash
@@ -36,16 +56,18 @@ public sealed class AppSecretHash
 /// <summary>Creates apps and verifies app credentials.</summary>
 public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimeProvider clock)
 {
-    // PBKDF2-HMAC-SHA256 at OWASP's 2023 recommendation; a verified secret is then cached for a minute, so the
-    // slow hash runs once per minute per credential, not once per request.
+    // PBKDF2-HMAC-SHA256 at OWASP's 2023 recommendation; a verified secret is then cached for 30 seconds, so the
+    // slow hash runs about twice a minute per credential, not once per request. A revoked secret therefore keeps
+    // working for up to 30 seconds on an instance that verified it just before.
     private const int Iterations = 600_000;
-    private static readonly TimeSpan VerifiedCacheLifetime = TimeSpan.FromMinutes(1);
+    private static readonly TimeSpan VerifiedCacheLifetime = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan AppCacheLifetime = TimeSpan.FromSeconds(5);
     private readonly IMongoCollection<AppDocument> _apps = database.GetCollection<AppDocument>("apps");
 
     public async Task<(string AppId, string Secret)> CreateAsync(string name, CancellationToken cancellationToken)
     {
         string appId = "app_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
-        string secret = "aes_" + Base64Url(RandomNumberGenerator.GetBytes(32));
+        string secret = NewSecret();
         var now = clock.GetUtcNow().UtcDateTime;
         await _apps.InsertOneAsync(new AppDocument
         {
@@ -59,6 +81,69 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
 
     public Task<AppDocument?> FindAsync(string appId, CancellationToken cancellationToken) =>
         _apps.Find(a => a.AppId == appId).FirstOrDefaultAsync(cancellationToken)!;
+
+    /// <summary>Returns the app from a cache of a few seconds, so limits cost no database read per prompt.</summary>
+    public async Task<AppDocument?> FindCachedAsync(string appId, CancellationToken cancellationToken)
+    {
+        if (cache.TryGetValue("app:" + appId, out AppDocument? cached))
+        {
+            return cached;
+        }
+
+        var app = await FindAsync(appId, cancellationToken);
+        cache.Set("app:" + appId, app, AppCacheLifetime);
+        return app;
+    }
+
+    public async Task<bool> SetLimitsAsync(string appId, AppLimits limits, CancellationToken cancellationToken)
+    {
+        var result = await _apps.UpdateOneAsync(a => a.AppId == appId, Builders<AppDocument>.Update.Set(a => a.Limits, limits),
+            cancellationToken: cancellationToken);
+        cache.Remove("app:" + appId);
+        return result.MatchedCount > 0;
+    }
+
+    /// <summary>
+    /// Adds a new secret and lets the current ones work for <paramref name="grace"/> more; returns the new secret,
+    /// or null when the app does not exist.
+    /// </summary>
+    public async Task<string?> RotateSecretAsync(string appId, TimeSpan grace, CancellationToken cancellationToken)
+    {
+        var app = await FindAsync(appId, cancellationToken);
+        if (app is null)
+        {
+            return null;
+        }
+
+        var now = clock.GetUtcNow().UtcDateTime;
+        string secret = NewSecret();
+        foreach (var old in app.Secrets.Where(s => s.ExpiresAt is null || s.ExpiresAt > now + grace))
+        {
+            old.ExpiresAt = now + grace;
+        }
+
+        app.Secrets.RemoveAll(s => s.ExpiresAt <= now);
+        app.Secrets.Add(Hash(secret, now));
+        await _apps.UpdateOneAsync(a => a.AppId == appId, Builders<AppDocument>.Update.Set(a => a.Secrets, app.Secrets),
+            cancellationToken: cancellationToken);
+        return secret;
+    }
+
+    /// <summary>Ends the grace period of every secret but the newest, at once.</summary>
+    public async Task<bool> RevokePreviousSecretsAsync(string appId, CancellationToken cancellationToken)
+    {
+        var app = await FindAsync(appId, cancellationToken);
+        if (app is null)
+        {
+            return false;
+        }
+
+        var newest = app.Secrets.MaxBy(s => s.CreatedAt);
+        app.Secrets.RemoveAll(s => !ReferenceEquals(s, newest));
+        await _apps.UpdateOneAsync(a => a.AppId == appId, Builders<AppDocument>.Update.Set(a => a.Secrets, app.Secrets),
+            cancellationToken: cancellationToken);
+        return true;
+    }
 
     public async Task<bool> VerifyAsync(string appId, string secret, CancellationToken cancellationToken)
     {
@@ -100,6 +185,8 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
             CreatedAt = now,
         };
     }
+
+    private static string NewSecret() => "aes_" + Base64Url(RandomNumberGenerator.GetBytes(32));
 
     private static string Base64Url(byte[] bytes) => Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
 }

@@ -21,6 +21,12 @@ public static class AuthSchemes
     /// <summary>Short-lived signed token of one end user of one app: the browser add-on.</summary>
     public const string UserToken = "UserToken";
 
+    /// <summary>Policy that accepts an end-user token or app credentials, for the OpenAI-compatible endpoint.</summary>
+    public const string AnyCaller = "AnyCaller";
+
+    /// <summary>User id given to requests made with app credentials rather than for an end user.</summary>
+    public const string AppAsUser = "@app";
+
     public const string AppIdClaim = "app_id";
 
     public const string UserIdClaim = "sub";
@@ -36,28 +42,41 @@ public sealed class AppCredentialsHandler(
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
     {
         string? header = Request.Headers.Authorization;
-        if (header is null || !header.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
+        string? appId, secret;
+        if (header is not null && header.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
+        {
+            string decoded;
+            try
+            {
+                decoded = Encoding.UTF8.GetString(Convert.FromBase64String(header["Basic ".Length..].Trim()));
+            }
+            catch (FormatException)
+            {
+                return AuthenticateResult.Fail("The Basic credentials are not valid base64.");
+            }
+
+            int colon = decoded.IndexOf(':', StringComparison.Ordinal);
+            (appId, secret) = colon > 0 ? (decoded[..colon], decoded[(colon + 1)..]) : (null, null);
+        }
+        else if (header is not null && header.StartsWith("Bearer app_", StringComparison.Ordinal))
+        {
+            // OpenAI SDKs send their key as a Bearer token, so app credentials also work as "appId.appSecret".
+            string token = header["Bearer ".Length..].Trim();
+            int dot = token.IndexOf('.', StringComparison.Ordinal);
+            (appId, secret) = dot > 0 ? (token[..dot], token[(dot + 1)..]) : (null, null);
+        }
+        else
         {
             return AuthenticateResult.NoResult();
         }
 
-        string decoded;
-        try
-        {
-            decoded = Encoding.UTF8.GetString(Convert.FromBase64String(header["Basic ".Length..].Trim()));
-        }
-        catch (FormatException)
-        {
-            return AuthenticateResult.Fail("The Basic credentials are not valid base64.");
-        }
-
-        int colon = decoded.IndexOf(':', StringComparison.Ordinal);
-        if (colon <= 0 || !await apps.VerifyAsync(decoded[..colon], decoded[(colon + 1)..], Context.RequestAborted))
+        if (appId is null || secret is null || !await apps.VerifyAsync(appId, secret, Context.RequestAborted))
         {
             return AuthenticateResult.Fail("The app id or app secret is wrong.");
         }
 
-        var identity = new ClaimsIdentity([new Claim(AuthSchemes.AppIdClaim, decoded[..colon])], Scheme.Name);
+        var identity = new ClaimsIdentity(
+            [new Claim(AuthSchemes.AppIdClaim, appId), new Claim(AuthSchemes.UserIdClaim, AuthSchemes.AppAsUser)], Scheme.Name);
         return AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), Scheme.Name));
     }
 

@@ -22,7 +22,14 @@ public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock
 
     public SecurityKey SigningKey => _signingKey;
 
-    public (string Token, DateTimeOffset ExpiresAt) Issue(string appId, string userId, TimeSpan lifetime)
+    /// <summary>Claim with the end user's own requests-per-minute limit, set by the host.</summary>
+    public const string UserRequestsPerMinuteClaim = "user_rpm";
+
+    /// <summary>Claim with the end user's token allowance per calendar month (UTC), set by the host.</summary>
+    public const string UserMonthlyTokensClaim = "user_tokens_month";
+
+    public (string Token, DateTimeOffset ExpiresAt) Issue(
+        string appId, string userId, TimeSpan lifetime, int? requestsPerMinute = null, long? monthlyTokens = null)
     {
         var now = clock.GetUtcNow();
         var expires = now + lifetime;
@@ -33,14 +40,30 @@ public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock
             IssuedAt = now.UtcDateTime,
             NotBefore = now.UtcDateTime,
             Expires = expires.UtcDateTime,
-            Claims = new Dictionary<string, object>
-            {
-                [AuthSchemes.AppIdClaim] = appId,
-                [AuthSchemes.UserIdClaim] = userId,
-            },
+            Claims = Claims(appId, userId, requestsPerMinute, monthlyTokens),
             SigningCredentials = new SigningCredentials(_signingKey, SecurityAlgorithms.HmacSha256),
         });
         return (token, expires);
+    }
+
+    private static Dictionary<string, object> Claims(string appId, string userId, int? requestsPerMinute, long? monthlyTokens)
+    {
+        var claims = new Dictionary<string, object>
+        {
+            [AuthSchemes.AppIdClaim] = appId,
+            [AuthSchemes.UserIdClaim] = userId,
+        };
+        if (requestsPerMinute is { } rpm)
+        {
+            claims[UserRequestsPerMinuteClaim] = rpm;
+        }
+
+        if (monthlyTokens is { } tokens)
+        {
+            claims[UserMonthlyTokensClaim] = tokens;
+        }
+
+        return claims;
     }
 
     /// <summary>

@@ -1,17 +1,30 @@
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Hubs;
+using AddOnEvents.Ingress.Prompts;
 using MassTransit;
 using Microsoft.AspNetCore.SignalR;
 
 namespace AddOnEvents.Ingress.Consumers;
 
-/// <summary>Pushes results that PromptWorker routed to this instance to every connection of the user who asked.</summary>
-public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, ILogger<PromptResultConsumer> logger)
-    : IConsumer<PromptCompleted>, IConsumer<PromptFailed>
+/// <summary>
+/// Pushes pieces and results that PromptWorker routed to this instance to every connection of the user who asked,
+/// and to an HTTP caller waiting on this instance. Delivery is partitioned by request id, so the pieces of one
+/// answer keep their order while different answers go out in parallel.
+/// </summary>
+public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingReplies pending, ILogger<PromptResultConsumer> logger)
+    : IConsumer<PromptPiece>, IConsumer<PromptCompleted>, IConsumer<PromptFailed>
 {
+    public async Task Consume(ConsumeContext<PromptPiece> context)
+    {
+        var m = context.Message;
+        pending.Deliver(m.RequestId, m);
+        await hub.Clients.User(m.UserId).SendAsync("PromptPiece", new PiecePayload(m.RequestId, m.Sequence, m.Text), context.CancellationToken);
+    }
+
     public async Task Consume(ConsumeContext<PromptCompleted> context)
     {
         var m = context.Message;
+        pending.Deliver(m.RequestId, m);
         var usage = new UsagePayload(m.Usage.PromptTokens, m.Usage.CompletionTokens, m.Usage.TotalTokens);
         await hub.Clients.User(m.UserId).SendAsync("PromptCompleted", new AnswerPayload(m.RequestId, m.Text, m.FinishReason, usage),
             context.CancellationToken);
@@ -21,6 +34,7 @@ public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, ILogger<Prom
     public async Task Consume(ConsumeContext<PromptFailed> context)
     {
         var m = context.Message;
+        pending.Deliver(m.RequestId, m);
         await hub.Clients.User(m.UserId).SendAsync("PromptFailed", new FailurePayload(m.RequestId, m.Code, m.Message, m.RetryAfterSeconds),
             context.CancellationToken);
         Log.ResultDelivered(logger, "failure", m.RequestId);

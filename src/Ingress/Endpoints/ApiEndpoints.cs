@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Security.Claims;
+using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Auth;
@@ -10,16 +12,28 @@ namespace AddOnEvents.Ingress.Endpoints;
 
 public sealed record AppInput(string? Name);
 
-public sealed record UserTokenInput(string? UserId, int? TtlSeconds);
+public sealed record UserTokenInput(string? UserId, int? TtlSeconds, int? RequestsPerMinute, long? MonthlyTokenAllowance);
+
+public sealed record SecretRotationInput(int? GraceSeconds);
 
 /// <summary>The operator's, the host backend's and the add-on's endpoints.</summary>
 public static class ApiEndpoints
 {
     public static IEndpointRouteBuilder MapApiEndpoints(this IEndpointRouteBuilder endpoints)
     {
-        endpoints.MapPost("/api/admin/apps", CreateAppAsync).RequireAuthorization(AuthSchemes.Admin);
+        var admin = endpoints.MapGroup("/api/admin/apps").RequireAuthorization(AuthSchemes.Admin);
+        admin.MapPost("", CreateAppAsync);
+        admin.MapPut("/{appId}/limits", SetLimitsAsync);
+        admin.MapPost("/{appId}/secrets", RotateSecretAsync);
+        admin.MapDelete("/{appId}/secrets/previous", RevokePreviousSecretsAsync);
+
         endpoints.MapPost("/api/apps/{appId}/user-tokens", IssueUserToken).RequireAuthorization(AuthSchemes.AppCredentials);
-        endpoints.MapPost("/api/prompts", SubmitPromptAsync).RequireAuthorization(AuthSchemes.UserToken);
+        endpoints.MapGet("/api/apps/{appId}/usage", GetUsageAsync).RequireAuthorization(AuthSchemes.AppCredentials);
+
+        var prompts = endpoints.MapGroup("/api/prompts").RequireAuthorization(AuthSchemes.UserToken);
+        prompts.MapPost("", SubmitPromptAsync);
+        prompts.MapGet("/{requestId:guid}", GetPromptResultAsync);
+        prompts.MapPost("/{requestId:guid}/cancel", CancelPromptAsync);
         return endpoints;
     }
 
@@ -42,6 +56,50 @@ public static class ApiEndpoints
         return Results.Created($"/api/apps/{appId}", new { appId, appSecret = secret });
     }
 
+    private static async Task<IResult> SetLimitsAsync(string appId, HttpContext http, AppStore apps)
+    {
+        var (limits, error) = await JsonBody.ReadAsync<AppLimits>(http.Request);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        if (limits!.RequestsPerMinute < 1 || limits.UserRequestsPerMinute < 1 || limits.TokensPerDay < 1 || limits.TokensPerMonth < 1
+            || limits.MaxOutputTokens < 1)
+        {
+            return ApiErrors.BadRequest("Every limit must be a positive number, or null for no limit.");
+        }
+
+        return await apps.SetLimitsAsync(appId, limits, http.RequestAborted)
+            ? Results.Ok(limits)
+            : ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
+    }
+
+    private static async Task<IResult> RotateSecretAsync(string appId, HttpContext http, AppStore apps)
+    {
+        var (input, error) = await JsonBody.ReadAsync<SecretRotationInput>(http.Request);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        int grace = input!.GraceSeconds ?? 3600;
+        if (grace is < 0 or > 30 * 86_400)
+        {
+            return ApiErrors.BadRequest("graceSeconds must be between 0 and 2592000 (30 days).");
+        }
+
+        string? secret = await apps.RotateSecretAsync(appId, TimeSpan.FromSeconds(grace), http.RequestAborted);
+        return secret is null
+            ? ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.")
+            : Results.Ok(new { appId, appSecret = secret, previousSecretsExpireInSeconds = grace });
+    }
+
+    private static async Task<IResult> RevokePreviousSecretsAsync(string appId, HttpContext http, AppStore apps) =>
+        await apps.RevokePreviousSecretsAsync(appId, http.RequestAborted)
+            ? Results.NoContent()
+            : ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
+
     private static async Task<IResult> IssueUserToken(string appId, HttpContext http, UserTokens tokens, IOptions<AuthOptions> options)
     {
         if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
@@ -56,9 +114,9 @@ public static class ApiEndpoints
         }
 
         string userId = input!.UserId ?? "";
-        if (userId.Length is 0 or > 128 || userId.Any(char.IsControl) || userId != userId.Trim())
+        if (userId.Length is 0 or > 128 || userId.Any(char.IsControl) || userId != userId.Trim() || userId.StartsWith('@'))
         {
-            return ApiErrors.BadRequest("userId must be 1 to 128 characters, without control characters or surrounding spaces.");
+            return ApiErrors.BadRequest("userId must be 1 to 128 characters, without control characters, surrounding spaces or a leading '@'.");
         }
 
         var auth = options.Value;
@@ -69,8 +127,32 @@ public static class ApiEndpoints
                 $"ttlSeconds must be between 30 and {auth.MaxTokenLifetimeSeconds}."));
         }
 
-        var (token, expiresAt) = tokens.Issue(appId, userId, TimeSpan.FromSeconds(seconds));
+        if (input.RequestsPerMinute < 1 || input.MonthlyTokenAllowance < 0)
+        {
+            return ApiErrors.BadRequest("requestsPerMinute must be positive and monthlyTokenAllowance not negative.");
+        }
+
+        var (token, expiresAt) = tokens.Issue(appId, userId, TimeSpan.FromSeconds(seconds), input.RequestsPerMinute, input.MonthlyTokenAllowance);
         return Results.Ok(new { token, expiresAt });
+    }
+
+    private static async Task<IResult> GetUsageAsync(string appId, HttpContext http, UsageStore usage, AppStore apps, TimeProvider clock)
+    {
+        if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
+        }
+
+        var now = clock.GetUtcNow().UtcDateTime;
+        var (day, month) = await usage.GetAppUsageAsync(appId, now, http.RequestAborted);
+        var app = await apps.FindCachedAsync(appId, http.RequestAborted);
+        return Results.Ok(new
+        {
+            appId,
+            today = new { period = UsageStore.Day(now), tokens = day?.Tokens ?? 0, requests = day?.Requests ?? 0 },
+            month = new { period = UsageStore.Month(now), tokens = month?.Tokens ?? 0, requests = month?.Requests ?? 0 },
+            limits = app?.Limits,
+        });
     }
 
     private static async Task<IResult> SubmitPromptAsync(HttpContext http, PromptSubmitter submitter)
@@ -82,16 +164,47 @@ public static class ApiEndpoints
         }
 
         var submission = await submitter.SubmitAsync(http.User, input!, http);
-        if (submission.Error is { } rejected)
-        {
-            if (submission.Status == StatusCodes.Status503ServiceUnavailable)
-            {
-                http.Response.Headers.RetryAfter = "5";
-            }
+        return submission.Error is null ? Results.Accepted(value: new { requestId = submission.RequestId }) : Rejected(http, submission);
+    }
 
-            return ApiErrors.Result(submission.Status, rejected.Code, rejected.Message);
+    /// <summary>Returns the stored result of one of this user's requests, for a client that missed the push.</summary>
+    private static async Task<IResult> GetPromptResultAsync(Guid requestId, HttpContext http, PromptResultStore results, UserTokens tokens)
+    {
+        var stored = await results.FindAsync(requestId, http.RequestAborted);
+        if (stored is null || stored.AppId != http.User.FindFirstValue(AuthSchemes.AppIdClaim) || stored.UserId != tokens.Pseudonym(http.User))
+        {
+            return ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound,
+                "No result is stored for this request id: it is unknown, belongs to someone else, or has expired.");
         }
 
-        return Results.Accepted(value: new { requestId = submission.RequestId });
+        return Results.Ok(new
+        {
+            requestId,
+            status = stored.Status,
+            text = stored.Text,
+            finishReason = stored.FinishReason,
+            usage = stored.Usage is { } u ? new { u.PromptTokens, u.CompletionTokens, u.TotalTokens } : null,
+            code = stored.Code,
+            message = stored.Message,
+            retryAfterSeconds = stored.RetryAfterSeconds,
+        });
+    }
+
+    private static async Task<IResult> CancelPromptAsync(Guid requestId, HttpContext http, PromptCanceller canceller)
+    {
+        await canceller.CancelAsync(http.User, requestId, http.RequestAborted);
+        return Results.Accepted();
+    }
+
+    /// <summary>Turns a rejected submission into its error response, with Retry-After where one applies.</summary>
+    public static IResult Rejected(HttpContext http, Submission submission)
+    {
+        int? retryAfter = submission.RetryAfterSeconds ?? (submission.Status == StatusCodes.Status503ServiceUnavailable ? 5 : null);
+        if (retryAfter is { } seconds)
+        {
+            http.Response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
+        }
+
+        return ApiErrors.Result(submission.Status, submission.Error!.Code, submission.Error.Message);
     }
 }

@@ -151,14 +151,22 @@ public static partial class KeyEndpoints
     }
 
     /// <summary>Publishes and waits for the broker's confirm; false when the broker did not confirm in time.</summary>
-    public static async Task<bool> PublishConfirmedAsync<T>(IBus bus, T message, PromptOptions options, HttpContext http, ILogger logger)
+    /// <param name="timeToLive">Lets the broker drop the message once nobody waits for it any more.</param>
+    public static async Task<bool> PublishConfirmedAsync<T>(
+        IBus bus, T message, PromptOptions options, HttpContext http, ILogger logger, TimeSpan? timeToLive = null)
         where T : class
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
         timeout.CancelAfter(TimeSpan.FromSeconds(options.PublishTimeoutSeconds));
         try
         {
-            await bus.Publish(message, timeout.Token);
+            await bus.Publish(message, publish =>
+            {
+                if (timeToLive is { } ttl)
+                {
+                    publish.TimeToLive = ttl;
+                }
+            }, timeout.Token);
             return true;
         }
         catch (Exception ex) when (!http.RequestAborted.IsCancellationRequested && ex is not OutOfMemoryException)

@@ -10,6 +10,9 @@ public sealed record AnswerPayload(Guid RequestId, string Text, string FinishRea
 
 public sealed record UsagePayload(int PromptTokens, int CompletionTokens, int TotalTokens);
 
+/// <summary>Payload of the client method <c>PromptPiece</c>: consecutive sequence numbers from 0 per request.</summary>
+public sealed record PiecePayload(Guid RequestId, int Sequence, string Text);
+
 /// <summary>Payload of the client method <c>PromptFailed</c>.</summary>
 public sealed record FailurePayload(Guid RequestId, string Code, string Message, int? RetryAfterSeconds);
 
@@ -18,7 +21,7 @@ public sealed record FailurePayload(Guid RequestId, string Code, string Message,
 /// connection id still receives answers to prompts it sent before the drop.
 /// </summary>
 [Authorize(AuthenticationSchemes = AuthSchemes.UserToken)]
-public sealed class AddOnHub(PromptSubmitter submitter) : Hub
+public sealed class AddOnHub(PromptSubmitter submitter, PromptCanceller canceller) : Hub
 {
     public const string Path = "/hubs/addon";
 
@@ -30,4 +33,7 @@ public sealed class AddOnHub(PromptSubmitter submitter) : Hub
             ? throw new HubException($"{error.Code}: {error.Message}")
             : submission.RequestId!.Value;
     }
+
+    /// <summary>Stops a running answer of this user; the answer then ends with PromptFailed and code "cancelled".</summary>
+    public Task CancelPrompt(Guid requestId) => canceller.CancelAsync(Context.User!, requestId, Context.ConnectionAborted);
 }

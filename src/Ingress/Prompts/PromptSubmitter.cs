@@ -11,12 +11,17 @@ using Microsoft.Extensions.Options;
 namespace AddOnEvents.Ingress.Prompts;
 
 /// <summary>What the add-on sends: the prompt and, optionally, a model and an output limit.</summary>
-public sealed record PromptInput(string? Prompt, string? Model, int? MaxOutputTokens);
-
-/// <summary>Either the accepted request id, or the status and error to return.</summary>
-public sealed record Submission(Guid? RequestId, int Status, ApiError? Error)
+public sealed record PromptInput(string? Prompt, string? Model, int? MaxOutputTokens, bool? Stream = null)
 {
-    public static Submission Rejected(int status, string code, string message) => new(null, status, new ApiError(code, message));
+    /// <summary>Earlier turns of an OpenAI-style conversation, used by the compatible endpoint; the prompt is then the last user turn.</summary>
+    public IReadOnlyList<ChatTurn>? Messages { get; init; }
+}
+
+/// <summary>Either the accepted request id, or the status and error to return, with a retry time where one applies.</summary>
+public sealed record Submission(Guid? RequestId, int Status, ApiError? Error, int? RetryAfterSeconds = null)
+{
+    public static Submission Rejected(int status, string code, string message, int? retryAfterSeconds = null) =>
+        new(null, status, new ApiError(code, message), retryAfterSeconds);
 }
 
 /// <summary>
@@ -27,11 +32,13 @@ public sealed partial class PromptSubmitter(
     IBus bus,
     UserTokens tokens,
     ResultRoute route,
+    PromptLimiter limiter,
     IOptions<PromptOptions> options,
     TimeProvider clock,
     ILogger<PromptSubmitter> logger)
 {
-    public async Task<Submission> SubmitAsync(ClaimsPrincipal user, PromptInput input, HttpContext http)
+    /// <param name="beforePublish">Runs with the new request id before the publish, so a caller waiting for the result cannot miss it.</param>
+    public async Task<Submission> SubmitAsync(ClaimsPrincipal user, PromptInput input, HttpContext http, Action<Guid>? beforePublish = null)
     {
         string? appId = user.FindFirstValue(AuthSchemes.AppIdClaim);
         string? pseudonym = tokens.Pseudonym(user);
@@ -59,19 +66,27 @@ public sealed partial class PromptSubmitter(
                 "model must be 1 to 100 letters, digits, '.', '_', ':' or '-'.");
         }
 
-        int maxOutputTokens = input.MaxOutputTokens ?? limits.DefaultMaxOutputTokens;
-        if (maxOutputTokens < 1 || maxOutputTokens > limits.MaxOutputTokensLimit)
+        if (input.MaxOutputTokens is < 1 || input.MaxOutputTokens > limits.MaxOutputTokensLimit)
         {
             return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, string.Create(CultureInfo.InvariantCulture,
                 $"maxOutputTokens must be between 1 and {limits.MaxOutputTokensLimit}."));
         }
 
+        var admission = await limiter.AdmitAsync(user, appId, pseudonym, model, input.MaxOutputTokens, http.RequestAborted);
+        if (admission.Rejection is { } rejection)
+        {
+            return rejection;
+        }
+
         var now = clock.GetUtcNow();
         var requestId = NewId.NextGuid();
+        var timeToLive = TimeSpan.FromSeconds(limits.TimeToLiveSeconds);
+        IReadOnlyList<ChatTurn> turns = input.Messages is { Count: > 0 } history ? history : [new ChatTurn("user", input.Prompt)];
         var message = new PromptRequested(
-            requestId, requestId, appId, pseudonym, route.RoutingKey, model, maxOutputTokens,
-            [new ChatTurn("user", input.Prompt)], now, now.AddSeconds(limits.TimeToLiveSeconds));
-        if (!await KeyEndpoints.PublishConfirmedAsync(bus, message, limits, http, logger))
+            requestId, requestId, appId, pseudonym, route.RoutingKey, model, admission.MaxOutputTokens,
+            turns, now, now + timeToLive, input.Stream ?? true);
+        beforePublish?.Invoke(requestId);
+        if (!await KeyEndpoints.PublishConfirmedAsync(bus, message, limits, http, logger, timeToLive))
         {
             return Submission.Rejected(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable,
                 "The message broker did not confirm the prompt. Retry in a few seconds.");

@@ -1,110 +1,279 @@
 using AddOnEvents.Common.Crypto;
 using AddOnEvents.Common.Storage;
+using AddOnEvents.Common.Upstream;
 using AddOnEvents.Contracts;
+using AddOnEvents.PromptWorker.Prompts;
 using AddOnEvents.PromptWorker.Upstream;
 using MassTransit;
+using Microsoft.Extensions.Options;
 using MongoDB.Driver;
 
 namespace AddOnEvents.PromptWorker.Consumers;
 
-/// <summary>Answers one prompt with the app's own key and publishes exactly one result for it.</summary>
+/// <summary>
+/// Answers one prompt with the app's own key and publishes exactly one final result for its request id, however
+/// often the message is delivered: the request is claimed in the result store first, and a delivery that finds
+/// it finished republishes nothing unless the result never reached the broker.
+/// </summary>
 public sealed partial class PromptRequestedConsumer(
     KeyStore keys,
+    PromptResultStore results,
+    UsageStore usage,
     EnvelopeCipher cipher,
     ChatCompletionCaller caller,
+    InFlightPrompts inFlight,
+    WorkerIdentity worker,
+    IOptions<PromptWorkerOptions> options,
+    IOptions<UpstreamOptions> upstreamOptions,
     TimeProvider clock,
     ILogger<PromptRequestedConsumer> logger) : IConsumer<PromptRequested>
 {
-    /// <summary>Database retries before the prompt is failed, so a prompt never waits in an error queue.</summary>
-    public const int DatabaseRetryLimit = 5;
-
     public async Task Consume(ConsumeContext<PromptRequested> context)
     {
         var prompt = context.Message;
         try
         {
-            await AnswerAsync(context, prompt);
+            await HandleAsync(context);
         }
-        catch (Exception ex) when (ex is MongoException or TimeoutException && context.GetRetryAttempt() < DatabaseRetryLimit)
+        catch (Exception ex) when (ex is MongoException or TimeoutException && context.GetRetryAttempt() < options.Value.DatabaseRetryLimit)
         {
             throw;
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !context.CancellationToken.IsCancellationRequested)
         {
-            // The prompt text must not end up in an error queue, so every other failure becomes a result.
+            // The prompt text must not wait in an error queue, so every other failure becomes a result.
             LogUnexpectedFailure(prompt.RequestId, prompt.AppId, ex.GetType().Name);
-            await FailAsync(context, ErrorCodes.InternalError, "AddOnEvents failed to handle this prompt. Try again later.");
+            await PublishAsync(context, Failure(prompt, ErrorCodes.InternalError, "AddOnEvents failed to handle this prompt. Try again later."),
+                storeFirst: false);
         }
     }
 
-    private async Task AnswerAsync(ConsumeContext<PromptRequested> context, PromptRequested prompt)
+    private async Task HandleAsync(ConsumeContext<PromptRequested> context)
     {
-        if (clock.GetUtcNow() > prompt.ExpiresAt)
+        var prompt = context.Message;
+        var now = clock.GetUtcNow();
+        if (now > prompt.ExpiresAt)
         {
-            await FailAsync(context, ErrorCodes.RequestExpired, "The prompt waited too long to be answered. Send it again.");
+            LogExpired(prompt.RequestId, prompt.AppId);
+            await PublishAsync(context, Failure(prompt, ErrorCodes.RequestExpired, "The prompt waited too long to be answered. Send it again."),
+                storeFirst: false);
             return;
         }
 
-        var document = await keys.FindAsync(prompt.AppId, context.CancellationToken);
+        if (!await ClaimAsync(context))
+        {
+            return;
+        }
+
+        using var lease = StartLeaseRenewal(prompt.RequestId, context.CancellationToken);
+        using var registration = inFlight.Register(prompt.RequestId, prompt.AppId, prompt.UserId, context.CancellationToken);
+        object result;
+        try
+        {
+            result = await AnswerAsync(context, registration.Token);
+        }
+        catch (OperationCanceledException) when (registration.CancelledByUser)
+        {
+            result = Failure(prompt, ErrorCodes.Cancelled, "The answer was stopped.");
+        }
+
+        await PublishAsync(context, result, storeFirst: true);
+    }
+
+    /// <summary>
+    /// Claims the request for this worker. Returns false when another delivery finished it or holds it; waits while
+    /// a lease of another worker runs, because that worker may have died and its lease must run out first.
+    /// </summary>
+    private async Task<bool> ClaimAsync(ConsumeContext<PromptRequested> context)
+    {
+        var prompt = context.Message;
+        var settings = options.Value;
+        var lease = TimeSpan.FromSeconds(settings.ClaimLeaseSeconds);
+        while (true)
+        {
+            var now = clock.GetUtcNow().UtcDateTime;
+            var expiresAt = now.AddSeconds(settings.ResultRetentionSeconds);
+            var (outcome, existing) = await results.TryClaimAsync(prompt, worker.Id, now, lease, expiresAt, context.CancellationToken);
+            switch (outcome)
+            {
+                case ClaimOutcome.Claimed:
+                    return true;
+                case ClaimOutcome.Finished:
+                    LogDuplicate(prompt.RequestId, existing?.Published == true);
+                    if (existing is { Published: false })
+                    {
+                        await PublishStoredAsync(context, existing);
+                    }
+
+                    return false;
+                default:
+                    if (clock.GetUtcNow() > prompt.ExpiresAt)
+                    {
+                        return false;
+                    }
+
+                    await Task.Delay(TimeSpan.FromSeconds(1), clock, context.CancellationToken);
+                    break;
+            }
+        }
+    }
+
+    private async Task<object> AnswerAsync(ConsumeContext<PromptRequested> context, CancellationToken cancellationToken)
+    {
+        var prompt = context.Message;
+        var document = await keys.FindAsync(prompt.AppId, cancellationToken);
         var material = document?.Material;
         if (document is null || material is null)
         {
             bool pending = document?.State == KeyStates.Pending;
-            await FailAsync(context, ErrorCodes.NoKeyConfigured, pending
+            return Failure(prompt, ErrorCodes.NoKeyConfigured, pending
                 ? "This app's OpenAI key is still being checked. Try again in a few seconds."
                 : "This app has no OpenAI key. The developer adds one in the console.");
-            return;
         }
 
         if (document.State == KeyStates.Invalid && document.Version == material.Version)
         {
-            await FailAsync(context, ErrorCodes.KeyInvalid, "The AI provider rejected this app's OpenAI key. The developer must replace it.");
-            return;
+            return Failure(prompt, ErrorCodes.KeyInvalid, "The AI provider rejected this app's OpenAI key. The developer must replace it.");
         }
 
         ProviderKey providerKey;
         try
         {
-            providerKey = await cipher.DecryptAsync(material.ToEncryptedKey(), prompt.AppId, material.Version, context.CancellationToken);
+            providerKey = await cipher.DecryptAsync(material.ToEncryptedKey(), prompt.AppId, material.Version, cancellationToken);
         }
         catch (KeyDecryptionException)
         {
             LogKeyUnreadable(prompt.AppId, material.Version, material.MasterKeyId);
-            await FailAsync(context, ErrorCodes.KeyUnreadable, "This app's stored key cannot be read. The developer must register it again.");
-            return;
+            return Failure(prompt, ErrorCodes.KeyUnreadable, "This app's stored key cannot be read. The developer must register it again.");
         }
 
         ChatOutcome outcome;
         using (providerKey)
         {
-            outcome = await caller.CompleteAsync(providerKey, prompt, context.CancellationToken);
+            outcome = await CallWithRetriesAsync(context, providerKey, cancellationToken);
         }
 
-        if (!outcome.Succeeded)
+        if (outcome.Succeeded)
         {
-            if (outcome.ErrorCode == ErrorCodes.UpstreamAuthFailed)
-            {
-                await keys.MarkRejectedAsync(prompt.AppId, material.Version, ErrorCodes.UpstreamAuthFailed, clock.GetUtcNow().UtcDateTime,
-                    context.CancellationToken);
-            }
-
-            await FailAsync(context, outcome.ErrorCode!, outcome.ErrorMessage!);
-            return;
+            LogCompleted(prompt.RequestId, prompt.AppId, outcome.FinishReason!, outcome.Usage!.TotalTokens);
+            return new PromptCompleted(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId, prompt.ReplyTo,
+                outcome.Text!, outcome.FinishReason!, outcome.Usage!, clock.GetUtcNow());
         }
 
-        LogCompleted(prompt.RequestId, prompt.AppId, outcome.FinishReason!, outcome.Usage!.TotalTokens);
-        await context.Publish(new PromptCompleted(
-            prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId, prompt.ReplyTo,
-            outcome.Text!, outcome.FinishReason!, outcome.Usage!, clock.GetUtcNow()), context.CancellationToken);
+        if (outcome.ErrorCode == ErrorCodes.UpstreamAuthFailed)
+        {
+            await keys.MarkRejectedAsync(prompt.AppId, material.Version, ErrorCodes.UpstreamAuthFailed, clock.GetUtcNow().UtcDateTime,
+                cancellationToken);
+        }
+
+        int? retryAfter = outcome.RetryAfter is { } wait ? (int)Math.Ceiling(wait.TotalSeconds) : null;
+        return Failure(prompt, outcome.ErrorCode!, outcome.ErrorMessage!, retryAfter);
     }
 
-    private async Task FailAsync(ConsumeContext<PromptRequested> context, string code, string message)
+    /// <summary>
+    /// Calls the upstream until it answers, fails for good, or the attempts counted in the result store (across
+    /// redeliveries too) reach the configured maximum. 429 waits for Retry-After on every attempt, unless the wait
+    /// is longer than the configured cap; other retryable failures back off exponentially with jitter.
+    /// </summary>
+    private async Task<ChatOutcome> CallWithRetriesAsync(ConsumeContext<PromptRequested> context, ProviderKey key, CancellationToken cancellationToken)
     {
         var prompt = context.Message;
-        LogFailed(prompt.RequestId, prompt.AppId, code);
-        await context.Publish(new PromptFailed(
-            prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId, prompt.ReplyTo,
-            code, message, RetryAfterSeconds: null, clock.GetUtcNow()), context.CancellationToken);
+        var settings = upstreamOptions.Value;
+        var pieces = prompt.Stream ? new PieceBatcher(context, clock, options.Value) : null;
+        while (true)
+        {
+            int attempt = await results.CountAttemptAsync(prompt.RequestId, cancellationToken);
+            var outcome = await caller.CallAsync(key, prompt, pieces is null ? null : pieces.AddAsync, cancellationToken);
+            if (pieces is not null)
+            {
+                await pieces.FlushAsync();
+            }
+
+            if (outcome.Succeeded || !outcome.Retryable || attempt >= settings.MaxAttempts || pieces?.Published > 0)
+            {
+                return outcome;
+            }
+
+            TimeSpan wait;
+            if (outcome.RetryAfter is { } retryAfter)
+            {
+                if (retryAfter > TimeSpan.FromSeconds(settings.MaxRetryAfterSeconds))
+                {
+                    return outcome;
+                }
+
+                wait = retryAfter;
+            }
+            else
+            {
+                double backoff = settings.RetryBaseDelayMilliseconds * Math.Pow(2, attempt - 1);
+                wait = TimeSpan.FromMilliseconds(backoff * (0.5 + Random.Shared.NextDouble()));
+            }
+
+            LogRetrying(prompt.RequestId, prompt.AppId, attempt, outcome.ErrorCode!, wait.TotalMilliseconds);
+            await Task.Delay(wait, clock, cancellationToken);
+        }
+    }
+
+    /// <summary>Stores the result, counts usage once, then publishes and records that it was published.</summary>
+    private async Task PublishAsync(ConsumeContext<PromptRequested> context, object result, bool storeFirst)
+    {
+        var prompt = context.Message;
+        if (storeFirst)
+        {
+            var update = result is PromptCompleted completed ? PromptResultStore.Completed(completed) : PromptResultStore.Failed((PromptFailed)result);
+            if (!await results.FinishAsync(prompt.RequestId, update, context.CancellationToken))
+            {
+                // Another delivery finished first; it publishes its own result.
+                return;
+            }
+
+            if (result is PromptCompleted answer)
+            {
+                await usage.AddAsync(prompt.AppId, prompt.UserId, answer.Usage.TotalTokens, clock.GetUtcNow().UtcDateTime, context.CancellationToken);
+            }
+        }
+
+        if (result is PromptFailed failed)
+        {
+            LogFailed(prompt.RequestId, prompt.AppId, failed.Code);
+        }
+
+        await context.Publish(result, result.GetType(), context.CancellationToken);
+        if (storeFirst)
+        {
+            await results.MarkPublishedAsync(prompt.RequestId, context.CancellationToken);
+        }
+    }
+
+    private async Task PublishStoredAsync(ConsumeContext<PromptRequested> context, PromptResultDocument stored)
+    {
+        var prompt = context.Message;
+        object result = stored.Status == PromptStatus.Completed
+            ? new PromptCompleted(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId, prompt.ReplyTo,
+                stored.Text ?? "", stored.FinishReason ?? "stop", stored.Usage ?? new TokenUsage(0, 0, 0), clock.GetUtcNow())
+            : Failure(prompt, stored.Code ?? ErrorCodes.InternalError, stored.Message ?? "The prompt failed.", stored.RetryAfterSeconds);
+        await context.Publish(result, result.GetType(), context.CancellationToken);
+        await results.MarkPublishedAsync(prompt.RequestId, context.CancellationToken);
+    }
+
+    private PromptFailed Failure(PromptRequested prompt, string code, string message, int? retryAfterSeconds = null) =>
+        new(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId, prompt.ReplyTo, code, message, retryAfterSeconds, clock.GetUtcNow());
+
+    /// <summary>Renews the claim while the answer is being produced, so no other worker takes the request over.</summary>
+    private LeaseRenewal StartLeaseRenewal(Guid requestId, CancellationToken cancellationToken)
+    {
+        var lease = TimeSpan.FromSeconds(options.Value.ClaimLeaseSeconds);
+        return new LeaseRenewal(
+            async token =>
+            {
+                using var timer = new PeriodicTimer(lease / 3, clock);
+                while (await timer.WaitForNextTickAsync(token))
+                {
+                    await results.RenewLeaseAsync(requestId, worker.Id, clock.GetUtcNow().UtcDateTime + lease, token);
+                }
+            },
+            cancellationToken);
     }
 
     [LoggerMessage(EventId = 3001, Level = LogLevel.Information,
@@ -121,10 +290,50 @@ public sealed partial class PromptRequestedConsumer(
     [LoggerMessage(EventId = 3004, Level = LogLevel.Error,
         Message = "Failed request {RequestId} of app {AppId} after an unexpected {ExceptionType}")]
     private partial void LogUnexpectedFailure(Guid requestId, string appId, string exceptionType);
+
+    [LoggerMessage(EventId = 3005, Level = LogLevel.Information,
+        Message = "Skipped a second delivery of request {RequestId}; its result was published before: {Published}")]
+    private partial void LogDuplicate(Guid requestId, bool published);
+
+    [LoggerMessage(EventId = 3006, Level = LogLevel.Warning,
+        Message = "Retrying request {RequestId} of app {AppId} after attempt {Attempt} failed with {Code}; waiting {WaitMilliseconds} ms")]
+    private partial void LogRetrying(Guid requestId, string appId, int attempt, string code, double waitMilliseconds);
+
+    [LoggerMessage(EventId = 3007, Level = LogLevel.Information, Message = "Dropped expired request {RequestId} of app {AppId}")]
+    private partial void LogExpired(Guid requestId, string appId);
+}
+
+/// <summary>A background loop that renews a claim until disposed.</summary>
+internal sealed class LeaseRenewal : IDisposable
+{
+    private readonly CancellationTokenSource _stop;
+
+    public LeaseRenewal(Func<CancellationToken, Task> renew, CancellationToken cancellationToken)
+    {
+        _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var token = _stop.Token;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await renew(token);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or MongoException or TimeoutException)
+            {
+                // A missed renewal only lets another worker take over later; the result store keeps one result.
+            }
+        }, CancellationToken.None);
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _stop.Dispose();
+    }
 }
 
 /// <summary>Bounded concurrency comes from the bus settings; database errors are retried a few times, then failed.</summary>
-public sealed class PromptRequestedConsumerDefinition : ConsumerDefinition<PromptRequestedConsumer>
+public sealed class PromptRequestedConsumerDefinition(IOptions<PromptWorkerOptions> options) : ConsumerDefinition<PromptRequestedConsumer>
 {
     protected override void ConfigureConsumer(
         IReceiveEndpointConfigurator endpointConfigurator,
@@ -140,8 +349,25 @@ public sealed class PromptRequestedConsumerDefinition : ConsumerDefinition<Promp
         {
             retry.Handle<MongoException>();
             retry.Handle<TimeoutException>();
-            retry.Exponential(PromptRequestedConsumer.DatabaseRetryLimit, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(5),
+            retry.Exponential(options.Value.DatabaseRetryLimit, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(5),
                 TimeSpan.FromMilliseconds(300));
         });
     }
+}
+
+/// <summary>Stops the named prompt if this process is answering it.</summary>
+public sealed class PromptCancelledConsumer(InFlightPrompts inFlight) : IConsumer<PromptCancelled>
+{
+    public Task Consume(ConsumeContext<PromptCancelled> context)
+    {
+        var message = context.Message;
+        inFlight.TryCancel(message.RequestId, message.AppId, message.UserId);
+        return Task.CompletedTask;
+    }
+}
+
+/// <summary>Id of this worker process in claims; unique per start, so a restarted process never mistakes an old claim for its own.</summary>
+public sealed class WorkerIdentity
+{
+    public string Id { get; } = Environment.MachineName + "-" + Guid.NewGuid().ToString("N")[..8];
 }

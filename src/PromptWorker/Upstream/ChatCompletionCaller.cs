@@ -1,4 +1,4 @@
-using System.Net;
+using System.Text;
 using System.Text.Json;
 using AddOnEvents.Common.Crypto;
 using AddOnEvents.Common.Upstream;
@@ -8,58 +8,132 @@ using Betalgo.Ranul.OpenAI.ObjectModels.ResponseModels;
 
 namespace AddOnEvents.PromptWorker.Upstream;
 
-/// <summary>The end of one upstream call: an answer, or a stable error code with a message written here.</summary>
-public sealed record ChatOutcome(string? Text, string? FinishReason, TokenUsage? Usage, string? ErrorCode, string? ErrorMessage)
+/// <summary>
+/// The end of one upstream call: an answer, or a stable error code with a message written here.
+/// <see cref="Retryable"/> marks failures that another attempt may fix (5xx, connection errors, timeouts, 429).
+/// </summary>
+public sealed record ChatOutcome(
+    string? Text,
+    string? FinishReason,
+    TokenUsage? Usage,
+    string? ErrorCode,
+    string? ErrorMessage,
+    bool Retryable = false,
+    TimeSpan? RetryAfter = null)
 {
     public bool Succeeded => ErrorCode is null;
 
     public static ChatOutcome Answer(string text, string finishReason, TokenUsage usage) => new(text, finishReason, usage, null, null);
 
-    public static ChatOutcome Failure(string code, string message) => new(null, null, null, code, message);
+    public static ChatOutcome Failure(string code, string message, bool retryable = false, TimeSpan? retryAfter = null) =>
+        new(null, null, null, code, message, retryable, retryAfter);
 }
 
 /// <summary>
-/// Calls the chat completions API with one app's key and maps every answer, error and exception to a
+/// Calls the chat completions API once with one app's key and maps every answer, error and exception to a
 /// <see cref="ChatOutcome"/>. Upstream error text never leaves this class, because it can quote the key.
 /// </summary>
-public sealed partial class ChatCompletionCaller(UpstreamClientFactory upstream, ILogger<ChatCompletionCaller> logger)
+public sealed partial class ChatCompletionCaller(UpstreamClientFactory upstream, TimeProvider clock, ILogger<ChatCompletionCaller> logger)
 {
-    public async Task<ChatOutcome> CompleteAsync(ProviderKey key, PromptRequested prompt, CancellationToken cancellationToken)
+    /// <param name="onText">Receives each piece of a streamed answer as it arrives; null asks for a single answer.</param>
+    public async Task<ChatOutcome> CallAsync(
+        ProviderKey key, PromptRequested prompt, Func<string, Task>? onText, CancellationToken cancellationToken)
     {
+        bool streaming = onText is not null;
         var request = new ChatCompletionCreateRequest
         {
-            Model = prompt.Model,
+            Model = string.IsNullOrEmpty(prompt.Model) ? upstream.Options.DefaultModel : prompt.Model,
             MaxCompletionTokens = prompt.MaxOutputTokens,
             Messages = prompt.Messages.Select(turn => new ChatMessage(turn.Role, turn.Content)).ToList(),
+            StreamOptions = streaming ? new StreamOptions { IncludeUsage = true } : null,
         };
 
+        var info = new UpstreamCallInfo { Streaming = streaming };
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(TimeSpan.FromSeconds(upstream.Options.TimeoutSeconds));
         try
         {
-            var service = upstream.Create(key.Reveal());
-            var response = await service.ChatCompletion.CreateCompletion(request, cancellationToken: timeout.Token);
-            return response.Successful ? MapAnswer(response) : MapError(prompt, response.HttpStatusCode);
+            var service = upstream.Create(key.Reveal(), info);
+            if (!streaming)
+            {
+                var response = await service.ChatCompletion.CreateCompletion(request, cancellationToken: timeout.Token);
+                return response.Successful ? MapAnswer(response, info) : MapError(prompt, info, response.Error);
+            }
+
+            return await StreamAsync(service, request, prompt, info, onText!, timeout.Token);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
             LogUpstreamFailed(prompt.RequestId, prompt.AppId, "timeout");
             return ChatOutcome.Failure(ErrorCodes.UpstreamTimeout,
-                $"The AI provider did not answer within {upstream.Options.TimeoutSeconds} seconds. Try again later.");
+                $"The AI provider did not answer within {upstream.Options.TimeoutSeconds} seconds. Try again later.", retryable: true);
         }
         catch (HttpRequestException)
         {
             LogUpstreamFailed(prompt.RequestId, prompt.AppId, "connection");
-            return ChatOutcome.Failure(ErrorCodes.UpstreamUnavailable, "The AI provider could not be reached. Try again later.");
+            return info.StatusCode is { } status
+                ? MapError(prompt, info, error: null)
+                : ChatOutcome.Failure(ErrorCodes.UpstreamUnavailable, "The AI provider could not be reached. Try again later.", retryable: true);
         }
-        catch (JsonException)
+        catch (Exception ex) when (ex is JsonException or NotSupportedException or InvalidOperationException)
         {
-            LogUpstreamFailed(prompt.RequestId, prompt.AppId, "unreadable body");
-            return ChatOutcome.Failure(ErrorCodes.UpstreamInvalidResponse, "The AI provider sent an answer that could not be read.");
+            // The SDK throws on bodies it cannot parse, such as HTML error pages or empty bodies.
+            return info.StatusCode is >= 400 ? MapError(prompt, info, error: null) : Unreadable(prompt);
         }
     }
 
-    private static ChatOutcome MapAnswer(ChatCompletionCreateResponse response)
+    private async Task<ChatOutcome> StreamAsync(
+        Betalgo.Ranul.OpenAI.Managers.OpenAIService service,
+        ChatCompletionCreateRequest request,
+        PromptRequested prompt,
+        UpstreamCallInfo info,
+        Func<string, Task> onText,
+        CancellationToken cancellationToken)
+    {
+        var text = new StringBuilder();
+        string? finishReason = null;
+        TokenUsage? usage = null;
+        await foreach (var chunk in service.ChatCompletion.CreateCompletionAsStream(request, cancellationToken: cancellationToken))
+        {
+            if (!chunk.Successful)
+            {
+                // NOTE: Betalgo 9.2.6 reads a failed stream's response outside the handler that observes the call,
+                // so the status and Retry-After come from what the SDK itself reports.
+                info.StatusCode ??= (int)chunk.HttpStatusCode;
+                info.RetryAfter ??= RetryAfterFrom(chunk.HeaderValues?.All);
+                return MapError(prompt, info, chunk.Error);
+            }
+
+            if (chunk.Usage is { } u)
+            {
+                usage = new TokenUsage(u.PromptTokens, u.CompletionTokens ?? 0, u.TotalTokens);
+            }
+
+            var choice = chunk.Choices?.FirstOrDefault();
+            string? piece = choice?.Delta?.Content ?? choice?.Message?.Content;
+            if (!string.IsNullOrEmpty(piece))
+            {
+                text.Append(piece);
+                await onText(piece);
+            }
+
+            finishReason = choice?.FinishReason ?? finishReason;
+        }
+
+        if (info.StatusCode is >= 400)
+        {
+            return MapError(prompt, info, error: null);
+        }
+
+        if (finishReason is null && text.Length == 0)
+        {
+            return Unreadable(prompt);
+        }
+
+        return Finish(text.ToString(), finishReason ?? "stop", usage ?? new TokenUsage(0, 0, 0), info);
+    }
+
+    private static ChatOutcome MapAnswer(ChatCompletionCreateResponse response, UpstreamCallInfo info)
     {
         var choice = response.Choices?.FirstOrDefault();
         if (choice?.Message is null)
@@ -67,29 +141,58 @@ public sealed partial class ChatCompletionCaller(UpstreamClientFactory upstream,
             return ChatOutcome.Failure(ErrorCodes.UpstreamInvalidResponse, "The AI provider sent an answer without any choices.");
         }
 
-        if (choice.FinishReason == "content_filter")
+        var usage = response.Usage is { } u
+            ? new TokenUsage(u.PromptTokens, u.CompletionTokens ?? 0, u.TotalTokens)
+            : new TokenUsage(0, 0, 0);
+        return Finish(choice.Message.Content ?? "", choice.FinishReason ?? "stop", usage, info);
+    }
+
+    private static ChatOutcome Finish(string text, string finishReason, TokenUsage usage, UpstreamCallInfo info)
+    {
+        if (finishReason == "content_filter")
         {
             return ChatOutcome.Failure(ErrorCodes.ContentFiltered, "The AI provider's content filter stopped this answer.");
         }
 
-        var usage = response.Usage is { } u
-            ? new TokenUsage(u.PromptTokens, u.CompletionTokens ?? 0, u.TotalTokens)
-            : new TokenUsage(0, 0, 0);
-        return ChatOutcome.Answer(choice.Message.Content ?? "", choice.FinishReason ?? "stop", usage);
+        if (info.Refused)
+        {
+            return ChatOutcome.Failure(ErrorCodes.Refused, "The model declined to answer this prompt.");
+        }
+
+        return ChatOutcome.Answer(text, finishReason, usage);
     }
 
-    private ChatOutcome MapError(PromptRequested prompt, HttpStatusCode status)
+    private TimeSpan? RetryAfterFrom(Dictionary<string, IEnumerable<string>>? headers)
     {
-        LogUpstreamFailed(prompt.RequestId, prompt.AppId, ((int)status).ToString(System.Globalization.CultureInfo.InvariantCulture));
-        return (int)status switch
+        var value = headers?.FirstOrDefault(h => string.Equals(h.Key, "Retry-After", StringComparison.OrdinalIgnoreCase)).Value?.FirstOrDefault();
+        return value is not null && System.Net.Http.Headers.RetryConditionHeaderValue.TryParse(value, out var parsed)
+            ? UpstreamResponseObserver.RetryAfter(parsed, clock.GetUtcNow())
+            : null;
+    }
+
+    private ChatOutcome Unreadable(PromptRequested prompt)
+    {
+        LogUpstreamFailed(prompt.RequestId, prompt.AppId, "unreadable body");
+        return ChatOutcome.Failure(ErrorCodes.UpstreamInvalidResponse, "The AI provider sent an answer that could not be read.");
+    }
+
+    private ChatOutcome MapError(PromptRequested prompt, UpstreamCallInfo info, Error? error)
+    {
+
+        int status = info.StatusCode ?? 0;
+        LogUpstreamFailed(prompt.RequestId, prompt.AppId, status.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        return status switch
         {
             401 or 403 => ChatOutcome.Failure(ErrorCodes.UpstreamAuthFailed,
                 "The AI provider rejected this app's API key. The developer must replace it in the console."),
             404 => ChatOutcome.Failure(ErrorCodes.ModelNotFound, $"The AI provider does not offer the model '{prompt.Model}'."),
             400 or 422 => ChatOutcome.Failure(ErrorCodes.UpstreamBadRequest, "The AI provider rejected the request as invalid."),
-            429 => ChatOutcome.Failure(ErrorCodes.UpstreamRateLimited, "The AI provider's rate limit for this app was reached. Try again later."),
-            408 or 504 => ChatOutcome.Failure(ErrorCodes.UpstreamTimeout, "The AI provider timed out. Try again later."),
-            >= 500 => ChatOutcome.Failure(ErrorCodes.UpstreamUnavailable, "The AI provider is unavailable. Try again later."),
+            429 when error?.Code == "insufficient_quota" => ChatOutcome.Failure(ErrorCodes.UpstreamRateLimited,
+                "The app's account at the AI provider has no quota left. The developer must add credit."),
+            429 => ChatOutcome.Failure(ErrorCodes.UpstreamRateLimited, "The AI provider's rate limit for this app was reached. Try again later.",
+                retryable: true, retryAfter: info.RetryAfter),
+            408 or 504 => ChatOutcome.Failure(ErrorCodes.UpstreamTimeout, "The AI provider timed out. Try again later.", retryable: true),
+            >= 500 => ChatOutcome.Failure(ErrorCodes.UpstreamUnavailable, "The AI provider is unavailable. Try again later.", retryable: true),
             _ => ChatOutcome.Failure(ErrorCodes.UpstreamInvalidResponse, "The AI provider sent an unexpected answer."),
         };
     }

@@ -80,7 +80,11 @@ public class SystemFixture : IAsyncLifetime
         {
             nameof(KeyWorker) => KeyWorkerApp.Build([], b => Configure(b, KeyWorkerSettings())),
             nameof(PromptWorker) => PromptWorkerApp.Build([], b => Configure(b, PromptWorkerSettings())),
-            nameof(Ingress) => IngressApp.Build([], b => Configure(b, IngressSettings())),
+            nameof(Ingress) => IngressApp.Build([], b =>
+            {
+                Configure(b, IngressSettings());
+                ServePages(b);
+            }),
             _ => throw new ArgumentException($"No service named {name}.", nameof(name)),
         };
         _services[name] = app;
@@ -139,13 +143,13 @@ public class SystemFixture : IAsyncLifetime
         ["Fingerprint:Key"] = Secrets.FingerprintKey,
     };
 
-    public Dictionary<string, string?> PromptWorkerSettings() => new(CommonSettings())
+    public virtual Dictionary<string, string?> PromptWorkerSettings() => new(CommonSettings())
     {
         ["MasterKeys:CurrentKeyId"] = "mk1",
         ["MasterKeys:Keys:mk1"] = Secrets.MasterKey1,
     };
 
-    public Dictionary<string, string?> IngressSettings() => new(CommonSettings())
+    public virtual Dictionary<string, string?> IngressSettings() => new(CommonSettings())
     {
         ["Sealing:KeyId"] = Secrets.SealingKeyId,
         ["Sealing:PublicKey"] = Secrets.SealingPublicKey,
@@ -161,6 +165,17 @@ public class SystemFixture : IAsyncLifetime
         builder.Logging.ClearProviders();
         builder.Logging.SetMinimumLevel(LogLevel.Trace);
         builder.Logging.AddProvider(Logs);
+    }
+
+    /// <summary>
+    /// Serves Ingress's pages from src/Ingress/wwwroot, through the static web assets manifest that the build copies
+    /// next to the tests; a run from the project folder (run.sh) finds them through its content root instead.
+    /// </summary>
+    private static void ServePages(WebApplicationBuilder builder)
+    {
+        string manifest = Path.Combine(AppContext.BaseDirectory, "AddOnEvents.Ingress.staticwebassets.runtime.json");
+        builder.WebHost.UseSetting(WebHostDefaults.StaticWebAssetsKey, manifest);
+        builder.WebHost.UseStaticWebAssets();
     }
 
     /// <summary>Returns an HTTP client for Ingress whose responses are captured.</summary>

@@ -1,0 +1,172 @@
+using AddOnEvents.Contracts;
+using MongoDB.Bson.Serialization.Attributes;
+using MongoDB.Driver;
+
+namespace AddOnEvents.Common.Storage;
+
+public static class PromptStatus
+{
+    public const string Pending = "pending";
+    public const string Completed = "completed";
+    public const string Failed = "failed";
+}
+
+/// <summary>
+/// The short-lived record of one request id: the claim of the worker answering it, then its result, kept so a
+/// redelivered message causes no second upstream call and a client that was offline can fetch the answer.
+/// Prompt text is never stored; the answer text is, until <see cref="ExpiresAt"/>.
+/// </summary>
+public sealed class PromptResultDocument
+{
+    [BsonId]
+    public Guid RequestId { get; set; }
+
+    public string AppId { get; set; } = "";
+
+    /// <summary>Pseudonym of the end user, as in the messages.</summary>
+    public string UserId { get; set; } = "";
+
+    public string Status { get; set; } = PromptStatus.Pending;
+
+    public string? Text { get; set; }
+
+    public string? FinishReason { get; set; }
+
+    public TokenUsage? Usage { get; set; }
+
+    public string? Code { get; set; }
+
+    public string? Message { get; set; }
+
+    public int? RetryAfterSeconds { get; set; }
+
+    /// <summary>Worker instance holding the claim; another takes over only after <see cref="LeaseUntil"/>.</summary>
+    public string LeaseOwner { get; set; } = "";
+
+    public DateTime LeaseUntil { get; set; }
+
+    /// <summary>Upstream calls made for this request across every delivery of its message.</summary>
+    public int Attempts { get; set; }
+
+    /// <summary>Set once the result went to the broker, so a redelivery does not publish it again.</summary>
+    public bool Published { get; set; }
+
+    public DateTime CreatedAt { get; set; }
+
+    public DateTime ExpiresAt { get; set; }
+}
+
+public enum ClaimOutcome
+{
+    /// <summary>This worker holds the request now.</summary>
+    Claimed,
+
+    /// <summary>Another worker holds a live lease on it.</summary>
+    HeldElsewhere,
+
+    /// <summary>The request already has a result.</summary>
+    Finished,
+}
+
+public sealed class PromptResultStore(IMongoDatabase database)
+{
+    private readonly IMongoCollection<PromptResultDocument> _results = database.GetCollection<PromptResultDocument>("promptResults");
+
+    public Task<PromptResultDocument?> FindAsync(Guid requestId, CancellationToken cancellationToken) =>
+        _results.Find(r => r.RequestId == requestId).FirstOrDefaultAsync(cancellationToken)!;
+
+    /// <summary>
+    /// Claims a request for one worker: inserts the record, or takes over a pending record whose lease ran out
+    /// because its worker died.
+    /// </summary>
+    public async Task<(ClaimOutcome Outcome, PromptResultDocument? Existing)> TryClaimAsync(
+        PromptRequested prompt, string owner, DateTime now, TimeSpan lease, DateTime expiresAt, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _results.InsertOneAsync(new PromptResultDocument
+            {
+                RequestId = prompt.RequestId,
+                AppId = prompt.AppId,
+                UserId = prompt.UserId,
+                LeaseOwner = owner,
+                LeaseUntil = now + lease,
+                CreatedAt = now,
+                ExpiresAt = expiresAt,
+            }, cancellationToken: cancellationToken);
+            return (ClaimOutcome.Claimed, null);
+        }
+        catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex))
+        {
+            // Another delivery of the same request id got here first.
+        }
+
+        var existing = await FindAsync(prompt.RequestId, cancellationToken);
+        if (existing is null || existing.Status != PromptStatus.Pending)
+        {
+            return (ClaimOutcome.Finished, existing);
+        }
+
+        if (existing.LeaseUntil > now && existing.LeaseOwner != owner)
+        {
+            return (ClaimOutcome.HeldElsewhere, existing);
+        }
+
+        var taken = await _results.UpdateOneAsync(
+            r => r.RequestId == prompt.RequestId && r.Status == PromptStatus.Pending && r.LeaseUntil == existing.LeaseUntil
+                && r.LeaseOwner == existing.LeaseOwner,
+            Builders<PromptResultDocument>.Update.Set(r => r.LeaseOwner, owner).Set(r => r.LeaseUntil, now + lease),
+            cancellationToken: cancellationToken);
+        return taken.ModifiedCount > 0 ? (ClaimOutcome.Claimed, existing) : (ClaimOutcome.HeldElsewhere, existing);
+    }
+
+    public Task RenewLeaseAsync(Guid requestId, string owner, DateTime leaseUntil, CancellationToken cancellationToken) =>
+        _results.UpdateOneAsync(
+            r => r.RequestId == requestId && r.LeaseOwner == owner && r.Status == PromptStatus.Pending,
+            Builders<PromptResultDocument>.Update.Set(r => r.LeaseUntil, leaseUntil),
+            cancellationToken: cancellationToken);
+
+    /// <summary>Counts one more upstream attempt and returns the total so far, across deliveries.</summary>
+    public async Task<int> CountAttemptAsync(Guid requestId, CancellationToken cancellationToken)
+    {
+        var document = await _results.FindOneAndUpdateAsync<PromptResultDocument>(
+            r => r.RequestId == requestId,
+            Builders<PromptResultDocument>.Update.Inc(r => r.Attempts, 1),
+            new FindOneAndUpdateOptions<PromptResultDocument> { ReturnDocument = ReturnDocument.After },
+            cancellationToken);
+        return document?.Attempts ?? 1;
+    }
+
+    /// <summary>Records the final result; the first one written wins and later ones are ignored.</summary>
+    public async Task<bool> FinishAsync(Guid requestId, UpdateDefinition<PromptResultDocument> result, CancellationToken cancellationToken)
+    {
+        var outcome = await _results.UpdateOneAsync(
+            r => r.RequestId == requestId && r.Status == PromptStatus.Pending,
+            result,
+            cancellationToken: cancellationToken);
+        return outcome.ModifiedCount > 0;
+    }
+
+    public static UpdateDefinition<PromptResultDocument> Completed(PromptCompleted completed) =>
+        Builders<PromptResultDocument>.Update
+            .Set(r => r.Status, PromptStatus.Completed)
+            .Set(r => r.Text, completed.Text)
+            .Set(r => r.FinishReason, completed.FinishReason)
+            .Set(r => r.Usage, completed.Usage);
+
+    public static UpdateDefinition<PromptResultDocument> Failed(PromptFailed failed) =>
+        Builders<PromptResultDocument>.Update
+            .Set(r => r.Status, PromptStatus.Failed)
+            .Set(r => r.Code, failed.Code)
+            .Set(r => r.Message, failed.Message)
+            .Set(r => r.RetryAfterSeconds, failed.RetryAfterSeconds);
+
+    public Task MarkPublishedAsync(Guid requestId, CancellationToken cancellationToken) =>
+        _results.UpdateOneAsync(r => r.RequestId == requestId, Builders<PromptResultDocument>.Update.Set(r => r.Published, true),
+            cancellationToken: cancellationToken);
+
+    public async Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
+        (await _results.DeleteManyAsync(r => r.ExpiresAt < now, cancellationToken)).DeletedCount;
+
+    public Task EnsureIndexesAsync(CancellationToken cancellationToken) => ExpiryIndex.EnsureAsync(_results, r => r.ExpiresAt, cancellationToken);
+}

@@ -1,0 +1,239 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using AddOnEvents.Contracts;
+using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Options;
+using AddOnEvents.Ingress.Prompts;
+using Microsoft.Extensions.Options;
+
+namespace AddOnEvents.Ingress.Endpoints;
+
+public sealed record OpenAIMessage(string? Role, JsonElement Content);
+
+public sealed record OpenAIStreamOptions([property: JsonPropertyName("include_usage")] bool? IncludeUsage);
+
+public sealed record OpenAIChatRequest(
+    string? Model,
+    IReadOnlyList<OpenAIMessage>? Messages,
+    bool? Stream,
+    [property: JsonPropertyName("max_tokens")] int? MaxTokens,
+    [property: JsonPropertyName("max_completion_tokens")] int? MaxCompletionTokens,
+    [property: JsonPropertyName("stream_options")] OpenAIStreamOptions? StreamOptions);
+
+/// <summary>
+/// <c>POST /v1/chat/completions</c> in OpenAI's shape, served through the same bus, workers and keys, so an OpenAI
+/// SDK works by changing only its base URL and key (an end-user token, or <c>appId.appSecret</c>).
+/// </summary>
+public static class OpenAICompatibleEndpoints
+{
+    private static readonly JsonSerializerOptions SnakeCase = new(JsonSerializerDefaults.Web)
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+    };
+
+    public static IEndpointRouteBuilder MapOpenAICompatibleEndpoints(this IEndpointRouteBuilder endpoints)
+    {
+        endpoints.MapPost("/v1/chat/completions", CompleteAsync).RequireAuthorization(AuthSchemes.AnyCaller);
+        return endpoints;
+    }
+
+    private static async Task CompleteAsync(
+        HttpContext http, PromptSubmitter submitter, PendingReplies pending, PromptCanceller canceller, IOptions<PromptOptions> options)
+    {
+        var (request, error) = await JsonBody.ReadAsync<OpenAIChatRequest>(http.Request);
+        if (error is not null)
+        {
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "The body is not a valid chat completion request.");
+            return;
+        }
+
+        var turns = new List<ChatTurn>();
+        foreach (var message in request!.Messages ?? [])
+        {
+            if (message.Role is not ("system" or "user" or "assistant" or "developer") || message.Content.ValueKind != JsonValueKind.String)
+            {
+                await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                    "Each message needs a role of system, developer, user or assistant and a text content.");
+                return;
+            }
+
+            turns.Add(new ChatTurn(message.Role == "developer" ? "system" : message.Role, message.Content.GetString()!));
+        }
+
+        var lastUser = turns.LastOrDefault(t => t.Role == "user");
+        if (lastUser is null)
+        {
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "messages must contain a user message.");
+            return;
+        }
+
+        int totalCharacters = turns.Sum(t => t.Content.Length);
+        string promptForLimits = totalCharacters > options.Value.MaxPromptCharacters ? new string(' ', totalCharacters) : lastUser.Content;
+        bool stream = request.Stream ?? false;
+        var input = new PromptInput(promptForLimits, request.Model, request.MaxCompletionTokens ?? request.MaxTokens, stream) { Messages = turns };
+        Guid? requestId = null;
+        System.Threading.Channels.ChannelReader<object>? reader = null;
+        var submission = await submitter.SubmitAsync(http.User, input, http, id =>
+        {
+            requestId = id;
+            reader = pending.Register(id);
+        });
+        try
+        {
+            if (submission.Error is { } rejected)
+            {
+                if (submission.RetryAfterSeconds is { } retryAfter)
+                {
+                    http.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                }
+
+                await WriteErrorAsync(http, submission.Status, rejected.Code, rejected.Message);
+                return;
+            }
+
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
+            timeout.CancelAfter(TimeSpan.FromSeconds(options.Value.TimeToLiveSeconds));
+            string model = request.Model ?? options.Value.DefaultModel;
+            try
+            {
+                if (stream)
+                {
+                    await StreamAsync(http, reader!, requestId!.Value, model, request.StreamOptions?.IncludeUsage == true, timeout.Token);
+                }
+                else
+                {
+                    await AnswerAsync(http, reader!, requestId!.Value, model, timeout.Token);
+                }
+            }
+            catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
+            {
+                // The client went away: stop the upstream request instead of paying for an answer nobody reads.
+                await canceller.CancelAsync(http.User, requestId!.Value, CancellationToken.None);
+            }
+            catch (OperationCanceledException) when (!http.Response.HasStarted)
+            {
+                await WriteErrorAsync(http, StatusCodes.Status504GatewayTimeout, ErrorCodes.RequestExpired, "No answer arrived in time.");
+            }
+        }
+        finally
+        {
+            if (requestId is { } id)
+            {
+                pending.Remove(id);
+            }
+        }
+    }
+
+    private static async Task AnswerAsync(
+        HttpContext http, System.Threading.Channels.ChannelReader<object> reader, Guid requestId, string model, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            switch (await reader.ReadAsync(cancellationToken))
+            {
+                case PromptCompleted done:
+                    await http.Response.WriteAsJsonAsync(new
+                    {
+                        id = "chatcmpl-" + requestId.ToString("N"),
+                        @object = "chat.completion",
+                        created = done.CompletedAt.ToUnixTimeSeconds(),
+                        model,
+                        choices = new[] { new { index = 0, message = new { role = "assistant", content = done.Text }, finish_reason = done.FinishReason } },
+                        usage = Usage(done.Usage),
+                    }, SnakeCase, cancellationToken);
+                    return;
+                case PromptFailed failed:
+                    if (failed.RetryAfterSeconds is { } retryAfter)
+                    {
+                        http.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                    }
+
+                    await WriteErrorAsync(http, StatusFor(failed.Code), failed.Code, failed.Message);
+                    return;
+            }
+        }
+    }
+
+    private static async Task StreamAsync(
+        HttpContext http, System.Threading.Channels.ChannelReader<object> reader, Guid requestId, string model, bool includeUsage,
+        CancellationToken cancellationToken)
+    {
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        string id = "chatcmpl-" + requestId.ToString("N");
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        int sent = 0;
+        while (true)
+        {
+            switch (await reader.ReadAsync(cancellationToken))
+            {
+                case PromptPiece piece:
+                    sent += piece.Text.Length;
+                    await WriteEventAsync(http, Chunk(id, created, model, new { content = piece.Text }, null), cancellationToken);
+                    break;
+                case PromptCompleted done:
+                    if (done.Text.Length > sent)
+                    {
+                        // A non-streamed or partly streamed answer: send what the pieces did not carry.
+                        await WriteEventAsync(http, Chunk(id, created, model, new { content = done.Text[sent..] }, null), cancellationToken);
+                    }
+
+                    await WriteEventAsync(http, Chunk(id, created, model, new { }, done.FinishReason), cancellationToken);
+                    if (includeUsage)
+                    {
+                        await WriteEventAsync(http, new { id, @object = "chat.completion.chunk", created, model, choices = Array.Empty<object>(), usage = Usage(done.Usage) },
+                            cancellationToken);
+                    }
+
+                    await http.Response.WriteAsync("data: [DONE]\n\n", cancellationToken);
+                    return;
+                case PromptFailed failed:
+                    await WriteEventAsync(http, new { error = new { message = failed.Message, type = "addonevents_error", code = failed.Code } }, cancellationToken);
+                    await http.Response.WriteAsync("data: [DONE]\n\n", cancellationToken);
+                    return;
+            }
+        }
+    }
+
+    private static object Chunk(string id, long created, string model, object delta, string? finishReason) => new
+    {
+        id,
+        @object = "chat.completion.chunk",
+        created,
+        model,
+        choices = new[] { new { index = 0, delta, finish_reason = finishReason } },
+    };
+
+    private static object Usage(TokenUsage usage) => new
+    {
+        prompt_tokens = usage.PromptTokens,
+        completion_tokens = usage.CompletionTokens,
+        total_tokens = usage.TotalTokens,
+    };
+
+    private static async Task WriteEventAsync(HttpContext http, object payload, CancellationToken cancellationToken)
+    {
+        await http.Response.WriteAsync("data: " + JsonSerializer.Serialize(payload, SnakeCase) + "\n\n", cancellationToken);
+        await http.Response.Body.FlushAsync(cancellationToken);
+    }
+
+    /// <summary>Writes an error in OpenAI's shape, which OpenAI SDKs parse, with the stable code of this product.</summary>
+    private static async Task WriteErrorAsync(HttpContext http, int status, string code, string message)
+    {
+        http.Response.StatusCode = status;
+        await http.Response.WriteAsJsonAsync(new { error = new { message, type = "addonevents_error", code, param = (string?)null } });
+    }
+
+    private static int StatusFor(string code) => code switch
+    {
+        ErrorCodes.RateLimited or ErrorCodes.QuotaExceeded or ErrorCodes.UpstreamRateLimited => StatusCodes.Status429TooManyRequests,
+        ErrorCodes.ModelNotFound => StatusCodes.Status404NotFound,
+        ErrorCodes.UpstreamBadRequest or ErrorCodes.ContentFiltered or ErrorCodes.Refused or ErrorCodes.InvalidRequest => StatusCodes.Status400BadRequest,
+        ErrorCodes.NoKeyConfigured or ErrorCodes.KeyInvalid or ErrorCodes.KeyUnreadable or ErrorCodes.UpstreamAuthFailed =>
+            StatusCodes.Status424FailedDependency,
+        ErrorCodes.UpstreamTimeout or ErrorCodes.RequestExpired => StatusCodes.Status504GatewayTimeout,
+        ErrorCodes.Cancelled => 499,
+        _ => StatusCodes.Status502BadGateway,
+    };
+}

@@ -1,0 +1,100 @@
+using System.Globalization;
+using System.Security.Claims;
+using AddOnEvents.Common.Storage;
+using AddOnEvents.Contracts;
+using AddOnEvents.Ingress.Apps;
+using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Options;
+using Microsoft.Extensions.Options;
+
+namespace AddOnEvents.Ingress.Prompts;
+
+/// <summary>The output limit to send upstream, or why the prompt may not go upstream at all.</summary>
+public sealed record Admission(int MaxOutputTokens, Submission? Rejection);
+
+/// <summary>
+/// Applies the app's and the end user's limits before anything is published: allowed models, output tokens,
+/// requests per minute (counters shared by every Ingress instance) and token quotas (counted from the upstream's
+/// reported usage).
+/// </summary>
+public sealed class PromptLimiter(AppStore apps, RateCounterStore rates, UsageStore usage, IOptions<PromptOptions> options, TimeProvider clock)
+{
+    public async Task<Admission> AdmitAsync(
+        ClaimsPrincipal user, string appId, string pseudonym, string model, int? requestedOutputTokens, CancellationToken cancellationToken)
+    {
+        var app = await apps.FindCachedAsync(appId, cancellationToken);
+        if (app is null)
+        {
+            return Reject(StatusCodes.Status403Forbidden, ErrorCodes.Forbidden, "The app of this token no longer exists.");
+        }
+
+        var limits = app.Limits;
+        if (limits.AllowedModels is { Count: > 0 } allowed && !allowed.Contains(model, StringComparer.Ordinal))
+        {
+            return Reject(StatusCodes.Status400BadRequest, ErrorCodes.ModelNotAllowed,
+                $"The model '{model}' is not enabled for this app. Allowed: {string.Join(", ", allowed)}.");
+        }
+
+        int appCap = Math.Min(limits.MaxOutputTokens ?? int.MaxValue, options.Value.MaxOutputTokensLimit);
+        if (requestedOutputTokens > appCap)
+        {
+            return Reject(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                string.Create(CultureInfo.InvariantCulture, $"maxOutputTokens may be at most {appCap} for this app."));
+        }
+
+        var now = clock.GetUtcNow().UtcDateTime;
+        int secondsToNextMinute = 60 - now.Second;
+        if (limits.RequestsPerMinute is { } appRpm && await rates.HitAsync("app|" + appId, now, cancellationToken) > appRpm)
+        {
+            return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited,
+                "This app sent too many prompts this minute. Try again shortly.", secondsToNextMinute);
+        }
+
+        int? userRpm = Min(ClaimInt(user, UserTokens.UserRequestsPerMinuteClaim), limits.UserRequestsPerMinute);
+        if (userRpm is { } rpm && await rates.HitAsync("user|" + appId + "|" + pseudonym, now, cancellationToken) > rpm)
+        {
+            return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited,
+                "You sent too many prompts this minute. Try again shortly.", secondsToNextMinute);
+        }
+
+        if (limits.TokensPerDay is not null || limits.TokensPerMonth is not null)
+        {
+            var (day, month) = await usage.GetAppUsageAsync(appId, now, cancellationToken);
+            if (limits.TokensPerDay is { } perDay && (day?.Tokens ?? 0) >= perDay)
+            {
+                return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
+                    "This app used all its tokens for today.", (int)(now.Date.AddDays(1) - now).TotalSeconds);
+            }
+
+            if (limits.TokensPerMonth is { } perMonth && (month?.Tokens ?? 0) >= perMonth)
+            {
+                return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
+                    "This app used all its tokens for this month.", SecondsToNextMonth(now));
+            }
+        }
+
+        if (ClaimLong(user, UserTokens.UserMonthlyTokensClaim) is { } allowance
+            && ((await usage.GetUserMonthAsync(appId, pseudonym, now, cancellationToken))?.Tokens ?? 0) >= allowance)
+        {
+            return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
+                "You used your token allowance for this month.", SecondsToNextMonth(now));
+        }
+
+        int maxOutputTokens = requestedOutputTokens ?? Math.Min(options.Value.DefaultMaxOutputTokens, appCap);
+        return new Admission(maxOutputTokens, null);
+    }
+
+    private static Admission Reject(int status, string code, string message, int? retryAfterSeconds = null) =>
+        new(0, Submission.Rejected(status, code, message, retryAfterSeconds));
+
+    private static int SecondsToNextMonth(DateTime now) =>
+        (int)(new DateTime(now.Year, now.Month, 1, 0, 0, 0, DateTimeKind.Utc).AddMonths(1) - now).TotalSeconds;
+
+    private static int? Min(int? a, int? b) => a is null ? b : b is null ? a : Math.Min(a.Value, b.Value);
+
+    private static int? ClaimInt(ClaimsPrincipal user, string type) =>
+        int.TryParse(user.FindFirstValue(type), NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) ? value : null;
+
+    private static long? ClaimLong(ClaimsPrincipal user, string type) =>
+        long.TryParse(user.FindFirstValue(type), NumberStyles.Integer, CultureInfo.InvariantCulture, out long value) ? value : null;
+}

@@ -1,0 +1,46 @@
+using System.Text;
+using AddOnEvents.Contracts;
+using MassTransit;
+
+namespace AddOnEvents.PromptWorker.Prompts;
+
+/// <summary>
+/// Collects streamed text and publishes it as ordered <see cref="PromptPiece"/> messages, at most one per interval
+/// or per size limit, so an answer of hundreds of tokens costs tens of broker messages.
+/// </summary>
+public sealed class PieceBatcher(ConsumeContext<PromptRequested> context, TimeProvider clock, PromptWorkerOptions options)
+{
+    private readonly StringBuilder _pending = new();
+    private long _lastFlush = clock.GetTimestamp();
+
+    /// <summary>Number of pieces published so far; a retry after the first piece would garble the answer.</summary>
+    public int Published { get; private set; }
+
+    public async Task AddAsync(string text)
+    {
+        _pending.Append(text);
+        if (_pending.Length >= options.PieceMaxCharacters
+            || clock.GetElapsedTime(_lastFlush) >= TimeSpan.FromMilliseconds(options.PieceIntervalMilliseconds))
+        {
+            await FlushAsync();
+        }
+    }
+
+    public async Task FlushAsync()
+    {
+        if (_pending.Length == 0)
+        {
+            return;
+        }
+
+        var prompt = context.Message;
+        string text = _pending.ToString();
+        _pending.Clear();
+        _lastFlush = clock.GetTimestamp();
+        await context.Publish(
+            new PromptPiece(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId, prompt.ReplyTo, Published, text),
+            publish => publish.TimeToLive = TimeSpan.FromMinutes(1),
+            context.CancellationToken);
+        Published++;
+    }
+}

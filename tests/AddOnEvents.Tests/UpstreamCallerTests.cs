@@ -1,0 +1,167 @@
+using AddOnEvents.Common.Crypto;
+using AddOnEvents.Common.Upstream;
+using AddOnEvents.Contracts;
+using AddOnEvents.PromptWorker.Upstream;
+using AddOnEvents.Tests.Fixtures;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace AddOnEvents.Tests;
+
+/// <summary>How one upstream call maps every answer and failure of an OpenAI-compatible server, without the bus.</summary>
+public sealed class UpstreamCallerTests : IAsyncLifetime
+{
+    private const string Key = "sk-caller-0123456789abcdefghijklmnop";
+    private FakeUpstream _upstream = null!;
+    private ServiceProvider _services = null!;
+
+    public async Task InitializeAsync()
+    {
+        _upstream = await FakeUpstream.StartAsync();
+        _upstream.AcceptKey(Key);
+        var configuration = new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?> { ["Upstream:BaseUrl"] = _upstream.BaseUrl.ToString(), ["Upstream:TimeoutSeconds"] = "2" })
+            .Build();
+        var services = new ServiceCollection();
+        services.AddSingleton(TimeProvider.System);
+        services.AddLogging();
+        UpstreamClientFactory.AddUpstream(services, configuration);
+        services.AddSingleton<ChatCompletionCaller>();
+        _services = services.BuildServiceProvider();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _services.DisposeAsync();
+        await _upstream.DisposeAsync();
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task RejectedKeyMapsToAuthFailed(bool stream)
+    {
+        _upstream.RejectKey(Key);
+
+        var outcome = await CallAsync(stream);
+
+        Assert.Equal(ErrorCodes.UpstreamAuthFailed, outcome.ErrorCode);
+        Assert.False(outcome.Retryable);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AnswerCarriesTextAndUsage(bool stream)
+    {
+        var outcome = await CallAsync(stream, "hello there");
+
+        Assert.True(outcome.Succeeded);
+        Assert.Equal("Echo: hello there", outcome.Text);
+        Assert.Equal("stop", outcome.FinishReason);
+        Assert.True(outcome.Usage!.TotalTokens > 0);
+    }
+
+    public static TheoryData<ScriptedResponse, string, bool> OddAnswers() => new()
+    {
+        { ScriptedResponse.Html(502), ErrorCodes.UpstreamUnavailable, true },
+        { ScriptedResponse.Html(200), ErrorCodes.UpstreamInvalidResponse, false },
+        { ScriptedResponse.Raw(200, "", "application/json"), ErrorCodes.UpstreamInvalidResponse, false },
+        { ScriptedResponse.Raw(500, "", "application/json"), ErrorCodes.UpstreamUnavailable, true },
+        { ScriptedResponse.Raw(400, "{\"error\":{\"code\":17}}", "application/json"), ErrorCodes.UpstreamBadRequest, false },
+        { ScriptedResponse.Raw(400, "{\"error\":\"flat string\"}", "application/json"), ErrorCodes.UpstreamBadRequest, false },
+        { ScriptedResponse.Raw(200, "{\"id\":\"x\",\"object\":\"chat.completion\",\"choices\":[]}", "application/json"), ErrorCodes.UpstreamInvalidResponse, false },
+        { ScriptedResponse.Error(404, "model_not_found"), ErrorCodes.ModelNotFound, false },
+        { ScriptedResponse.Error(429, "insufficient_quota"), ErrorCodes.UpstreamRateLimited, false },
+        { ScriptedResponse.RateLimited("3"), ErrorCodes.UpstreamRateLimited, true },
+        { ScriptedResponse.Error(503), ErrorCodes.UpstreamUnavailable, true },
+        { ScriptedResponse.Answer("filtered", "content_filter"), ErrorCodes.ContentFiltered, false },
+        { ScriptedResponse.Raw(200, RefusalBody, "application/json"), ErrorCodes.Refused, false },
+        { ScriptedResponse.Slow(TimeSpan.FromSeconds(5), ScriptedResponse.Answer("late")), ErrorCodes.UpstreamTimeout, true },
+    };
+
+    [Theory]
+    [MemberData(nameof(OddAnswers))]
+    public async Task OddAnswerMapsToStableCode(ScriptedResponse response, string expectedCode, bool retryable)
+    {
+        _upstream.Enqueue(response);
+
+        var outcome = await CallAsync(stream: false);
+
+        Assert.Equal(expectedCode, outcome.ErrorCode);
+        Assert.Equal(retryable, outcome.Retryable);
+        Assert.DoesNotContain("nginx", outcome.ErrorMessage ?? "", StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task RateLimitCarriesRetryAfter()
+    {
+        _upstream.Enqueue(ScriptedResponse.RateLimited("7"));
+
+        var outcome = await CallAsync(stream: false);
+
+        Assert.Equal(TimeSpan.FromSeconds(7), outcome.RetryAfter);
+    }
+
+    [Fact]
+    public async Task RetryAfterAsHttpDateIsRead()
+    {
+        string date = DateTimeOffset.UtcNow.AddSeconds(30).ToString("R", System.Globalization.CultureInfo.InvariantCulture);
+        _upstream.Enqueue(ScriptedResponse.RateLimited(date));
+
+        var outcome = await CallAsync(stream: false);
+
+        Assert.InRange(outcome.RetryAfter!.Value.TotalSeconds, 25, 31);
+    }
+
+    [Fact]
+    public async Task LengthFinishIsDistinctOutcome()
+    {
+        _upstream.Enqueue(ScriptedResponse.Answer("cut off", "length"));
+
+        var outcome = await CallAsync(stream: false);
+
+        Assert.True(outcome.Succeeded);
+        Assert.Equal("length", outcome.FinishReason);
+    }
+
+    [Fact]
+    public async Task StreamedPiecesArriveInOrder()
+    {
+        _upstream.Enqueue(ScriptedResponse.Streamed(["Hel", "lo, ", "wör", "ld 🌍"], TimeSpan.FromMilliseconds(5)));
+        var pieces = new List<string>();
+
+        var outcome = await CallAsync(stream: true, onText: text =>
+        {
+            pieces.Add(text);
+            return Task.CompletedTask;
+        });
+
+        Assert.Equal("Hello, wörld 🌍", outcome.Text);
+        Assert.Equal(outcome.Text, string.Concat(pieces));
+    }
+
+    [Fact]
+    public async Task UnicodeSurvivesByteForByte()
+    {
+        string prompt = "Ça va? 你好 👩🏽‍💻 e\u0301";
+
+        var outcome = await CallAsync(stream: false, prompt);
+
+        Assert.Equal("Echo: " + prompt, outcome.Text);
+    }
+
+    private const string RefusalBody =
+        "{\"id\":\"x\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"refusal\":\"I can't help with that.\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}";
+
+    private async Task<ChatOutcome> CallAsync(bool stream, string prompt = "hi", Func<string, Task>? onText = null)
+    {
+        var caller = _services.GetRequiredService<ChatCompletionCaller>();
+        var message = new PromptRequested(Guid.NewGuid(), Guid.NewGuid(), "app_test", "u_test", "route", "gpt-4o-mini", 100,
+            [new ChatTurn("user", prompt)], DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddMinutes(5), stream);
+        using var key = new ProviderKey(Key);
+        return await caller.CallAsync(key, message, stream ? onText ?? (_ => Task.CompletedTask) : null, CancellationToken.None)
+            .WaitAsync(TimeSpan.FromSeconds(20));
+    }
+}
