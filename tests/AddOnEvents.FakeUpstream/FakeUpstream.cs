@@ -435,7 +435,19 @@ public sealed class FakeUpstream : IAsyncDisposable
             context.Response.Headers[name] = value;
         }
 
-        if (script.Body is not null)
+        if (script.RawChunks is not null)
+        {
+            request.SetStatusCode(script.StatusCode);
+            context.Response.StatusCode = script.StatusCode;
+            context.Response.ContentType = script.ContentType;
+            foreach (byte[] chunk in script.RawChunks)
+            {
+                await context.Response.Body.WriteAsync(chunk, cancellationToken);
+                await context.Response.Body.FlushAsync(cancellationToken);
+                await Task.Delay(script.PieceDelay, cancellationToken);
+            }
+        }
+        else if (script.Body is not null)
         {
             await WriteAsync(context, request, script.StatusCode, script.Body, cancellationToken, script.ContentType);
         }

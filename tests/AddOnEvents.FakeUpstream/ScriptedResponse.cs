@@ -55,6 +55,16 @@ public sealed record ScriptedResponse
     public FakeEndpoint Endpoint { get; init; } = FakeEndpoint.ChatCompletions;
 
     /// <summary>Creates a 200 chat completion with <paramref name="text"/> as the assistant message.</summary>
+    /// <summary>Raw bytes written and flushed one chunk at a time, with <see cref="PieceDelay"/> between chunks.</summary>
+    public IReadOnlyList<byte[]>? RawChunks { get; init; }
+
+    /// <summary>
+    /// A server-sent event stream cut into the given byte chunks, to exercise a client's parser on events split
+    /// across network reads, inside a line or inside a multi-byte character.
+    /// </summary>
+    public static ScriptedResponse RawStream(IEnumerable<byte[]> chunks, TimeSpan chunkDelay) =>
+        new() { RawChunks = chunks.ToList(), PieceDelay = chunkDelay, ContentType = "text/event-stream" };
+
     public static ScriptedResponse Answer(string text, string finishReason = "stop") =>
         new() { Text = text, FinishReason = finishReason };
 

@@ -152,6 +152,43 @@ public sealed class UpstreamCallerTests : IAsyncLifetime
         Assert.Equal("Echo: " + prompt, outcome.Text);
     }
 
+    [Fact]
+    public async Task StreamParserHandlesSplitsCommentsAndCrlf()
+    {
+        string Event(string json) => "data: " + json + "\r\n\r\n";
+        string Delta(string text) =>
+            "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+            + System.Text.Json.JsonSerializer.Serialize(text) + "},\"finish_reason\":null}]}";
+        string stream = ": keep-alive\r\n\r\n"
+            + Event(Delta("Caf\u00e9 "))
+            + ": ping\n\n"
+            + Event(Delta("\u4f60\u597d \ud83c\udf0d"))
+            + Event("{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}")
+            + Event("{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}")
+            + "data: [DONE]\r\n\r\n";
+        byte[] bytes = System.Text.Encoding.UTF8.GetBytes(stream);
+        int cafe = stream.IndexOf("Caf", StringComparison.Ordinal);
+        int accent = System.Text.Encoding.UTF8.GetByteCount(stream[..(cafe + 3)]) + 1;
+        int[] cuts = [5, 30, accent, bytes.Length / 2, bytes.Length / 2 + 3, bytes.Length - 9];
+        var chunks = new List<byte[]>();
+        int start = 0;
+        foreach (int cut in cuts.Order())
+        {
+            chunks.Add(bytes[start..cut]);
+            start = cut;
+        }
+
+        chunks.Add(bytes[start..]);
+        _upstream.Enqueue(ScriptedResponse.RawStream(chunks, TimeSpan.FromMilliseconds(20)));
+
+        var outcome = await CallAsync(stream: true);
+
+        Assert.True(outcome.Succeeded);
+        Assert.Equal("Caf\u00e9 \u4f60\u597d \ud83c\udf0d", outcome.Text);
+        Assert.Equal("stop", outcome.FinishReason);
+        Assert.Equal(7, outcome.Usage!.TotalTokens);
+    }
+
     private const string RefusalBody =
         "{\"id\":\"x\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"refusal\":\"I can't help with that.\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}";
 

@@ -13,6 +13,12 @@ namespace AddOnEvents.Ingress.Prompts;
 /// <summary>What the add-on sends: the prompt and, optionally, a model and an output limit.</summary>
 public sealed record PromptInput(string? Prompt, string? Model, int? MaxOutputTokens, bool? Stream = null)
 {
+    /// <summary>Never used to choose the app; a value that differs from the token's app is rejected with 403.</summary>
+    public string? AppId { get; init; }
+
+    /// <summary>Never used to choose the user; a value that differs from the token's user is rejected with 403.</summary>
+    public string? UserId { get; init; }
+
     /// <summary>Earlier turns of an OpenAI-style conversation, used by the compatible endpoint; the prompt is then the last user turn.</summary>
     public IReadOnlyList<ChatTurn>? Messages { get; init; }
 }
@@ -45,6 +51,14 @@ public sealed partial class PromptSubmitter(
         if (appId is null || pseudonym is null)
         {
             return Submission.Rejected(StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized, "Send an end-user token.");
+        }
+
+        if ((input.AppId is not null && input.AppId != appId)
+            || (input.UserId is not null && input.UserId != user.FindFirstValue(AuthSchemes.UserIdClaim))
+            || NamesOtherApp(http, appId))
+        {
+            return Submission.Rejected(StatusCodes.Status403Forbidden, ErrorCodes.Forbidden,
+                "The app and user come from the token; this request names another app or user.");
         }
 
         var limits = options.Value;
@@ -95,6 +109,11 @@ public sealed partial class PromptSubmitter(
         Log.PromptAccepted(logger, requestId, appId);
         return new Submission(requestId, StatusCodes.Status202Accepted, null);
     }
+
+    /// <summary>Tells whether the query string or an app header names an app other than the token's.</summary>
+    private static bool NamesOtherApp(HttpContext http, string appId) =>
+        (http.Request.Query.TryGetValue("appId", out var fromQuery) && fromQuery.Any(value => value != appId))
+        || (http.Request.Headers.TryGetValue("X-App-Id", out var fromHeader) && fromHeader.Any(value => value != appId));
 
     [GeneratedRegex("^[A-Za-z0-9._:-]{1,100}$")]
     private static partial Regex ModelName();

@@ -27,13 +27,28 @@ public sealed class AddOnClient : IAsyncDisposable
         Connection = connection;
         connection.On<JsonElement>("PromptCompleted", payload => Record("PromptCompleted", payload));
         connection.On<JsonElement>("PromptFailed", payload => Record("PromptFailed", payload));
+        connection.On<JsonElement>("PromptPiece", payload => _pieces.Enqueue(new AddOnResult("PromptPiece", payload.GetProperty("requestId").GetGuid(),
+            payload.Clone())));
     }
+
+    private readonly ConcurrentQueue<AddOnResult> _pieces = new();
+
+    /// <summary>Every streamed piece received, in arrival order.</summary>
+    public IReadOnlyCollection<AddOnResult> Pieces => _pieces;
 
     public HubConnection Connection { get; }
 
     public IReadOnlyCollection<AddOnResult> Received => _all;
 
     public static async Task<AddOnClient> ConnectAsync(Uri ingress, string token, HttpCapture? capture = null)
+    {
+        var client = Create(ingress, token, capture);
+        await client.Connection.StartAsync().WaitAsync(TimeSpan.FromSeconds(15));
+        return client;
+    }
+
+    /// <summary>Builds the client without connecting it.</summary>
+    public static AddOnClient Create(Uri ingress, string token, HttpCapture? capture = null)
     {
         var connection = new HubConnectionBuilder()
             .WithUrl(new Uri(ingress, "/hubs/addon"), HttpTransportType.WebSockets, options =>
@@ -45,9 +60,7 @@ public sealed class AddOnClient : IAsyncDisposable
                 }
             })
             .Build();
-        var client = new AddOnClient(connection);
-        await connection.StartAsync().WaitAsync(TimeSpan.FromSeconds(15));
-        return client;
+        return new AddOnClient(connection);
     }
 
     /// <summary>Waits for the result of one request; results of other requests stay queued for later calls.</summary>

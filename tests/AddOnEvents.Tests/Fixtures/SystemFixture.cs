@@ -85,12 +85,19 @@ public class SystemFixture : IAsyncLifetime
                 Configure(b, IngressSettings());
                 ServePages(b);
             }),
+            _ when name.StartsWith(nameof(Ingress), StringComparison.Ordinal) => IngressApp.Build([], b => Configure(
+                b, new Dictionary<string, string?>(IngressSettings()) { ["Ingress:InstanceId"] = name.ToLowerInvariant() })),
+            _ when name.StartsWith(nameof(PromptWorker), StringComparison.Ordinal) =>
+                PromptWorkerApp.Build([], b => Configure(b, PromptWorkerSettings())),
             _ => throw new ArgumentException($"No service named {name}.", nameof(name)),
         };
         _services[name] = app;
         await app.StartAsync();
         return app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
     }
+
+    /// <summary>Returns the services of a running service, to reach its bus or stores.</summary>
+    public IServiceProvider ServicesOf(string name) => _services[name].Services;
 
     /// <summary>
     /// Stops one service. With <paramref name="crash"/> the stop is cancelled at once, so messages in progress are
@@ -179,9 +186,9 @@ public class SystemFixture : IAsyncLifetime
     }
 
     /// <summary>Returns an HTTP client for Ingress whose responses are captured.</summary>
-    public HttpClient CreateClient(AuthenticationHeaderValue? authorization = null)
+    public HttpClient CreateClient(AuthenticationHeaderValue? authorization = null, Uri? baseAddress = null)
     {
-        var client = new HttpClient(Http.CreateHandler(new SocketsHttpHandler())) { BaseAddress = IngressUrl, Timeout = Patience };
+        var client = new HttpClient(Http.CreateHandler(new SocketsHttpHandler())) { BaseAddress = baseAddress ?? IngressUrl, Timeout = Patience };
         client.DefaultRequestHeaders.Authorization = authorization;
         return client;
     }
@@ -251,10 +258,10 @@ public class SystemFixture : IAsyncLifetime
     public Task<AddOnClient> ConnectAsync(string token) => AddOnClient.ConnectAsync(IngressUrl, token, Http);
 
     /// <summary>Posts a prompt with an end-user token; returns the request id of the 202.</summary>
-    public async Task<Guid> PostPromptAsync(string token, string prompt)
+    public async Task<Guid> PostPromptAsync(string token, string prompt, bool stream = true)
     {
         using var user = CreateClient(Bearer(token));
-        using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt });
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt, stream });
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
         return (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("requestId").GetGuid();
     }

@@ -1,0 +1,346 @@
+using System.IdentityModel.Tokens.Jwt;
+using System.Net;
+using System.Net.Http.Json;
+using System.Security.Claims;
+using System.Text.Json;
+using AddOnEvents.Tests.Fixtures;
+using Microsoft.AspNetCore.SignalR.Client;
+using Microsoft.IdentityModel.Tokens;
+
+namespace AddOnEvents.Tests;
+
+/// <summary>Apps, credentials, end-user tokens, delivery to the right user, and limits across Ingress instances.</summary>
+[Collection(SystemCollectionDefinition.Name)]
+public sealed class TenancyTests(SystemFixture system)
+{
+    private static readonly TimeSpan Patience = SystemFixture.Patience;
+
+    [Fact]
+    public async Task InterleavedTenantsNeverMix()
+    {
+        var appA = await system.CreateAppAsync("A");
+        var appB = await system.CreateAppAsync("B");
+        string keyA = "sk-tenant-a-" + Guid.NewGuid().ToString("N");
+        string keyB = "sk-tenant-b-" + Guid.NewGuid().ToString("N");
+        await system.RegisterActiveKeyAsync(appA, keyA);
+        await system.RegisterActiveKeyAsync(appB, keyB);
+        var users = new List<(string Tag, string Key, AddOnClient Client)>();
+        foreach (var (app, key) in new[] { (appA, keyA), (appB, keyB) })
+        {
+            for (int u = 0; u < 2; u++)
+            {
+                string tag = $"{app.AppId}-user{u}";
+                users.Add((tag, key, await system.ConnectAsync(await system.IssueUserTokenAsync(app, tag))));
+            }
+        }
+
+        var sent = new List<(int User, Guid RequestId, string Prompt)>();
+        for (int round = 0; round < 60; round++)
+        {
+            for (int u = 0; u < users.Count; u++)
+            {
+                string prompt = $"{users[u].Tag} round {round} {Guid.NewGuid():N}";
+                var requestId = await users[u].Client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt, stream = round % 2 == 0 })
+                    .WaitAsync(Patience);
+                sent.Add((u, requestId, prompt));
+            }
+        }
+
+        foreach (var (user, requestId, prompt) in sent)
+        {
+            var result = await users[user].Client.WaitForResultAsync(requestId, Patience);
+            Assert.Equal("Echo: " + prompt, result.Text);
+        }
+
+        var upstreamByPrompt = system.Upstream.Requests.Where(r => r.LastUserMessage is not null).ToLookup(r => r.LastUserMessage!);
+        int mismatches = sent.Count(s => upstreamByPrompt[s.Prompt].Any(r => r.BearerKey != users[s.User].Key));
+        Assert.Equal(0, mismatches);
+        Assert.All(sent, s => Assert.Single(upstreamByPrompt[s.Prompt]));
+        for (int u = 0; u < users.Count; u++)
+        {
+            var own = sent.Where(s => s.User == u).Select(s => s.RequestId).ToHashSet();
+            Assert.Equal(own.Count, users[u].Client.Received.Count);
+            Assert.All(users[u].Client.Received, r => Assert.Contains(r.RequestId, own));
+            Assert.All(users[u].Client.Pieces, p => Assert.Contains(p.RequestId, own));
+        }
+
+        foreach (var user in users)
+        {
+            await user.Client.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task UserOfAppBNamingAppAIsRejected()
+    {
+        var appA = await system.CreateAppAsync("A");
+        var appB = await system.CreateAppAsync("B");
+        await system.RegisterActiveKeyAsync(appA, "sk-named-a-" + Guid.NewGuid().ToString("N"));
+        string tokenB = await system.IssueUserTokenAsync(appB, "b-user");
+        using var userB = system.CreateClient(SystemFixture.Bearer(tokenB));
+        string marker = "naming app A " + Guid.NewGuid().ToString("N");
+
+        using var inBody = await userB.PostAsJsonAsync("/api/prompts", new { prompt = marker, appId = appA.AppId });
+        using var inQuery = await userB.PostAsJsonAsync($"/api/prompts?appId={appA.AppId}", new { prompt = marker });
+        using var inHeader = new HttpRequestMessage(HttpMethod.Post, "/api/prompts") { Content = JsonContent.Create(new { prompt = marker }) };
+        inHeader.Headers.Add("X-App-Id", appA.AppId);
+        using var inHeaderResponse = await userB.SendAsync(inHeader);
+        using var keyOfA = await userB.GetAsync($"/api/apps/{appA.AppId}/openai-key");
+        using var tokenForA = await userB.PostAsJsonAsync($"/api/apps/{appA.AppId}/user-tokens", new { userId = "x" });
+        await Task.Delay(500);
+
+        Assert.Equal(HttpStatusCode.Forbidden, inBody.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, inQuery.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, inHeaderResponse.StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, keyOfA.StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, tokenForA.StatusCode);
+        Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == marker);
+    }
+
+    [Fact]
+    public async Task ResultOfOtherUserIsNotFound()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-results-" + Guid.NewGuid().ToString("N"));
+        string owner = await system.IssueUserTokenAsync(app, "owner");
+        string stranger = await system.IssueUserTokenAsync(app, "stranger");
+        await using var client = await system.ConnectAsync(owner);
+        var requestId = await system.PostPromptAsync(owner, "whose answer");
+        await client.WaitForResultAsync(requestId, Patience);
+        using var ownerHttp = system.CreateClient(SystemFixture.Bearer(owner));
+        using var strangerHttp = system.CreateClient(SystemFixture.Bearer(stranger));
+
+        using var own = await ownerHttp.GetAsync($"/api/prompts/{requestId}");
+        using var other = await strangerHttp.GetAsync($"/api/prompts/{requestId}");
+        var body = await own.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+        Assert.Equal("completed", body.GetProperty("status").GetString());
+        Assert.Equal("Echo: whose answer", body.GetProperty("text").GetString());
+        Assert.Equal(HttpStatusCode.NotFound, other.StatusCode);
+    }
+
+    [Fact]
+    public async Task DeveloperCannotReadOtherAppsUsage()
+    {
+        var appA = await system.CreateAppAsync("A");
+        var appB = await system.CreateAppAsync("B");
+        using var developerB = system.CreateClient(SystemFixture.Basic(appB));
+        using var developerA = system.CreateClient(SystemFixture.Basic(appA));
+
+        using var other = await developerB.GetAsync($"/api/apps/{appA.AppId}/usage");
+        using var own = await developerA.GetAsync($"/api/apps/{appA.AppId}/usage");
+
+        Assert.Equal(HttpStatusCode.Forbidden, other.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+    }
+
+    [Fact]
+    public async Task ReconnectedClientGetsAnswerOnce()
+    {
+        var app = await system.CreateAppAsync();
+        string key = "sk-reconnect-" + Guid.NewGuid().ToString("N");
+        await system.RegisterActiveKeyAsync(app, key);
+        string token = await system.IssueUserTokenAsync(app, "roaming-user");
+        string prompt = "slow one " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == prompt
+            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(2), ScriptedResponse.Answer("worth the wait"))
+            : null;
+        await using var client = await system.ConnectAsync(token);
+        string? firstConnection = client.Connection.ConnectionId;
+
+        var requestId = await system.PostPromptAsync(token, prompt, stream: false);
+        await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+        await client.Connection.StopAsync().WaitAsync(Patience);
+        await client.Connection.StartAsync().WaitAsync(Patience);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        await Task.Delay(1000);
+        system.Upstream.Responder = null;
+
+        Assert.NotEqual(firstConnection, client.Connection.ConnectionId);
+        Assert.Equal("worth the wait", result.Text);
+        Assert.Single(client.Received, r => r.RequestId == requestId);
+    }
+
+    [Fact]
+    public async Task LimitsHoldAcrossTwoIngressInstances()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-limits-" + Guid.NewGuid().ToString("N"));
+        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
+        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { requestsPerMinute = 6 }))
+        {
+            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        }
+
+        var second = new Uri(await system.StartServiceAsync("Ingress2"));
+        string token = await system.IssueUserTokenAsync(app, "busy-user");
+        var statuses = new List<HttpStatusCode>();
+        string? retryAfter = null;
+        try
+        {
+            // Stay inside one minute window, so the count is not split across windows.
+            while (DateTime.UtcNow.Second > 50)
+            {
+                await Task.Delay(500);
+            }
+
+            for (int i = 0; i < 10; i++)
+            {
+                using var user = system.CreateClient(SystemFixture.Bearer(token), i % 2 == 0 ? system.IngressUrl : second);
+                using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = "count me " + i });
+                statuses.Add(response.StatusCode);
+                retryAfter ??= response.Headers.RetryAfter?.Delta?.TotalSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
+        }
+        finally
+        {
+            await system.StopServiceAsync("Ingress2");
+        }
+
+        Assert.Equal(6, statuses.Count(s => s == HttpStatusCode.Accepted));
+        Assert.Equal(4, statuses.Count(s => s == HttpStatusCode.TooManyRequests));
+        Assert.NotNull(retryAfter);
+    }
+
+    [Fact]
+    public async Task TokenQuotaStopsPromptsWithoutUpstreamCall()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-quota-" + Guid.NewGuid().ToString("N"));
+        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
+        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { tokensPerDay = 5 }))
+        {
+            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        }
+
+        string token = await system.IssueUserTokenAsync(app, "heavy-user");
+        await using var client = await system.ConnectAsync(token);
+        var first = await system.PostPromptAsync(token, "use up the quota please now");
+        await client.WaitForResultAsync(first, Patience);
+        string marker = "over quota " + Guid.NewGuid().ToString("N");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        using var rejected = await user.PostAsJsonAsync("/api/prompts", new { prompt = marker });
+        var body = await rejected.Content.ReadFromJsonAsync<JsonElement>();
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        var usage = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage");
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, rejected.StatusCode);
+        Assert.Equal("quota_exceeded", body.GetProperty("code").GetString());
+        Assert.NotNull(rejected.Headers.RetryAfter);
+        Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == marker);
+        Assert.True(usage.GetProperty("today").GetProperty("tokens").GetInt64() >= 5);
+        Assert.Equal(1, usage.GetProperty("month").GetProperty("requests").GetInt64());
+    }
+
+    [Fact]
+    public async Task UserRateLimitFromTokenApplies()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-user-rpm-" + Guid.NewGuid().ToString("N"));
+        using var host = system.CreateClient(SystemFixture.Basic(app));
+        using var issued = await host.PostAsJsonAsync($"/api/apps/{app.AppId}/user-tokens", new { userId = "limited", requestsPerMinute = 2 });
+        string token = (await issued.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("token").GetString()!;
+        while (DateTime.UtcNow.Second > 55)
+        {
+            await Task.Delay(500);
+        }
+
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        var statuses = new List<HttpStatusCode>();
+        for (int i = 0; i < 3; i++)
+        {
+            using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = "hi " + i });
+            statuses.Add(response.StatusCode);
+        }
+
+        Assert.Equal([HttpStatusCode.Accepted, HttpStatusCode.Accepted, HttpStatusCode.TooManyRequests], statuses);
+    }
+
+    [Fact]
+    public async Task DisallowedModelIsRejected()
+    {
+        var app = await system.CreateAppAsync();
+        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
+        using (await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { allowedModels = new[] { "gpt-4o-mini" } }))
+        {
+        }
+
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "u")));
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = "hi", model = "gpt-expensive" });
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("model_not_allowed", (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+    }
+
+    [Theory]
+    [InlineData("expired")]
+    [InlineData("wrong-audience")]
+    [InlineData("wrong-key")]
+    public async Task BadTokensAreRejectedOnHttpAndHub(string kind)
+    {
+        var app = await system.CreateAppAsync();
+        string token = ForgeToken(app.AppId, kind);
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = "hi" });
+        var hubFailure = await Record.ExceptionAsync(() => system.ConnectAsync(token));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.NotNull(hubFailure);
+        Assert.Contains("401", hubFailure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task RotatedSecretKeepsOldOneForGrace()
+    {
+        var app = await system.CreateAppAsync();
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        using var rotated = await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds = 600 });
+        string newSecret = (await rotated.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appSecret").GetString()!;
+        using var oldWorks = await system.CreateClient(SystemFixture.Basic(app)).GetAsync($"/api/apps/{app.AppId}/usage");
+        using var revoked = await admin.DeleteAsync($"/api/admin/apps/{app.AppId}/secrets/previous");
+        var fresh = app with { Secret = newSecret };
+        using var newWorks = await system.CreateClient(SystemFixture.Basic(fresh)).GetAsync($"/api/apps/{app.AppId}/usage");
+
+        Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, oldWorks.StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, revoked.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, newWorks.StatusCode);
+    }
+
+    [Fact]
+    public async Task RevokedSecretStopsWorkingOnFreshInstance()
+    {
+        var app = await system.CreateAppAsync();
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using (await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds = 0 }))
+        {
+        }
+
+        using var old = await system.CreateClient(SystemFixture.Basic(app)).GetAsync($"/api/apps/{app.AppId}/usage");
+
+        Assert.Equal(HttpStatusCode.Unauthorized, old.StatusCode);
+    }
+
+    private string ForgeToken(string appId, string kind)
+    {
+        byte[] key = kind == "wrong-key"
+            ? System.Security.Cryptography.RandomNumberGenerator.GetBytes(48)
+            : Convert.FromBase64String(system.Secrets.TokenSigningKey);
+        var now = DateTime.UtcNow;
+        var descriptor = new SecurityTokenDescriptor
+        {
+            Issuer = "addonevents",
+            Audience = kind == "wrong-audience" ? "someone-else" : "addonevents-addon",
+            Subject = new ClaimsIdentity([new Claim("app_id", appId), new Claim("sub", "forged-user")]),
+            NotBefore = kind == "expired" ? now.AddMinutes(-20) : now,
+            IssuedAt = kind == "expired" ? now.AddMinutes(-20) : now,
+            Expires = kind == "expired" ? now.AddMinutes(-10) : now.AddMinutes(10),
+            SigningCredentials = new SigningCredentials(new SymmetricSecurityKey(key), SecurityAlgorithms.HmacSha256),
+        };
+        return new JwtSecurityTokenHandler().CreateEncodedJwt(descriptor);
+    }
+}
