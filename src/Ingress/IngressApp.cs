@@ -8,6 +8,7 @@ using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Consumers;
 using AddOnEvents.Ingress.Crypto;
 using AddOnEvents.Ingress.Endpoints;
+using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Hubs;
 using AddOnEvents.Ingress.Options;
 using AddOnEvents.Ingress.Prompts;
@@ -34,6 +35,7 @@ public static class IngressApp
         builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.AspNetCore.Http.Connections", LogLevel.Information);
         configure?.Invoke(builder);
+        builder.AddIngressHttps();
 
         var services = builder.Services;
         var configuration = builder.Configuration;
@@ -60,6 +62,7 @@ public static class IngressApp
 
         var app = builder.Build();
         app.UseExceptionHandler(handler => handler.Run(WriteUnhandledErrorAsync));
+        app.UseIngressHttps();
         app.UseDefaultFiles();
         app.UseStaticFiles();
         app.UseAuthentication();
@@ -134,9 +137,11 @@ public static class IngressApp
                 var route = context.GetRequiredService<ResultRoute>();
                 rabbit.ReceiveEndpoint(route.QueueName, endpoint =>
                 {
-                    // Results are useful only to the connections of this process, so the queue lives and dies with it.
-                    endpoint.Durable = false;
-                    endpoint.AutoDelete = true;
+                    // Results are useful only to the connections of this process. The queue survives a broker restart,
+                    // and the broker deletes it once no instance has used it for a while, so a vanished instance leaves
+                    // no answers behind for longer than that; results older than the client's patience expire too.
+                    endpoint.SetQueueArgument("x-expires", (int)TimeSpan.FromMinutes(10).TotalMilliseconds);
+                    endpoint.SetQueueArgument("x-message-ttl", (int)TimeSpan.FromMinutes(5).TotalMilliseconds);
                     endpoint.ConfigureConsumeTopology = false;
                     endpoint.Bind<PromptCompleted>(b =>
                     {

@@ -107,7 +107,9 @@ public sealed class PromptResultStore(IMongoDatabase database)
             return (ClaimOutcome.Finished, existing);
         }
 
-        if (existing.LeaseUntil > now && existing.LeaseOwner != owner)
+        // A live lease means a consumer is answering, in this process too when the broker redelivered the message
+        // after a connection drop, so only an expired lease can be taken over.
+        if (existing.LeaseUntil > now)
         {
             return (ClaimOutcome.HeldElsewhere, existing);
         }

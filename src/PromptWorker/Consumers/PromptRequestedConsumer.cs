@@ -94,27 +94,31 @@ public sealed partial class PromptRequestedConsumer(
             var now = clock.GetUtcNow().UtcDateTime;
             var expiresAt = now.AddSeconds(settings.ResultRetentionSeconds);
             var (outcome, existing) = await results.TryClaimAsync(prompt, worker.Id, now, lease, expiresAt, context.CancellationToken);
-            switch (outcome)
+            if (outcome == ClaimOutcome.Claimed)
             {
-                case ClaimOutcome.Claimed:
-                    return true;
-                case ClaimOutcome.Finished:
-                    LogDuplicate(prompt.RequestId, existing?.Published == true);
-                    if (existing is { Published: false })
-                    {
-                        await PublishStoredAsync(context, existing);
-                    }
-
-                    return false;
-                default:
-                    if (clock.GetUtcNow() > prompt.ExpiresAt)
-                    {
-                        return false;
-                    }
-
-                    await Task.Delay(TimeSpan.FromSeconds(1), clock, context.CancellationToken);
-                    break;
+                return true;
             }
+
+            bool beingPublished = outcome == ClaimOutcome.Finished && existing is { Published: false } && existing.LeaseUntil > now;
+            if (outcome == ClaimOutcome.Finished && !beingPublished)
+            {
+                LogDuplicate(prompt.RequestId, existing?.Published == true);
+                if (existing is { Published: false })
+                {
+                    // The worker that stored the result died before publishing it.
+                    await PublishStoredAsync(context, existing);
+                }
+
+                return false;
+            }
+
+            // Another worker holds the request, or has stored its result and is publishing it now.
+            if (clock.GetUtcNow() > prompt.ExpiresAt)
+            {
+                return false;
+            }
+
+            await Task.Delay(TimeSpan.FromSeconds(1), clock, context.CancellationToken);
         }
     }
 
@@ -345,6 +349,10 @@ public sealed class PromptRequestedConsumerDefinition(IOptions<PromptWorkerOptio
             rabbit.SetQuorumQueue();
         }
 
+        // Prompt text is personal data: a message that cannot be read or handled is dropped, never parked in an
+        // error or skipped queue where it would stay readable. Handled failures become PromptFailed results.
+        endpointConfigurator.DiscardFaultedMessages();
+        endpointConfigurator.DiscardSkippedMessages();
         endpointConfigurator.UseMessageRetry(retry =>
         {
             retry.Handle<MongoException>();

@@ -1,0 +1,321 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using AddOnEvents.Contracts;
+using AddOnEvents.Tests.Fixtures;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using MongoDB.Bson;
+using MongoDB.Driver;
+using RabbitMQ.Client;
+
+namespace AddOnEvents.Tests;
+
+/// <summary>
+/// The services on a RabbitMQ node of their own, which the tests stop and start, with short leases and publish
+/// timeouts so faults resolve in seconds.
+/// </summary>
+public sealed class FailureFixture : SystemFixture
+{
+    public PrivateBroker Node { get; private set; } = null!;
+
+    public override async Task InitializeAsync()
+    {
+        Node = await PrivateBroker.StartAsync();
+        await base.InitializeAsync();
+    }
+
+    public override async Task DisposeAsync()
+    {
+        await base.DisposeAsync();
+        await Node.DisposeAsync();
+    }
+
+    public override Dictionary<string, string?> KeyWorkerSettings() => OnPrivateNode(base.KeyWorkerSettings());
+
+    public override Dictionary<string, string?> PromptWorkerSettings() => OnPrivateNode(new(base.PromptWorkerSettings())
+    {
+        ["PromptWorker:ClaimLeaseSeconds"] = "3",
+        ["Upstream:MaxAttempts"] = "3",
+        ["Upstream:RetryBaseDelayMilliseconds"] = "100",
+    });
+
+    public override Dictionary<string, string?> IngressSettings() => OnPrivateNode(new(base.IngressSettings())
+    {
+        ["Prompts:PublishTimeoutSeconds"] = "2",
+    });
+
+    private Dictionary<string, string?> OnPrivateNode(Dictionary<string, string?> settings)
+    {
+        settings["RabbitMq:Port"] = Node.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        settings["RabbitMq:VirtualHost"] = "/";
+        return settings;
+    }
+}
+
+/// <summary>Upstream errors, retries, duplicates, killed workers, broker restarts and poisoned messages.</summary>
+public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureFixture>
+{
+    private static readonly TimeSpan Patience = SystemFixture.Patience;
+
+    [Fact]
+    public async Task RetryAfterIsHonouredOnEveryAttempt()
+    {
+        var (token, client) = await NewUserAsync();
+        string prompt = "patient " + Guid.NewGuid().ToString("N");
+        var script = new Queue<ScriptedResponse>([ScriptedResponse.RateLimited("2"), ScriptedResponse.RateLimited("4")]);
+        system.Upstream.Responder = r => r.LastUserMessage == prompt && script.TryDequeue(out var next) ? next : null;
+
+        var requestId = await system.PostPromptAsync(token, prompt, stream: false);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        system.Upstream.Responder = null;
+        var calls = system.Upstream.Requests.Where(r => r.LastUserMessage == prompt).OrderBy(r => r.ReceivedAt).ToList();
+
+        Assert.Equal("PromptCompleted", result.Kind);
+        Assert.Equal(3, calls.Count);
+        Assert.True(calls[1].ReceivedAt - calls[0].ReceivedAt >= TimeSpan.FromSeconds(2));
+        Assert.True(calls[2].ReceivedAt - calls[1].ReceivedAt >= TimeSpan.FromSeconds(4));
+        Assert.Single(client.Received, r => r.RequestId == requestId);
+    }
+
+    [Fact]
+    public async Task LongRetryAfterFailsAtOnce()
+    {
+        var (token, client) = await NewUserAsync();
+        string prompt = "impatient " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == prompt ? ScriptedResponse.RateLimited("600") : null;
+
+        var requestId = await system.PostPromptAsync(token, prompt, stream: false);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        system.Upstream.Responder = null;
+
+        Assert.Equal("upstream_rate_limited", result.Code);
+        Assert.Equal(600, result.Json.GetProperty("retryAfterSeconds").GetInt32());
+        Assert.Single(system.Upstream.Requests, r => r.LastUserMessage == prompt);
+    }
+
+    [Fact]
+    public async Task ServerErrorsAreRetriedUpToBudget()
+    {
+        var (token, client) = await NewUserAsync();
+        string prompt = "failing " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == prompt ? ScriptedResponse.Error(500) : null;
+
+        var requestId = await system.PostPromptAsync(token, prompt, stream: false);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        system.Upstream.Responder = null;
+
+        Assert.Equal("upstream_unavailable", result.Code);
+        Assert.Equal(3, system.Upstream.Requests.Count(r => r.LastUserMessage == prompt));
+    }
+
+    [Fact]
+    public async Task OddAnswerThenGoodPromptSucceeds()
+    {
+        var (token, client) = await NewUserAsync();
+        string odd = "odd " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == odd ? ScriptedResponse.Html(200) : null;
+
+        var oddResult = await client.WaitForResultAsync(await system.PostPromptAsync(token, odd, stream: false), Patience);
+        system.Upstream.Responder = null;
+        var goodResult = await client.WaitForResultAsync(await system.PostPromptAsync(token, "good one"), Patience);
+
+        Assert.Equal("upstream_invalid_response", oddResult.Code);
+        Assert.Equal("Echo: good one", goodResult.Text);
+    }
+
+    [Fact]
+    public async Task DuplicateDeliveryCausesOneCallOneResult()
+    {
+        var (token, client) = await NewUserAsync();
+        string prompt = "twice " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == prompt ? ScriptedResponse.Slow(TimeSpan.FromSeconds(1), ScriptedResponse.Answer("once")) : null;
+        var requestId = await system.PostPromptAsync(token, prompt, stream: false);
+        var bus = system.ServicesOf(nameof(Ingress)).GetRequiredService<IBus>();
+        var original = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+
+        await bus.Publish(await RebuildAsync(token, requestId, prompt));
+        await bus.Publish(await RebuildAsync(token, requestId, prompt));
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        await Task.Delay(TimeSpan.FromSeconds(4));
+        system.Upstream.Responder = null;
+
+        Assert.Equal("once", result.Text);
+        Assert.Single(system.Upstream.Requests, r => r.LastUserMessage == prompt);
+        Assert.Single(client.Received, r => r.RequestId == requestId);
+        Assert.NotNull(original);
+    }
+
+    [Fact]
+    public async Task KilledPromptWorkerRequestCompletesOnce()
+    {
+        var (token, client) = await NewUserAsync();
+        string prompt = "survive " + Guid.NewGuid().ToString("N");
+        int calls = 0;
+        system.Upstream.Responder = r => r.LastUserMessage == prompt && Interlocked.Increment(ref calls) == 1
+            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(30), ScriptedResponse.Answer("too late"))
+            : null;
+        await system.StopServiceAsync(nameof(PromptWorker));
+        await using var doomed = ServiceProcess.Start(nameof(PromptWorker), system.PromptWorkerSettings(), system.Logs);
+
+        var requestId = await system.PostPromptAsync(token, prompt, stream: false);
+        await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+        await doomed.KillAsync();
+        await system.StartServiceAsync(nameof(PromptWorker));
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        system.Upstream.Responder = null;
+
+        Assert.Equal("Echo: " + prompt, result.Text);
+        Assert.Single(client.Received, r => r.RequestId == requestId);
+        Assert.Equal(2, system.Upstream.Requests.Count(r => r.LastUserMessage == prompt));
+    }
+
+    [Fact]
+    public async Task BrokerRestartLosesNoAcceptedPrompt()
+    {
+        var (token, client) = await NewUserAsync();
+        string tag = "restart " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage?.StartsWith(tag, StringComparison.Ordinal) == true
+            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(1), ScriptedResponse.Answer("after the storm"))
+            : null;
+        var accepted = new List<Guid>();
+        for (int i = 0; i < 10; i++)
+        {
+            accepted.Add(await system.PostPromptAsync(token, $"{tag} {i}", stream: false));
+        }
+
+        await system.Node.StopAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        using var duringOutage = await user.PostAsJsonAsync("/api/prompts", new { prompt = tag + " refused" });
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await system.Node.StartAppAsync();
+        await WaitUntilReadyAsync();
+        for (int i = 10; i < 15; i++)
+        {
+            accepted.Add(await system.PostPromptAsync(token, $"{tag} {i}", stream: false));
+        }
+
+        int finals = 0;
+        foreach (var requestId in accepted)
+        {
+            finals += await FinalResultsAsync(client, user, requestId);
+        }
+
+        system.Upstream.Responder = null;
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, duringOutage.StatusCode);
+        Assert.NotNull(duringOutage.Headers.RetryAfter);
+        Assert.Equal(accepted.Count, finals);
+        Assert.All(accepted, id => Assert.True(client.Received.Count(r => r.RequestId == id) <= 1));
+    }
+
+    [Fact]
+    public async Task PoisonedPromptLeavesNoTextInQueues()
+    {
+        string secretText = "poisoned prompt text " + Guid.NewGuid().ToString("N");
+        var factory = new ConnectionFactory { HostName = "127.0.0.1", Port = system.Node.Port, UserName = "guest", Password = "guest" };
+        await using (var connection = await factory.CreateConnectionAsync())
+        await using (var channel = await connection.CreateChannelAsync())
+        {
+            var properties = new BasicProperties { ContentType = "application/vnd.masstransit+json", Persistent = true };
+            byte[] body = Encoding.UTF8.GetBytes("{\"messageType\":[\"urn:message:AddOnEvents.Contracts:PromptRequested\"],\"message\":{\"prompt\":\""
+                + secretText + "\",\"requestId\":\"not-a-guid\"");
+            await channel.BasicPublishAsync("AddOnEvents.Contracts:PromptRequested", "", mandatory: false, properties, body);
+        }
+
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        var leftovers = await ReadAllQueuesAsync();
+
+        Assert.DoesNotContain(leftovers, text => text.Contains(secretText, StringComparison.Ordinal));
+    }
+
+    private async Task<(string Token, AddOnClient Client)> NewUserAsync()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-failure-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "user-" + Guid.NewGuid().ToString("N")[..6]);
+        return (token, await system.ConnectAsync(token));
+    }
+
+    /// <summary>Builds a second copy of an accepted prompt, as a redelivery or a duplicate publish would carry it.</summary>
+    private async Task<PromptRequested> RebuildAsync(string token, Guid requestId, string prompt)
+    {
+        var results = system.Database.GetCollection<BsonDocument>("promptResults");
+        var stored = await results.Find(Builders<BsonDocument>.Filter.Eq("_id", requestId)).FirstAsync();
+        var route = system.ServicesOf(nameof(Ingress)).GetRequiredService<AddOnEvents.Ingress.Prompts.ResultRoute>();
+        var now = DateTimeOffset.UtcNow;
+        return new PromptRequested(requestId, requestId, stored["appId"].AsString, stored["userId"].AsString, route.RoutingKey, "gpt-4o-mini",
+            100, [new ChatTurn("user", prompt)], now, now.AddMinutes(5));
+    }
+
+    private async Task WaitUntilReadyAsync()
+    {
+        using var anonymous = system.CreateClient();
+        var deadline = DateTime.UtcNow + Patience;
+        while (DateTime.UtcNow < deadline)
+        {
+            using var ready = await anonymous.GetAsync("/health/ready");
+            if (ready.IsSuccessStatusCode)
+            {
+                return;
+            }
+
+            await Task.Delay(250);
+        }
+
+        throw new TimeoutException("Ingress did not become ready after the broker came back.");
+    }
+
+    /// <summary>Counts the final results of a request: pushed over SignalR, or else fetched by request id.</summary>
+    private static async Task<int> FinalResultsAsync(AddOnClient client, HttpClient user, Guid requestId)
+    {
+        try
+        {
+            await client.WaitForResultAsync(requestId, TimeSpan.FromSeconds(5));
+            return client.Received.Count(r => r.RequestId == requestId);
+        }
+        catch (TimeoutException)
+        {
+            var deadline = DateTime.UtcNow + Patience;
+            while (DateTime.UtcNow < deadline)
+            {
+                using var response = await user.GetAsync($"/api/prompts/{requestId}");
+                if (response.IsSuccessStatusCode
+                    && (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("status").GetString() != "pending")
+                {
+                    return 1;
+                }
+
+                await Task.Delay(500);
+            }
+
+            return 0;
+        }
+    }
+
+    private async Task<List<string>> ReadAllQueuesAsync()
+    {
+        var texts = new List<string>();
+        var factory = new ConnectionFactory { HostName = "127.0.0.1", Port = system.Node.Port, UserName = "guest", Password = "guest" };
+        await using var connection = await factory.CreateConnectionAsync();
+        foreach (string queue in new[] { "prompt-requested", "prompt-requested_error", "prompt-requested_skipped" })
+        {
+            // A missing queue closes the channel, so each queue gets a channel of its own.
+            await using var channel = await connection.CreateChannelAsync();
+            try
+            {
+                while (await channel.BasicGetAsync(queue, autoAck: false) is { } message)
+                {
+                    texts.Add(Encoding.UTF8.GetString(message.Body.Span));
+                }
+            }
+            catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
+            {
+                // The queue does not exist, so it holds nothing.
+            }
+        }
+
+        return texts;
+    }
+}
