@@ -1,0 +1,223 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using AddOnEvents.Tests.Fixtures;
+using Microsoft.AspNetCore.SignalR.Client;
+using MongoDB.Bson;
+using MongoDB.Driver;
+
+namespace AddOnEvents.Tests;
+
+/// <summary>Streamed answers, cancellation, the OpenAI-compatible endpoint and scale-out.</summary>
+[Collection(SystemCollectionDefinition.Name)]
+public sealed class StreamingTests(SystemFixture system)
+{
+    private static readonly TimeSpan Patience = SystemFixture.Patience;
+
+    [Fact]
+    public async Task StreamedAnswerArrivesInOrderedPieces()
+    {
+        var (token, client) = await NewUserAsync();
+        string prompt = "stream please " + Guid.NewGuid().ToString("N");
+        var words = Enumerable.Range(0, 120).Select(i => $"word{i} ").ToList();
+        system.Upstream.Responder = r => r.LastUserMessage == prompt ? ScriptedResponse.Streamed(words, TimeSpan.FromMilliseconds(5)) : null;
+
+        var requestId = await system.PostPromptAsync(token, prompt);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        system.Upstream.Responder = null;
+        var pieces = client.Pieces.Where(p => p.RequestId == requestId).ToList();
+        var sequences = pieces.Select(p => p.Json.GetProperty("sequence").GetInt32()).ToList();
+
+        Assert.Equal(string.Concat(words), result.Text);
+        Assert.Equal(string.Concat(pieces.Select(p => p.Json.GetProperty("text").GetString())), result.Text);
+        Assert.Equal(Enumerable.Range(0, pieces.Count), sequences);
+        Assert.InRange(pieces.Count, 2, 40);
+        Assert.True(result.Json.GetProperty("usage").GetProperty("totalTokens").GetInt32() > 0);
+        await client.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task NonStreamingRequestHasNoPieces()
+    {
+        var (token, client) = await NewUserAsync();
+
+        var requestId = await system.PostPromptAsync(token, "one piece only", stream: false);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+
+        Assert.Equal("Echo: one piece only", result.Text);
+        Assert.DoesNotContain(client.Pieces, p => p.RequestId == requestId);
+        await client.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task CancelAbortsUpstreamRequest()
+    {
+        var (token, client) = await NewUserAsync();
+        string prompt = "long story " + Guid.NewGuid().ToString("N");
+        var words = Enumerable.Range(0, 100).Select(i => $"w{i} ").ToList();
+        system.Upstream.Responder = r => r.LastUserMessage == prompt ? ScriptedResponse.Streamed(words, TimeSpan.FromMilliseconds(200)) : null;
+
+        var requestId = await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt }).WaitAsync(Patience);
+        var upstream = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+        await WaitForAsync(() => client.Pieces.Any(p => p.RequestId == requestId));
+        await client.Connection.InvokeAsync("CancelPrompt", requestId).WaitAsync(Patience);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        await upstream.Completion.WaitAsync(Patience);
+        system.Upstream.Responder = null;
+
+        Assert.Equal("PromptFailed", result.Kind);
+        Assert.Equal("cancelled", result.Code);
+        Assert.True(upstream.Aborted);
+        await client.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task OtherUserCannotCancel()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-nocancel-" + Guid.NewGuid().ToString("N"));
+        await using var owner = await system.ConnectAsync(await system.IssueUserTokenAsync(app, "owner"));
+        await using var stranger = await system.ConnectAsync(await system.IssueUserTokenAsync(app, "stranger"));
+        string prompt = "mine " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == prompt ? ScriptedResponse.Slow(TimeSpan.FromSeconds(1), ScriptedResponse.Answer("kept")) : null;
+
+        var requestId = await owner.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt }).WaitAsync(Patience);
+        await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+        await stranger.Connection.InvokeAsync("CancelPrompt", requestId).WaitAsync(Patience);
+        var result = await owner.WaitForResultAsync(requestId, Patience);
+        system.Upstream.Responder = null;
+
+        Assert.Equal("kept", result.Text);
+    }
+
+    [Fact]
+    public async Task OpenAICompatibleEndpointAnswers()
+    {
+        var app = await system.CreateAppAsync();
+        string key = "sk-compat-" + Guid.NewGuid().ToString("N");
+        await system.RegisterActiveKeyAsync(app, key);
+        string token = await system.IssueUserTokenAsync(app, "sdk-user");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        using var response = await user.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            model = "gpt-4o-mini",
+            messages = new object[] { new { role = "system", content = "Be brief." }, new { role = "user", content = "compat question" } },
+        });
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        var upstream = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == "compat question", Patience);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("chat.completion", body.GetProperty("object").GetString());
+        Assert.Equal("Echo: compat question", body.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+        Assert.True(body.GetProperty("usage").GetProperty("total_tokens").GetInt32() > 0);
+        Assert.Equal(key, upstream.BearerKey);
+        Assert.Equal("system", upstream.Messages[0].Role);
+    }
+
+    [Fact]
+    public async Task OpenAICompatibleEndpointStreamsWithAppCredentials()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-compat-stream-" + Guid.NewGuid().ToString("N"));
+        using var caller = system.CreateClient(new AuthenticationHeaderValue("Bearer", $"{app.AppId}.{app.Secret}"));
+
+        using var response = await caller.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            model = "gpt-4o-mini",
+            stream = true,
+            stream_options = new { include_usage = true },
+            messages = new object[] { new { role = "user", content = "stream to an sdk" } },
+        });
+        string body = await response.Content.ReadAsStringAsync();
+        var events = body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => e["data: ".Length..]).ToList();
+        string text = string.Concat(events.Where(e => e != "[DONE]").Select(e => JsonDocument.Parse(e).RootElement)
+            .Where(e => e.GetProperty("choices").GetArrayLength() > 0)
+            .Select(e => e.GetProperty("choices")[0].GetProperty("delta").TryGetProperty("content", out var c) ? c.GetString() : ""));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal("[DONE]", events[^1]);
+        Assert.Equal("Echo: stream to an sdk", text);
+        Assert.Contains(events, e => e.Contains("\"total_tokens\"", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task OpenAICompatibleEndpointRejectsWrongCredentials()
+    {
+        var app = await system.CreateAppAsync();
+        using var caller = system.CreateClient(new AuthenticationHeaderValue("Bearer", $"{app.AppId}.wrong-secret"));
+
+        using var response = await caller.PostAsJsonAsync("/v1/chat/completions", new { messages = new object[] { new { role = "user", content = "x" } } });
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task TwoIngressAndTwoWorkersShareWork()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-scale-" + Guid.NewGuid().ToString("N"));
+        var second = new Uri(await system.StartServiceAsync("Ingress3"));
+        await system.StartServiceAsync("PromptWorker2");
+        try
+        {
+            system.Upstream.Responder = r => r.LastUserMessage?.StartsWith("scale ", StringComparison.Ordinal) == true
+                ? ScriptedResponse.Slow(TimeSpan.FromMilliseconds(100), ScriptedResponse.Answer("scaled " + r.LastUserMessage))
+                : null;
+            await using var first = await system.ConnectAsync(await system.IssueUserTokenAsync(app, "on-first"));
+            await using var other = await AddOnClient.ConnectAsync(second, await system.IssueUserTokenAsync(app, "on-second"), system.Http);
+            var sent = new List<(AddOnClient Client, Guid RequestId, string Prompt)>();
+            for (int i = 0; i < 40; i++)
+            {
+                var client = i % 2 == 0 ? first : other;
+                string prompt = $"scale {i} {Guid.NewGuid():N}";
+                sent.Add((client, await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt, stream = false }).WaitAsync(Patience), prompt));
+            }
+
+            foreach (var (client, requestId, prompt) in sent)
+            {
+                Assert.Equal("scaled " + prompt, (await client.WaitForResultAsync(requestId, Patience)).Text);
+            }
+
+            var ids = sent.Select(s => s.RequestId).ToList();
+            var owners = (await system.Database.GetCollection<BsonDocument>("promptResults")
+                    .Find(Builders<BsonDocument>.Filter.In("_id", ids)).ToListAsync())
+                .GroupBy(d => d["leaseOwner"].AsString).Select(g => g.Count()).ToList();
+
+            Assert.Equal(2, owners.Count);
+            Assert.All(owners, count => Assert.InRange(count, 8, 32));
+            Assert.Equal(20, first.Received.Count);
+            Assert.Equal(20, other.Received.Count);
+        }
+        finally
+        {
+            system.Upstream.Responder = null;
+            await system.StopServiceAsync("Ingress3");
+            await system.StopServiceAsync("PromptWorker2");
+        }
+    }
+
+    private async Task<(string Token, AddOnClient Client)> NewUserAsync()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-stream-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "streamer");
+        return (token, await system.ConnectAsync(token));
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException("The condition did not hold in time.");
+            }
+
+            await Task.Delay(20);
+        }
+    }
+}
