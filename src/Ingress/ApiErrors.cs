@@ -17,8 +17,14 @@ public static class ApiErrors
         return Result(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable, message);
     }
 
+    /// <summary>Writes the error unless a response was already started, as when two authentication schemes both challenge.</summary>
     public static Task WriteAsync(HttpContext context, int status, string code, string message)
     {
+        if (context.Response.HasStarted)
+        {
+            return Task.CompletedTask;
+        }
+
         context.Response.StatusCode = status;
         return context.Response.WriteAsJsonAsync(new ApiError(code, message));
     }

@@ -111,6 +111,11 @@ public static class IngressApp
                 OnChallenge = async context =>
                 {
                     context.HandleResponse();
+                    if (context.Response.HasStarted)
+                    {
+                        return;
+                    }
+
                     context.Response.Headers.WWWAuthenticate = "Bearer";
                     await ApiErrors.WriteAsync(context.HttpContext, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
                         "The end-user token is missing, expired or invalid. Fetch a new one from the host application.");

@@ -82,6 +82,11 @@ public sealed class AppCredentialsHandler(
 
     protected override Task HandleChallengeAsync(AuthenticationProperties properties)
     {
+        if (Response.HasStarted)
+        {
+            return Task.CompletedTask;
+        }
+
         Response.Headers.WWWAuthenticate = "Basic realm=\"AddOnEvents\", charset=\"UTF-8\"";
         return ApiErrors.WriteAsync(Context, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
             "Send the app id and app secret with HTTP Basic authentication.");
