@@ -139,6 +139,14 @@ create_demo_app() {
     [[ -n $DEMO_APP_ID && -n $DEMO_APP_SECRET ]] || fail "POST /api/admin/apps returned no appId or appSecret"
 }
 
+# The demo host backend in Ingress (POST /demo/token) issues end-user tokens with the demo app's credentials,
+# which exist only once Ingress has created the app, so Ingress restarts with them.
+restart_ingress_for_demo_app() {
+    infra_terminate "$(cat "$RUN_DIR/Ingress.pid")" 15 AddOnEvents.Ingress.dll
+    Demo__AppId=$DEMO_APP_ID Demo__AppSecret=$DEMO_APP_SECRET start_service Ingress
+    wait_until_ready Ingress
+}
+
 # A second run.sh on the same folder would stop the first one's servers below.
 if [[ -f $RUN_DIR/run.pid ]]; then
     previous=$(cat "$RUN_DIR/run.pid")
@@ -176,6 +184,8 @@ infra_start_rabbitmq "$RUN_DIR/rabbitmq" "$rabbitmq_port"
 infra_start_jongodb "$RUN_DIR/jongodb"
 infra_secrets "$RUN_DIR"
 infra_env
+# The local run serves plain HTTP on 127.0.0.1, so Ingress must accept API calls without HTTPS.
+export Ingress__RequireHttps=false
 if [[ -n ${UPSTREAM_BASE_URL:-} ]]; then
     export Upstream__BaseUrl=$UPSTREAM_BASE_URL
 fi
@@ -188,6 +198,7 @@ for name in "${SERVICES[@]}"; do
 done
 echo "Infrastructure and services ready in $((SECONDS - started)) s"
 create_demo_app
+restart_ingress_for_demo_app
 
 cat <<EOF
 

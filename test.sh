@@ -22,6 +22,7 @@ cleanup() {
     set +e
     infra_stop_jongodb "$RUN_DIR/jongodb"
     infra_stop_rabbitmq "$RUN_DIR/rabbitmq"
+    infra_stop_rabbitmq "$RUN_DIR/rabbitmq-tls"
     if [[ -n $SUMMARY ]]; then
         echo "$SUMMARY"
     fi
@@ -40,6 +41,7 @@ remove_stale_runs() {
         if [[ $pid != "$$" ]] && ! kill -0 "$pid" 2>/dev/null; then
             infra_stop_jongodb "$dir/jongodb"
             infra_stop_rabbitmq "$dir/rabbitmq"
+            infra_stop_rabbitmq "$dir/rabbitmq-tls"
             rm -rf "$dir"
         fi
     done
@@ -73,9 +75,26 @@ infra_install
 infra_install_ingress_npm
 
 port=$(infra_free_rabbitmq_port)
+# A second node, with a TLS listener only and certificates from a throwaway CA, for the TLS tests. Its ports must
+# not overlap the first node's, which only a port within 10 of the first can do.
+tls_port=$(infra_free_rabbitmq_port)
+while ((tls_port >= port - 10 && tls_port <= port + 10)); do
+    tls_port=$(infra_free_rabbitmq_port)
+done
+scripts/tls-certs.sh "$RUN_DIR/tls"
+# The two nodes start side by side, which saves the 4-5 s that one takes.
+infra_start_rabbitmq_tls "$RUN_DIR/rabbitmq-tls" "$tls_port" "$RUN_DIR/tls" &
+tls_node_start=$!
 infra_start_rabbitmq "$RUN_DIR/rabbitmq" "$port"
 infra_start_jongodb "$RUN_DIR/jongodb"
+wait "$tls_node_start"
 infra_env
+export ADDONEVENTS_TEST_RABBITMQ_TLS_PORT=$tls_port
+export ADDONEVENTS_TEST_RABBITMQ_TLS_MGMT_PORT=$((tls_port + 10000))
+export ADDONEVENTS_TEST_TLS_DIR=$RUN_DIR/tls
+# The browser tests use Debian's Chromium; Playwright must never fetch a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+export ADDONEVENTS_TEST_SCREENSHOTS=$RUN_DIR/screenshots
 echo "Infrastructure ready in $((SECONDS - started)) s. Running dotnet test."
 
 status=0
@@ -87,6 +106,9 @@ dotnet test AddOnEvents.sln -c Release \
 
 if ((status != 0)); then
     echo "dotnet test exited with code $status. The server logs are in $RUN_DIR"
+fi
+if compgen -G "$ADDONEVENTS_TEST_SCREENSHOTS/*.png" >/dev/null; then
+    echo "Screenshots of the pages: $ADDONEVENTS_TEST_SCREENSHOTS"
 fi
 SUMMARY=$(print_summary)
 exit "$status"

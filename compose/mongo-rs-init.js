@@ -25,7 +25,9 @@ if (!user || !password) {
     print("mongo-init: MONGO_USER and MONGO_PASSWORD must be set");
     quit(1);
 }
-const admin = connect(`mongodb://${user}:${password}@mongo1:27017/admin?authSource=admin&directConnection=true`);
+// MONGO_TLS_OPTIONS adds the TLS options of docker-compose.tls.yml, starting with "&".
+const tlsOptions = process.env.MONGO_TLS_OPTIONS || "";
+const admin = connect(`mongodb://${user}:${password}@mongo1:27017/admin?authSource=admin&directConnection=true${tlsOptions}`);
 
 function status() {
     try {

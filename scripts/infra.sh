@@ -21,7 +21,7 @@ INFRA_RABBITMQ_BIN=/usr/lib/rabbitmq/bin
 infra_log() { printf '[infra] %s\n' "$*" >&2; }
 infra_error() { printf '[infra] error: %s\n' "$*" >&2; }
 
-# Installs what is missing: RabbitMQ, openssl and curl from Debian, and the jongodb binary from npm.
+# Installs what is missing: RabbitMQ, openssl, curl and Chromium from Debian, and the jongodb binary from npm.
 infra_install() {
     if ! command -v dotnet >/dev/null 2>&1; then
         infra_error "dotnet not found on PATH. Install the .NET 10 SDK (global.json asks for 10.0.100 or a later feature band)."
@@ -36,6 +36,8 @@ infra_install() {
     [[ -x $INFRA_RABBITMQ_BIN/rabbitmq-server ]] || missing+=(rabbitmq-server)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     command -v curl >/dev/null 2>&1 || missing+=(curl)
+    # The browser tests drive Debian's Chromium through Playwright, which must not download a browser of its own.
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)
     if ((${#missing[@]} > 0)); then
         infra_log "installing Debian packages: ${missing[*]}"
         # Without an init system the package cannot start its own service, so
@@ -175,7 +177,8 @@ infra_epmd_has_node() {
 # Starts a private RabbitMQ node with its data, logs, config and Erlang cookie in DIR.
 # Listens on 127.0.0.1:PORT (AMQP), 127.0.0.1:MGMT_PORT (management HTTP API, default PORT+10000)
 # and 127.0.0.1:PORT+20000 (Erlang distribution). rabbitmqctl calls for it use PORT+30000 to
-# PORT+30010. The node name is addon-PORT@localhost.
+# PORT+30010. The node name is addon-PORT@localhost. INFRA_RABBITMQ_LISTENERS, when set, replaces the
+# AMQP listener line of the node's configuration.
 infra_start_rabbitmq() {
     local dir=$1 port=$2
     local mgmt_port=${3:-${MGMT_PORT:-$((port + 10000))}}
@@ -202,7 +205,7 @@ infra_start_rabbitmq() {
     # An empty env file keeps /etc/rabbitmq/rabbitmq-env.conf out of this node.
     : >"$dir/rabbitmq-env.conf"
     cat >"$dir/rabbitmq.conf" <<EOF
-listeners.tcp.1 = 127.0.0.1:$port
+${INFRA_RABBITMQ_LISTENERS:-listeners.tcp.1 = 127.0.0.1:$port}
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $mgmt_port
 loopback_users.guest = true
@@ -253,6 +256,33 @@ EOF
     export INFRA_RABBITMQ_PORT=$port
     export INFRA_RABBITMQ_MGMT_PORT=$mgmt_port
     infra_log "RabbitMQ node $node ready in $((SECONDS - started)) s"
+}
+
+# Starts a private RabbitMQ node like infra_start_rabbitmq, whose only AMQP listener is TLS on 127.0.0.1:PORT,
+# with the server certificate and CA from CERT_DIR (made by scripts/tls-certs.sh). Clients may present a
+# certificate, which must then be signed by that CA. The INFRA_RABBITMQ_* variables keep describing the
+# plain node that infra_start_rabbitmq started.
+infra_start_rabbitmq_tls() {
+    local dir=$1 port=$2 certs
+    certs=$(cd "$3" && pwd) || return 1
+    local file
+    for file in ca.crt server.crt server.key; do
+        if [[ ! -f $certs/$file ]]; then
+            infra_error "$certs/$file is missing; create the certificates with scripts/tls-certs.sh $certs"
+            return 1
+        fi
+    done
+    # The subshell keeps infra_start_rabbitmq's exports, which describe the plain node, out of this shell.
+    (
+        INFRA_RABBITMQ_LISTENERS="listeners.tcp = none
+listeners.ssl.default = 127.0.0.1:$port
+ssl_options.cacertfile = $certs/ca.crt
+ssl_options.certfile = $certs/server.crt
+ssl_options.keyfile = $certs/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false"
+        infra_start_rabbitmq "$dir" "$port"
+    )
 }
 
 # Stops the RabbitMQ node started from DIR (default: the last one this shell started).

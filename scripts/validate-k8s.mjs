@@ -224,6 +224,9 @@ for (const o of ofKind("Deployment")) {
             if (e.secretRef?.name) requiredSecrets.add(`${ns ? ns + "/" : ""}${e.secretRef.name}`);
         });
     });
+    for (const volume of pod.volumes ?? []) {
+        if (volume.secret?.secretName && !volume.secret.optional) requiredSecrets.add(`${ns ? ns + "/" : ""}${volume.secret.secretName} (files)`);
+    }
 }
 
 const podsMatching = (ns, selector) =>

@@ -31,5 +31,6 @@ public static class ErrorCodes
     public const string RequestExpired = "request_expired";
     public const string Cancelled = "cancelled";
     public const string InvalidKeyFormat = "invalid_key_format";
+    public const string HttpsRequired = "https_required";
     public const string InternalError = "internal_error";
 }

@@ -3,6 +3,7 @@ using AddOnEvents.Contracts;
 using MassTransit;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using RabbitMQ.Client;
 
@@ -33,6 +34,27 @@ public sealed class RabbitMqOptions
     /// <summary>Messages one instance handles at once.</summary>
     [Range(1, 1000)]
     public int ConcurrentMessageLimit { get; set; } = 32;
+
+    /// <summary>Connects over TLS (AMQPS, usually port 5671) and verifies the broker's certificate.</summary>
+    public bool UseTls { get; set; }
+
+    /// <summary>PEM or DER file of the CA that signed the broker's certificate; only it is trusted. Unset: the machine's trust store.</summary>
+    public string? CaCertificatePath { get; set; }
+
+    /// <summary>Host name the broker's certificate must be issued for; defaults to <see cref="Host"/>.</summary>
+    public string? ServerName { get; set; }
+
+    /// <summary>Client certificate sent to the broker: a PKCS#12 file, or a PEM certificate when <see cref="ClientKeyPath"/> is set.</summary>
+    public string? ClientCertificatePath { get; set; }
+
+    /// <summary>Password of the PKCS#12 file in <see cref="ClientCertificatePath"/>.</summary>
+    public string? ClientCertificatePassword { get; set; }
+
+    /// <summary>PEM private key of a PEM client certificate.</summary>
+    public string? ClientKeyPath { get; set; }
+
+    /// <summary>Accepts any broker certificate. Allowed only in the Development environment, where it logs a warning.</summary>
+    public bool AllowInvalidCertificates { get; set; }
 }
 
 public static class BusSetup
@@ -51,6 +73,7 @@ public static class BusSetup
             .Bind(configuration.GetSection(RabbitMqOptions.SectionName))
             .ValidateDataAnnotations()
             .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<RabbitMqOptions>, RabbitMqTlsValidator>();
         services.AddOptions<MassTransitHostOptions>().Configure(options =>
         {
             options.WaitUntilStarted = true;
@@ -70,6 +93,7 @@ public static class BusSetup
                     host.Username(options.Username);
                     host.Password(options.Password);
                     host.PublisherConfirmation = true;
+                    BrokerTls.Configure(host, options, context.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(BusSetup)));
                 });
                 rabbit.PrefetchCount = options.PrefetchCount;
                 rabbit.ConcurrentMessageLimit = options.ConcurrentMessageLimit;

@@ -2,6 +2,8 @@ using System.ComponentModel.DataAnnotations;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using MongoDB.Bson;
 using MongoDB.Bson.Serialization;
@@ -34,9 +36,12 @@ public static class MongoSetup
             .Bind(configuration.GetSection(MongoOptions.SectionName))
             .ValidateDataAnnotations()
             .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<MongoOptions>, MongoTlsValidator>();
         services.AddSingleton<IMongoClient>(sp =>
         {
-            var settings = MongoClientSettings.FromConnectionString(sp.GetRequiredService<IOptions<MongoOptions>>().Value.ConnectionString);
+            var settings = MongoTls.CreateSettings(
+                sp.GetRequiredService<IOptions<MongoOptions>>().Value.ConnectionString,
+                sp.GetService<ILoggerFactory>()?.CreateLogger(typeof(MongoTls)) ?? NullLogger.Instance);
             // Fail an operation within seconds while the database is away, so callers answer 503 instead of hanging.
             settings.ServerSelectionTimeout = TimeSpan.FromSeconds(5);
             settings.ConnectTimeout = TimeSpan.FromSeconds(5);

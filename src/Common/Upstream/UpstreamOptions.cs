@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using AddOnEvents.Common.Net;
 using Betalgo.Ranul.OpenAI;
 using Betalgo.Ranul.OpenAI.Managers;
 using Microsoft.Extensions.Configuration;
@@ -73,6 +74,9 @@ public sealed class UpstreamClientFactory(IHttpMessageHandlerFactory handlers, I
             .ValidateDataAnnotations()
             .Validate(o => o.BaseUrl.IsAbsoluteUri && o.BaseUrl.AbsolutePath.EndsWith('/'),
                 "Upstream:BaseUrl must be an absolute URL that ends with '/', for example https://api.openai.com/.")
+            .Validate(o => !o.BaseUrl.IsAbsoluteUri || o.BaseUrl.Scheme == Uri.UriSchemeHttps || Loopback.IsLoopbackHost(o.BaseUrl.Host),
+                "Upstream:BaseUrl must use https://, because requests carry the app's API key and the prompt; plain http:// is "
+                + "allowed only for a loopback address (localhost, 127.0.0.0/8, ::1) such as a local model server.")
             .ValidateOnStart();
         services.AddHttpClient(HttpClientName)
             .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler

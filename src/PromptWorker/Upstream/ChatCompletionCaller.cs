@@ -1,6 +1,8 @@
+using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using AddOnEvents.Common.Crypto;
+using AddOnEvents.Common.Hosting;
 using AddOnEvents.Common.Upstream;
 using AddOnEvents.Contracts;
 using Betalgo.Ranul.OpenAI.ObjectModels.RequestModels;
@@ -33,10 +35,51 @@ public sealed record ChatOutcome(
 /// Calls the chat completions API once with one app's key and maps every answer, error and exception to a
 /// <see cref="ChatOutcome"/>. Upstream error text never leaves this class, because it can quote the key.
 /// </summary>
-public sealed partial class ChatCompletionCaller(UpstreamClientFactory upstream, TimeProvider clock, ILogger<ChatCompletionCaller> logger)
+public sealed partial class ChatCompletionCaller(
+    UpstreamClientFactory upstream, TimeProvider clock, AddOnEventsMetrics metrics, ILogger<ChatCompletionCaller> logger)
 {
     /// <param name="onText">Receives each piece of a streamed answer as it arrives; null asks for a single answer.</param>
+    public Task<ChatOutcome> CallAsync(ProviderKey key, PromptRequested prompt, Func<string, Task>? onText, CancellationToken cancellationToken) =>
+        CallAsync(key, prompt, attempt: 1, onText, cancellationToken);
+
+    /// <summary>Calls once inside a span of its own, and records the call's duration and outcome.</summary>
+    /// <param name="attempt">Which attempt at this request this call is, from 1; it goes on the span.</param>
+    /// <param name="onText">Receives each piece of a streamed answer as it arrives; null asks for a single answer.</param>
     public async Task<ChatOutcome> CallAsync(
+        ProviderKey key, PromptRequested prompt, int attempt, Func<string, Task>? onText, CancellationToken cancellationToken)
+    {
+        // Ids, the model and codes only: the prompt, the answer and the key stay out of the span.
+        using var activity = Telemetry.ActivitySource.StartActivity("upstream chat");
+        activity?.SetTag("app_id", prompt.AppId);
+        activity?.SetTag("request_id", prompt.RequestId);
+        activity?.SetTag("model", string.IsNullOrEmpty(prompt.Model) ? upstream.Options.DefaultModel : prompt.Model);
+        activity?.SetTag("attempt", attempt);
+        activity?.SetTag("stream", onText is not null);
+        long started = clock.GetTimestamp();
+        string outcome = ErrorCodes.InternalError;
+        try
+        {
+            var result = await CallOnceAsync(key, prompt, onText, cancellationToken);
+            outcome = result.ErrorCode ?? AddOnEventsMetrics.Completed;
+            return result;
+        }
+        catch (OperationCanceledException)
+        {
+            outcome = ErrorCodes.Cancelled;
+            throw;
+        }
+        finally
+        {
+            metrics.UpstreamCalled(outcome, onText is not null, clock.GetElapsedTime(started));
+            activity?.SetTag("outcome", outcome);
+            if (outcome != AddOnEventsMetrics.Completed)
+            {
+                activity?.SetStatus(ActivityStatusCode.Error, outcome);
+            }
+        }
+    }
+
+    private async Task<ChatOutcome> CallOnceAsync(
         ProviderKey key, PromptRequested prompt, Func<string, Task>? onText, CancellationToken cancellationToken)
     {
         bool streaming = onText is not null;

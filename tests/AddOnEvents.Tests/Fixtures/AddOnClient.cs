@@ -57,6 +57,11 @@ public sealed class AddOnClient : IAsyncDisposable
                 if (capture is not null)
                 {
                     options.HttpMessageHandlerFactory = inner => capture.CreateHandler(inner);
+                    if (capture.ServerCertificateValidation is { } validate)
+                    {
+                        // The WebSocket has a TLS connection of its own, outside the HTTP handler.
+                        options.WebSocketConfiguration = socket => socket.RemoteCertificateValidationCallback = validate;
+                    }
                 }
             })
             .Build();

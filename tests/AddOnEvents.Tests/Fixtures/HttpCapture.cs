@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Net.Security;
 
 namespace AddOnEvents.Tests.Fixtures;
 
@@ -9,7 +10,27 @@ public sealed class HttpCapture
 
     public IReadOnlyCollection<string> Responses => _responses;
 
-    public DelegatingHandler CreateHandler(HttpMessageHandler inner) => new CapturingHandler(this) { InnerHandler = inner };
+    /// <summary>Check of server certificates for the clients' handlers, such as trust in a throwaway test CA; null for the default.</summary>
+    public RemoteCertificateValidationCallback? ServerCertificateValidation { get; set; }
+
+    public DelegatingHandler CreateHandler(HttpMessageHandler inner)
+    {
+        if (ServerCertificateValidation is { } validate)
+        {
+            switch (inner)
+            {
+                case SocketsHttpHandler sockets:
+                    sockets.SslOptions.RemoteCertificateValidationCallback = validate;
+                    break;
+                case HttpClientHandler client:
+                    client.ServerCertificateCustomValidationCallback = (request, certificate, chain, errors) =>
+                        validate(request, certificate, chain, errors);
+                    break;
+            }
+        }
+
+        return new CapturingHandler(this) { InnerHandler = inner };
+    }
 
     private sealed class CapturingHandler(HttpCapture capture) : DelegatingHandler
     {

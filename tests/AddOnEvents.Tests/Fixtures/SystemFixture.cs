@@ -128,7 +128,7 @@ public class SystemFixture : IAsyncLifetime
         await app.DisposeAsync();
     }
 
-    public Dictionary<string, string?> CommonSettings() => new()
+    public virtual Dictionary<string, string?> CommonSettings() => new()
     {
         ["RabbitMq:Host"] = "127.0.0.1",
         ["RabbitMq:Port"] = TestEnvironment.RabbitMqPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
@@ -158,6 +158,8 @@ public class SystemFixture : IAsyncLifetime
 
     public virtual Dictionary<string, string?> IngressSettings() => new(CommonSettings())
     {
+        // The suite talks plain HTTP to Ingress; TlsFixture serves HTTPS and turns this back on.
+        ["Ingress:RequireHttps"] = "false",
         ["Sealing:KeyId"] = Secrets.SealingKeyId,
         ["Sealing:PublicKey"] = Secrets.SealingPublicKey,
         ["Auth:AdminToken"] = Secrets.AdminToken,

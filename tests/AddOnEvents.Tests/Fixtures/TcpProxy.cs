@@ -1,24 +1,40 @@
 using System.Collections.Concurrent;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
 
 namespace AddOnEvents.Tests.Fixtures;
 
 /// <summary>
 /// A loopback TCP proxy that a test can cut and restore, to take a server away from the services without
-/// losing its data. While cut, it refuses new connections and has closed every open one.
+/// losing its data. While cut, it refuses new connections and has closed every open one. Given a TLS server
+/// certificate, it terminates TLS in front of a server that has none, and requires a client certificate.
 /// </summary>
 public sealed class TcpProxy : IAsyncDisposable
 {
     private readonly IPEndPoint _target;
+    private readonly SslServerAuthenticationOptions? _tls;
+    private readonly ConcurrentQueue<string> _clientCertificates = new();
     private readonly ConcurrentDictionary<TcpClient, byte> _connections = new();
     private readonly CancellationTokenSource _stop = new();
     private TcpListener? _listener;
     private Task _acceptLoop = Task.CompletedTask;
 
-    public TcpProxy(IPEndPoint target)
+    public TcpProxy(IPEndPoint target, X509Certificate2? tlsCertificate = null)
     {
         _target = target;
+        if (tlsCertificate is not null)
+        {
+            _tls = new SslServerAuthenticationOptions
+            {
+                ServerCertificate = tlsCertificate,
+                ClientCertificateRequired = true,
+                // Any client certificate will do: the proxy records who connected, and the tests check the subjects.
+                RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null,
+            };
+        }
+
         var probe = new TcpListener(IPAddress.Loopback, 0);
         probe.Start();
         Port = ((IPEndPoint)probe.LocalEndpoint).Port;
@@ -28,6 +44,9 @@ public sealed class TcpProxy : IAsyncDisposable
     public int Port { get; }
 
     public bool IsCut => _listener is null;
+
+    /// <summary>Subjects of the client certificates of the TLS connections accepted so far.</summary>
+    public IReadOnlyCollection<string> ClientCertificates => _clientCertificates;
 
     public void Restore()
     {
@@ -90,13 +109,23 @@ public sealed class TcpProxy : IAsyncDisposable
         try
         {
             await outbound.ConnectAsync(_target);
-            var a = inbound.GetStream().CopyToAsync(outbound.GetStream(), _stop.Token);
-            var b = outbound.GetStream().CopyToAsync(inbound.GetStream(), _stop.Token);
+            Stream client = inbound.GetStream();
+            if (_tls is not null)
+            {
+                var tls = new SslStream(client);
+                client = tls;
+                await tls.AuthenticateAsServerAsync(_tls, _stop.Token);
+                _clientCertificates.Enqueue(tls.RemoteCertificate!.Subject);
+            }
+
+            var a = client.CopyToAsync(outbound.GetStream(), _stop.Token);
+            var b = outbound.GetStream().CopyToAsync(client, _stop.Token);
             await Task.WhenAny(a, b);
         }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or OperationCanceledException
+            or System.Security.Authentication.AuthenticationException)
         {
-            // A cut or a closed peer ends the pipe; both sides are closed below.
+            // A cut, a closed peer or a failed TLS handshake ends the pipe; both sides are closed below.
         }
         finally
         {

@@ -1,9 +1,10 @@
 // Helpers shared by the developer console and the add-on demo page.
 
-// sessionStorage, not localStorage, so the app secret is dropped when the tab closes.
+// sessionStorage, not localStorage, so the app secret is dropped when the tab closes. Only the developer
+// console stores credentials; the add-on demo page never sees an app secret.
 const CREDENTIALS_STORAGE_KEY = "addonevents.appCredentials";
 
-/** Returns the stored {appId, appSecret, userId}, or null when nothing usable is stored. */
+/** Returns the stored {appId, appSecret}, or null when nothing usable is stored. */
 export function loadCredentials() {
   let stored;
   try {
@@ -14,17 +15,11 @@ export function loadCredentials() {
   if (!stored || typeof stored.appId !== "string" || typeof stored.appSecret !== "string") {
     return null;
   }
-  return {
-    appId: stored.appId,
-    appSecret: stored.appSecret,
-    userId: typeof stored.userId === "string" ? stored.userId : "",
-  };
+  return { appId: stored.appId, appSecret: stored.appSecret };
 }
 
-/** Merges the given fields into the stored credentials. */
-export function saveCredentials(fields) {
-  const current = loadCredentials() ?? { appId: "", appSecret: "", userId: "" };
-  sessionStorage.setItem(CREDENTIALS_STORAGE_KEY, JSON.stringify({ ...current, ...fields }));
+export function saveCredentials({ appId, appSecret }) {
+  sessionStorage.setItem(CREDENTIALS_STORAGE_KEY, JSON.stringify({ appId, appSecret }));
 }
 
 export function clearCredentials() {
@@ -96,6 +91,9 @@ export async function requestJson(method, url, { authorization, body } = {}) {
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
+      // The Authorization header above is sent all the same. Without credentials, a 401 with
+      // "WWW-Authenticate: Basic" comes back to the page instead of opening the browser's own sign-in dialog.
+      credentials: "omit",
     });
   } catch {
     throw new ApiError(
@@ -188,4 +186,34 @@ export function formatTimestamp(value, fallback = "—") {
     return fallback;
   }
   return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+}
+
+/** Formats the time of day of a Date in the reader's locale, with seconds. */
+export function formatTime(date) {
+  return date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+const RELATIVE_UNITS = [
+  ["day", 86_400],
+  ["hour", 3_600],
+  ["minute", 60],
+];
+
+/** Says how long ago an ISO 8601 timestamp was ("just now", "5 minutes ago"), or returns fallback. */
+export function formatRelative(value, fallback = "—", now = Date.now()) {
+  const time = value ? Date.parse(value) : Number.NaN;
+  if (Number.isNaN(time)) {
+    return fallback;
+  }
+  const seconds = Math.round((now - time) / 1000);
+  if (seconds < 45) {
+    return "just now";
+  }
+  const format = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+  for (const [unit, size] of RELATIVE_UNITS) {
+    if (seconds >= size) {
+      return format.format(-Math.floor(seconds / size), unit);
+    }
+  }
+  return format.format(-Math.max(1, Math.round(seconds / 60)), "minute");
 }

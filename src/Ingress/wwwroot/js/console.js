@@ -1,9 +1,10 @@
-// Developer console: signs in with an app id and secret, then stores, deletes and
-// shows the app's OpenAI key through /api/apps/{appId}/openai-key.
+// Developer console: signs in with an app id and secret, then saves, replaces and deletes the app's OpenAI key
+// through /api/apps/{appId}/openai-key and keeps its status up to date by polling.
 import {
   basicAuthorization,
   clearCredentials,
   clearFieldError,
+  formatRelative,
   formatTimestamp,
   loadCredentials,
   requestJson,
@@ -11,73 +12,90 @@ import {
   showFieldError,
 } from "./common.js";
 
-const POLL_INTERVAL_MS = 1000;
-const POLL_TIMEOUT_MS = 60_000;
+// The status is read every second while a key is being checked, and every few seconds otherwise, so a key
+// that OpenAI starts rejecting later shows up without a reload.
+const PENDING_POLL_MS = 1000;
+const IDLE_POLL_MS = 10_000;
+const ERROR_POLL_MS = 5000;
 
 const STATE_LABELS = {
-  pending: "Pending",
+  pending: "Checking",
   active: "Active",
   invalid: "Invalid",
   unverified: "Unverified",
 };
 
 const STATE_DESCRIPTIONS = {
-  pending: "The key service has not checked this key yet.",
-  active: "OpenAI accepted this key. Prompts use it.",
-  invalid: "OpenAI rejected this key. Prompts fail until you save a valid key.",
-  unverified: "The key is stored, but OpenAI could not be reached to check it. Prompts still use it.",
+  pending: "The key is being checked with OpenAI. This takes a few seconds.",
+  active: "OpenAI accepted this key. The add-on answers with it.",
+  invalid: "OpenAI rejected this key. The add-on cannot answer until you save a valid key.",
+  unverified: "The key is saved, but OpenAI could not be asked about it yet. The add-on uses it meanwhile.",
 };
 
 const REASON_DESCRIPTIONS = {
-  key_invalid: "OpenAI rejected the key as invalid or revoked.",
-  upstream_auth_failed: "Authentication with OpenAI failed when the key was checked.",
-  upstream_unavailable: "OpenAI could not be reached while checking the key.",
-  upstream_timeout: "OpenAI did not answer in time while checking the key.",
-  upstream_rate_limited: "OpenAI rate-limited the check of the key.",
-  upstream_invalid_response: "OpenAI returned a response that could not be read while checking the key.",
+  key_invalid: "OpenAI says the key is wrong or has been revoked.",
+  upstream_auth_failed: "OpenAI refused the key: it is wrong, revoked, or lacks access. Check it in your OpenAI account.",
+  upstream_unavailable: "OpenAI could not be reached during the check. The check is repeated later.",
+  upstream_timeout: "OpenAI did not answer in time during the check. The check is repeated later.",
+  upstream_rate_limited: "OpenAI limited the rate of requests during the check. The check is repeated later.",
+  upstream_invalid_response: "OpenAI's answer to the check could not be read.",
   upstream_bad_request: "OpenAI rejected the check request.",
-  key_unreadable: "The stored key could not be decrypted. Save the key again.",
-  internal_error: "The key service failed while handling the key.",
+  key_unreadable: "The saved key could not be decrypted. Save the key again.",
+  internal_error: "The key check failed inside AddOnEvents. Save the key again, or try later.",
 };
 
 const elements = {
+  signInCard: document.getElementById("sign-in-card"),
   signInForm: document.getElementById("sign-in-form"),
   appId: document.getElementById("app-id"),
   appSecret: document.getElementById("app-secret"),
   signInError: document.getElementById("sign-in-error"),
   signInButton: document.getElementById("sign-in-button"),
   signOutButton: document.getElementById("sign-out-button"),
-  signedIn: document.getElementById("signed-in"),
+  appArea: document.getElementById("app-area"),
   signedInApp: document.getElementById("signed-in-app"),
-  keySections: document.getElementById("key-sections"),
+  keyHeading: document.getElementById("key-heading"),
   keyForm: document.getElementById("key-form"),
   apiKey: document.getElementById("api-key"),
+  apiKeyLabel: document.getElementById("api-key-label"),
   apiKeyError: document.getElementById("api-key-error"),
   saveKeyButton: document.getElementById("save-key-button"),
   deleteKeyButton: document.getElementById("delete-key-button"),
+  deleteConfirm: document.getElementById("delete-confirm"),
+  deleteConfirmButton: document.getElementById("delete-confirm-button"),
+  deleteCancelButton: document.getElementById("delete-cancel-button"),
   deleteKeyError: document.getElementById("delete-key-error"),
   refreshButton: document.getElementById("refresh-button"),
   statusEmpty: document.getElementById("status-empty"),
   statusDetails: document.getElementById("status-details"),
   statusState: document.getElementById("status-state"),
   statusStateDescription: document.getElementById("status-state-description"),
+  statusReason: document.getElementById("status-reason"),
   statusHint: document.getElementById("status-hint"),
   statusVersion: document.getElementById("status-version"),
-  statusReason: document.getElementById("status-reason"),
   statusCheckedAt: document.getElementById("status-checked-at"),
-  statusUpdatedAt: document.getElementById("status-updated-at"),
   statusProgress: document.getElementById("status-progress"),
+  statusProgressText: document.getElementById("status-progress-text"),
   statusError: document.getElementById("status-error"),
+  announcer: document.getElementById("announcer"),
 };
 
 /** The signed-in app, or null. Set only after the server accepted the credentials. */
 let session = null;
-
-// Incremented to cancel a running poll loop: on sign-out, a new save, a delete or a refresh.
-let pollGeneration = 0;
+/** The last status shown: undefined before the first read, null when the app has no key. */
+let shownStatus;
+/** The version saved last on this page; an older version in a status predates the save. */
+let savedVersion = null;
+let pollTimer = null;
+// Incremented whenever a newer read supersedes the running one: sign-out, save, delete, Check now.
+let readGeneration = 0;
 
 function keyUrl(appId) {
   return `/api/apps/${encodeURIComponent(appId)}/openai-key`;
+}
+
+function authorization() {
+  return basicAuthorization(session.appId, session.appSecret);
 }
 
 /** Fetches the key status, or returns null when the app has no key (404 no_key_configured). */
@@ -96,282 +114,302 @@ async function fetchKeyStatus(credentials) {
 }
 
 function isCredentialError(error) {
-  return error.code === "unauthorized" || error.code === "forbidden" || error.status === 401 || error.status === 403;
+  return error.status === 401 || error.status === 403;
+}
+
+let announceTimer = null;
+
+function announce(text) {
+  elements.announcer.textContent = "";
+  clearTimeout(announceTimer);
+  announceTimer = setTimeout(() => {
+    elements.announcer.textContent = text;
+  }, 100);
 }
 
 /**
- * Shows an error next to the field that caused it. Rejected credentials (the secret may have been
- * rotated since sign-in) sign the developer out and show the error on the sign-in form.
+ * Shows an error next to the field that caused it. Rejected credentials (the secret may have been rotated
+ * since sign-in) sign the developer out and show the error on the sign-in form.
  */
 function showError(error, errorElement, inputs = []) {
   if (isCredentialError(error)) {
     signOut();
-    showFieldError(elements.signInError, [elements.appId, elements.appSecret], error.message, error.displayCode);
+    showFieldError(
+      elements.signInError,
+      [elements.appId, elements.appSecret],
+      "The app id or app secret is no longer accepted. Sign in again.",
+      error.displayCode,
+    );
     elements.appSecret.focus();
     return;
   }
   showFieldError(errorElement, inputs, error.message, error.displayCode);
 }
 
-function clearAllErrors() {
-  clearFieldError(elements.signInError, [elements.appId, elements.appSecret]);
+function clearKeyErrors() {
   clearFieldError(elements.apiKeyError, [elements.apiKey]);
   clearFieldError(elements.deleteKeyError);
   clearFieldError(elements.statusError);
 }
 
 function setBusy(isBusy) {
-  for (const button of [elements.saveKeyButton, elements.deleteKeyButton, elements.refreshButton]) {
+  for (const button of [elements.saveKeyButton, elements.deleteKeyButton, elements.deleteConfirmButton, elements.refreshButton]) {
     button.disabled = isBusy;
   }
 }
 
 function showSignedIn(isSignedIn) {
-  elements.signInForm.hidden = isSignedIn;
-  elements.signedIn.hidden = !isSignedIn;
-  elements.keySections.hidden = !isSignedIn;
+  elements.signInCard.hidden = isSignedIn;
+  elements.appArea.hidden = !isSignedIn;
   elements.signedInApp.textContent = isSignedIn ? session.appId : "";
 }
 
-function setProgress(text) {
-  elements.statusProgress.textContent = text ?? "";
-  elements.statusProgress.hidden = !text;
+function isPending(status) {
+  return (
+    status !== null &&
+    status !== undefined &&
+    (status.state === "pending" ||
+      (typeof savedVersion === "number" && typeof status.version === "number" && status.version < savedVersion))
+  );
 }
 
 function renderStatus(status) {
-  if (status === null) {
-    elements.statusEmpty.hidden = false;
-    elements.statusDetails.hidden = true;
-    return;
+  const previous = shownStatus;
+  shownStatus = status;
+  const hasKey = status !== null;
+  elements.statusEmpty.hidden = hasKey;
+  elements.statusDetails.hidden = !hasKey;
+  elements.deleteKeyButton.hidden = !hasKey;
+  elements.apiKeyLabel.textContent = hasKey ? "Replace the key" : "Save a key";
+  elements.saveKeyButton.textContent = hasKey ? "Replace key" : "Save key";
+  if (!hasKey) {
+    hideDeleteConfirm();
   }
-  elements.statusEmpty.hidden = true;
-  elements.statusDetails.hidden = false;
 
-  const state = typeof status.state === "string" ? status.state : "unknown";
-  elements.statusState.className = `badge badge-${STATE_LABELS[state] ? state : "unknown"}`;
-  elements.statusState.textContent = STATE_LABELS[state] ?? state;
-  elements.statusStateDescription.textContent = STATE_DESCRIPTIONS[state] ?? "";
+  const pending = isPending(status);
+  elements.statusProgress.hidden = !pending;
+  elements.statusProgressText.textContent = pending ? "Checking the key with OpenAI…" : "";
 
-  elements.statusHint.textContent = status.hint || "—";
-  elements.statusVersion.textContent = formatVersion(status);
-  renderReason(status.reasonCode);
-  elements.statusCheckedAt.textContent = formatTimestamp(status.checkedAt, "Not checked yet");
-  elements.statusUpdatedAt.textContent = formatTimestamp(status.updatedAt);
+  if (hasKey) {
+    // While a newer key is being checked, an older status still says how the previous key did.
+    const state = pending ? "pending" : typeof status.state === "string" ? status.state : "unknown";
+    elements.statusState.className = `badge badge-lg badge-${STATE_LABELS[state] ? state : "unknown"}`;
+    elements.statusState.textContent = STATE_LABELS[state] ?? state;
+    elements.statusStateDescription.textContent = STATE_DESCRIPTIONS[state] ?? "";
+    elements.statusHint.textContent = status.hint || "—";
+    elements.statusVersion.textContent = formatVersion(status);
+    renderReason(pending ? null : status.reasonCode);
+    renderCheckedAt(status.checkedAt);
+  }
+
+  const before = describeForAnnouncement(previous);
+  const after = describeForAnnouncement(status);
+  if (previous !== undefined && before !== after) {
+    announce(after);
+  }
 }
 
-// activeVersion is the version whose key prompts use. It trails the latest version while a new key is
-// pending, and is missing when no usable key is stored, for example after the latest key was rejected.
+function describeForAnnouncement(status) {
+  if (status === undefined) return "";
+  if (status === null) return "No key is saved for this app.";
+  const state = isPending(status) ? "pending" : status.state;
+  const reason = !isPending(status) && status.reasonCode ? ` ${REASON_DESCRIPTIONS[status.reasonCode] ?? ""}` : "";
+  return `Key status: ${STATE_LABELS[state] ?? state}. ${STATE_DESCRIPTIONS[state] ?? ""}${reason}`;
+}
+
+function renderCheckedAt(checkedAt) {
+  elements.statusCheckedAt.textContent = checkedAt
+    ? `${formatRelative(checkedAt)} (${formatTimestamp(checkedAt)})`
+    : "Not checked yet";
+}
+
+// activeVersion is the version whose key answers prompts. It trails the latest version while a new key is being
+// checked, and is missing when no usable key is stored, for example after the latest key was rejected.
 function formatVersion(status) {
-  if (status.version === undefined || status.version === null) {
+  if (typeof status.version !== "number") {
     return "—";
   }
   const activeVersion = status.activeVersion;
   if (typeof activeVersion === "number" && activeVersion !== status.version) {
-    return `${status.version} (prompts use version ${activeVersion})`;
+    return `${status.version} (the add-on still uses version ${activeVersion})`;
   }
   return String(status.version);
 }
 
 function renderReason(reasonCode) {
   elements.statusReason.replaceChildren();
+  elements.statusReason.hidden = !reasonCode;
   if (!reasonCode) {
-    elements.statusReason.textContent = "—";
     return;
   }
   const codeElement = document.createElement("code");
   codeElement.className = "error-code";
   codeElement.textContent = reasonCode;
-  const words = REASON_DESCRIPTIONS[reasonCode] ?? "The key service reported this code.";
+  const words = REASON_DESCRIPTIONS[reasonCode] ?? "The key service reported a problem with this key.";
   elements.statusReason.append(words, " ", codeElement);
 }
 
-/** Checks the credentials by fetching the key status. Set moveFocus for a sign-in that the developer started. */
+// --- Polling ---
+
+function schedulePoll(afterMs) {
+  clearTimeout(pollTimer);
+  if (!session) return;
+  pollTimer = setTimeout(pollNow, afterMs);
+}
+
+/** Reads the status once and schedules the next read; a newer read or a sign-out discards this one. */
+async function pollNow() {
+  clearTimeout(pollTimer);
+  if (!session) return;
+  const generation = ++readGeneration;
+  const credentials = session;
+  let status;
+  try {
+    status = await fetchKeyStatus(credentials);
+  } catch (error) {
+    if (generation !== readGeneration || session !== credentials) return;
+    showError(error, elements.statusError);
+    schedulePoll(ERROR_POLL_MS);
+    return;
+  }
+  if (generation !== readGeneration || session !== credentials) return;
+  clearFieldError(elements.statusError);
+  renderStatus(status);
+  schedulePoll(isPending(status) ? PENDING_POLL_MS : IDLE_POLL_MS);
+}
+
+// --- Actions ---
+
+/** Checks the credentials by reading the key status. Set moveFocus for a sign-in the developer started. */
 async function signIn(credentials, { moveFocus = false } = {}) {
-  clearAllErrors();
-  pollGeneration++;
+  clearFieldError(elements.signInError, [elements.appId, elements.appSecret]);
   elements.signInButton.disabled = true;
+  const generation = ++readGeneration;
   try {
     const status = await fetchKeyStatus(credentials);
+    if (generation !== readGeneration) return;
     session = credentials;
     saveCredentials(credentials);
+    shownStatus = undefined;
+    savedVersion = null;
     showSignedIn(true);
-    setProgress(null);
     renderStatus(status);
-    if (status?.state === "pending") {
-      pollWhilePending(status.version);
-    }
+    schedulePoll(isPending(status) ? PENDING_POLL_MS : IDLE_POLL_MS);
     // The sign-in form is now hidden, so focus would otherwise fall back to the page.
     if (moveFocus) {
-      document.getElementById("status-heading").focus();
+      elements.keyHeading.focus();
     }
   } catch (error) {
-    pollGeneration++;
     session = null;
     showSignedIn(false);
-    // Drop credentials that the server rejected, so a reload does not retry them.
+    // Credentials the server rejected are dropped, so a reload does not retry them.
     if (isCredentialError(error)) {
       clearCredentials();
+      showFieldError(
+        elements.signInError,
+        [elements.appId, elements.appSecret],
+        "That app id and app secret do not match. Check both and try again.",
+        error.displayCode,
+      );
+      elements.appSecret.focus();
+    } else {
+      showFieldError(elements.signInError, [], error.message, error.displayCode);
     }
-    // Mark the fields only when the server rejected them, not when it could not be reached.
-    const inputs = isCredentialError(error) ? [elements.appId, elements.appSecret] : [];
-    showFieldError(elements.signInError, inputs, error.message, error.displayCode);
   } finally {
     elements.signInButton.disabled = false;
   }
 }
 
 function signOut() {
-  pollGeneration++;
+  readGeneration++;
+  clearTimeout(pollTimer);
   session = null;
+  shownStatus = undefined;
+  savedVersion = null;
   clearCredentials();
   elements.appSecret.value = "";
   elements.apiKey.value = "";
-  clearAllErrors();
-  setProgress(null);
+  clearKeyErrors();
+  hideDeleteConfirm();
   showSignedIn(false);
 }
 
 async function saveKey() {
-  clearAllErrors();
+  clearKeyErrors();
+  hideDeleteConfirm();
   const apiKey = elements.apiKey.value.trim();
   if (apiKey === "") {
-    showFieldError(elements.apiKeyError, [elements.apiKey], "Enter an OpenAI API key before saving.");
+    showFieldError(elements.apiKeyError, [elements.apiKey], "Paste your OpenAI API key first.");
     elements.apiKey.focus();
     return;
   }
 
-  pollGeneration++;
+  readGeneration++;
+  clearTimeout(pollTimer);
   setBusy(true);
   try {
-    const { data } = await requestJson("PUT", keyUrl(session.appId), {
-      authorization: basicAuthorization(session.appId, session.appSecret),
-      body: { apiKey },
-    });
+    const { data } = await requestJson("PUT", keyUrl(session.appId), { authorization: authorization(), body: { apiKey } });
+    // The key leaves the page as soon as the server has it; only its hint comes back.
     elements.apiKey.value = "";
-    renderStatus(data);
-    if (data?.state === "pending") {
-      pollWhilePending(data.version);
-    } else {
-      setProgress(null);
-    }
+    savedVersion = typeof data?.version === "number" ? data.version : null;
+    renderStatus({ ...(shownStatus ?? {}), ...data, reasonCode: null, checkedAt: shownStatus?.checkedAt ?? null });
+    announce("Key saved. Checking it with OpenAI…");
+    schedulePoll(PENDING_POLL_MS);
   } catch (error) {
     showError(error, elements.apiKeyError, [elements.apiKey]);
+    if (session) {
+      elements.apiKey.focus();
+      schedulePoll(IDLE_POLL_MS);
+    }
   } finally {
     setBusy(false);
   }
 }
 
-async function deleteKey() {
-  clearAllErrors();
-  const confirmed = window.confirm(
-    `Delete the OpenAI key of app ${session.appId}? Prompts fail with no_key_configured until a new key is saved.`,
-  );
-  if (!confirmed) {
-    return;
-  }
+function showDeleteConfirm() {
+  clearKeyErrors();
+  elements.deleteConfirm.hidden = false;
+  elements.deleteKeyButton.setAttribute("aria-expanded", "true");
+  elements.deleteCancelButton.focus();
+}
 
-  pollGeneration++;
-  setProgress(null);
+function hideDeleteConfirm({ restoreFocus = false } = {}) {
+  elements.deleteConfirm.hidden = true;
+  elements.deleteKeyButton.setAttribute("aria-expanded", "false");
+  if (restoreFocus) {
+    elements.deleteKeyButton.focus();
+  }
+}
+
+async function deleteKey() {
+  clearKeyErrors();
+  readGeneration++;
+  clearTimeout(pollTimer);
   setBusy(true);
   try {
-    await requestJson("DELETE", keyUrl(session.appId), {
-      authorization: basicAuthorization(session.appId, session.appSecret),
-    });
+    await requestJson("DELETE", keyUrl(session.appId), { authorization: authorization() });
   } catch (error) {
     // A key that is already gone is the outcome the developer asked for.
     if (!(error.status === 404 && error.code === "no_key_configured")) {
       showError(error, elements.deleteKeyError);
       setBusy(false);
+      if (session) schedulePoll(IDLE_POLL_MS);
       return;
     }
   }
   setBusy(false);
-  await refreshStatus();
+  hideDeleteConfirm();
+  savedVersion = null;
+  renderStatus(null);
+  elements.apiKey.focus();
+  schedulePoll(IDLE_POLL_MS);
 }
 
-async function refreshStatus() {
-  clearFieldError(elements.statusError);
-  pollGeneration++;
-  setBusy(true);
-  try {
-    const status = await fetchKeyStatus(session);
-    renderStatus(status);
-    if (status?.state === "pending") {
-      pollWhilePending(status.version);
-    } else {
-      setProgress(null);
-    }
-  } catch (error) {
-    showError(error, elements.statusError);
-  } finally {
-    setBusy(false);
-  }
-}
-
-/**
- * Polls the key status every second until it leaves the pending state or POLL_TIMEOUT_MS passes.
- * A status with a version older than savedVersion also counts as pending, because it predates the save.
- */
-async function pollWhilePending(savedVersion) {
-  const generation = ++pollGeneration;
-  const startedAt = Date.now();
-  setProgress("Checking the key with OpenAI…");
-
-  while (generation === pollGeneration) {
-    await delay(POLL_INTERVAL_MS);
-    if (generation !== pollGeneration) {
-      return;
-    }
-
-    let status;
-    try {
-      status = await fetchKeyStatus(session);
-    } catch (error) {
-      if (generation !== pollGeneration) {
-        return;
-      }
-      showError(error, elements.statusError);
-      if (isCredentialError(error)) {
-        setProgress(null);
-        return;
-      }
-      // Other failures may be brief (a restart or a dropped connection), so keep polling until the deadline.
-      status = undefined;
-    }
-    if (generation !== pollGeneration) {
-      return;
-    }
-
-    if (status !== undefined) {
-      clearFieldError(elements.statusError);
-      renderStatus(status);
-      const isPending = status !== null && (status.state === "pending" || isOlderVersion(status.version, savedVersion));
-      if (!isPending) {
-        setProgress(null);
-        return;
-      }
-    }
-
-    const elapsedSeconds = Math.round((Date.now() - startedAt) / 1000);
-    if (Date.now() - startedAt >= POLL_TIMEOUT_MS) {
-      setProgress(`The key was still pending after ${elapsedSeconds} seconds. Select Refresh to check again.`);
-      return;
-    }
-    setProgress(`Checking the key with OpenAI… (${elapsedSeconds} s)`);
-  }
-}
-
-function isOlderVersion(version, savedVersion) {
-  return typeof version === "number" && typeof savedVersion === "number" && version < savedVersion;
-}
-
-function delay(milliseconds) {
-  return new Promise((resolve) => setTimeout(resolve, milliseconds));
-}
+// --- Wiring ---
 
 elements.signInForm.addEventListener("submit", (event) => {
   event.preventDefault();
-  clearAllErrors();
+  clearFieldError(elements.signInError, [elements.appId, elements.appSecret]);
   const appId = elements.appId.value.trim();
   const appSecret = elements.appSecret.value;
   if (appId === "" || appSecret === "") {
@@ -395,12 +433,30 @@ elements.keyForm.addEventListener("submit", (event) => {
   saveKey();
 });
 
-elements.deleteKeyButton.addEventListener("click", deleteKey);
-elements.refreshButton.addEventListener("click", refreshStatus);
+elements.deleteKeyButton.addEventListener("click", showDeleteConfirm);
+elements.deleteCancelButton.addEventListener("click", () => hideDeleteConfirm({ restoreFocus: true }));
+elements.deleteConfirmButton.addEventListener("click", deleteKey);
+elements.deleteConfirm.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") {
+    event.preventDefault();
+    hideDeleteConfirm({ restoreFocus: true });
+  }
+});
+elements.refreshButton.addEventListener("click", () => {
+  clearFieldError(elements.statusError);
+  pollNow();
+});
+
+// A tab that comes back to the front reads the status at once instead of waiting for the next poll.
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && session) {
+    pollNow();
+  }
+});
 
 const stored = loadCredentials();
 if (stored && stored.appId !== "" && stored.appSecret !== "") {
   elements.appId.value = stored.appId;
   elements.appSecret.value = stored.appSecret;
-  signIn({ appId: stored.appId, appSecret: stored.appSecret });
+  signIn(stored);
 }

@@ -1,0 +1,74 @@
+using AddOnEvents.Ingress.Apps;
+using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Options;
+using Microsoft.Extensions.Options;
+
+namespace AddOnEvents.Ingress.Endpoints;
+
+public sealed record DemoTokenInput(string? UserId);
+
+/// <summary>
+/// The backend of the demo host page (addon.html): it holds the demo app's credentials, as a real host's backend
+/// does, and gives the page an end-user token, so the page itself never sees an app secret. Mapped only when
+/// <c>Demo:AppId</c> and <c>Demo:AppSecret</c> are set (run.sh sets them for the app it creates).
+/// </summary>
+/// <remarks>
+/// NOTE: a real host issues tokens only to users who signed in to the host. The demo has no sign-in of its own, so
+/// anyone who reaches this route gets a token for any user id of the demo app; never set Demo:* on a shared server.
+/// </remarks>
+public static class DemoHostEndpoints
+{
+    public const string Path = "/demo/token";
+    public const string AppIdSetting = "Demo:AppId";
+    public const string AppSecretSetting = "Demo:AppSecret";
+
+    public static IEndpointRouteBuilder MapDemoHostEndpoints(this IEndpointRouteBuilder endpoints, IConfiguration configuration)
+    {
+        string? appId = configuration[AppIdSetting];
+        string? appSecret = configuration[AppSecretSetting];
+        if (string.IsNullOrWhiteSpace(appId) || string.IsNullOrWhiteSpace(appSecret))
+        {
+            return endpoints;
+        }
+
+        var demoApp = new DemoApp(appId.Trim(), appSecret.Trim());
+        endpoints.MapPost(Path, (HttpContext http, AppStore apps, UserTokens tokens, IOptions<AuthOptions> options) =>
+            IssueTokenAsync(demoApp, http, apps, tokens, options.Value));
+        return endpoints;
+    }
+
+    private static async Task<IResult> IssueTokenAsync(DemoApp demoApp, HttpContext http, AppStore apps, UserTokens tokens, AuthOptions options)
+    {
+        var (input, error) = await JsonBody.ReadAsync<DemoTokenInput>(http.Request);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        string userId = input!.UserId ?? "";
+        if (userId.Length is 0 or > 128 || userId.Any(char.IsControl) || userId != userId.Trim())
+        {
+            return ApiErrors.BadRequest("userId must be 1 to 128 characters, without control characters or surrounding spaces.");
+        }
+
+        // The same check the host API makes on the app's credentials, so a stale Demo:AppSecret shows up here.
+        if (!await apps.VerifyAsync(demoApp.AppId, demoApp.AppSecret, http.RequestAborted))
+        {
+            return ApiErrors.Result(StatusCodes.Status503ServiceUnavailable, Contracts.ErrorCodes.ServiceUnavailable,
+                "The demo host's app credentials (Demo:AppId, Demo:AppSecret) are not accepted. Restart run.sh to create a new demo app.");
+        }
+
+        var lifetime = TimeSpan.FromSeconds(options.DefaultTokenLifetimeSeconds);
+        var (token, expiresAt) = tokens.Issue(demoApp.AppId, userId, lifetime);
+        http.Response.Headers.CacheControl = "no-store";
+        return Results.Ok(new { token, expiresAt, userId, appId = demoApp.AppId });
+    }
+
+    /// <summary>A class, not a record, so that no generated ToString can print the secret.</summary>
+    private sealed class DemoApp(string appId, string appSecret)
+    {
+        public string AppId { get; } = appId;
+
+        public string AppSecret { get; } = appSecret;
+    }
+}
