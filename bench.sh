@@ -9,7 +9,7 @@
 #   BENCH_PIECES_PER_SECOND [100]    the fake's streaming pace
 #   BENCH_USERS [1000]               SignalR users connected during the sweep
 #   BENCH_IDLE_USERS [10000]         idle users for the memory-per-connection phase (0 skips it)
-#   BENCH_RATES [50,100,250,500,1000,2000]  target prompts/s of the sweep
+#   BENCH_RATES [10,25,50,100,250,500,1000,2000]  target prompts/s of the sweep
 #   BENCH_TARGET_RATE [500]          the rate the comparison table and the targets refer to
 #   BENCH_STEP_SECONDS [12]          length of each sweep step
 #   BENCH_MODES [direct,signalr,v1,portkey]

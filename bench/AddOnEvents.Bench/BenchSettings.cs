@@ -36,7 +36,7 @@ public sealed record BenchSettings
 
     public int IdleUsers { get; init; } = 10_000;
 
-    public IReadOnlyList<double> Rates { get; init; } = [50, 100, 250, 500, 1000, 2000];
+    public IReadOnlyList<double> Rates { get; init; } = [10, 25, 50, 100, 250, 500, 1000, 2000];
 
     /// <summary>The rate the comparison table and the targets refer to.</summary>
     public double TargetRate { get; init; } = 500;
@@ -85,7 +85,7 @@ public sealed record BenchSettings
             PlotPath = Optional("BENCH_PLOT") ?? "docs/benchmarks/overhead.png",
             Users = (int)Number("BENCH_USERS", 1000),
             IdleUsers = (int)Number("BENCH_IDLE_USERS", 10_000),
-            Rates = List("BENCH_RATES", ["50", "100", "250", "500", "1000", "2000"])
+            Rates = List("BENCH_RATES", ["10", "25", "50", "100", "250", "500", "1000", "2000"])
                 .Select(rate => double.Parse(rate, CultureInfo.InvariantCulture)).ToList(),
             TargetRate = Number("BENCH_TARGET_RATE", 500),
             StepDuration = TimeSpan.FromSeconds(Number("BENCH_STEP_SECONDS", 12)),

@@ -19,6 +19,9 @@ public sealed class Pending(long sequence, long dueTimestamp)
     public long AcceptedTimestamp { get; set; }
 
     public Guid RequestId { get; set; }
+
+    /// <summary>Stopwatch time of the first streamed piece, or 0.</summary>
+    public long FirstPieceTimestamp { get; set; }
 }
 
 /// <summary>The timeline of one prompt across processes, for the hop breakdown.</summary>
@@ -134,9 +137,10 @@ public sealed class LoadStep
             _latency.RecordValue(Math.Max(1, latency));
             _overhead.RecordValue(Math.Max(1, latency - upstreamMicroseconds));
             _upstream.RecordValue(Math.Max(1, upstreamMicroseconds));
-            if (firstPieceTimestamp != 0)
+            long firstPiece = firstPieceTimestamp != 0 ? firstPieceTimestamp : pending.FirstPieceTimestamp;
+            if (firstPiece != 0)
             {
-                _firstPiece.RecordValue(Math.Max(1, Stopwatch.GetElapsedTime(pending.DueTimestamp, firstPieceTimestamp).Ticks / TimeSpan.TicksPerMicrosecond));
+                _firstPiece.RecordValue(Math.Max(1, Stopwatch.GetElapsedTime(pending.DueTimestamp, firstPiece).Ticks / TimeSpan.TicksPerMicrosecond));
             }
 
             _ok++;
@@ -166,6 +170,16 @@ public sealed class LoadStep
         lock (_gate)
         {
             _errors[code] = _errors.GetValueOrDefault(code) + 1;
+        }
+    }
+
+    /// <summary>Notes the first streamed piece of a request whose id the hub has returned.</summary>
+    public void Piece(Guid requestId, long timestamp)
+    {
+        if (_byRequestId.TryGetValue(requestId, out long sequence) && _pending.TryGetValue(sequence, out var pending)
+            && pending.FirstPieceTimestamp == 0)
+        {
+            pending.FirstPieceTimestamp = timestamp;
         }
     }
 

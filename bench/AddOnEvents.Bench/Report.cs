@@ -31,7 +31,8 @@ public static class Report
         md.AppendLine(Invariant,
             $"Fake upstream: {settings.UpstreamLatencyMs} ms fixed latency, {settings.PiecesPerSecond} pieces/s when streaming. "
             + $"{settings.Users} SignalR users connected over WebSockets; {settings.StepDuration.TotalSeconds:F0} s per step, open loop. "
-            + $"Overhead = client-observed latency (from the scheduled send) minus the time the fake upstream reports for that request.");
+            + $"Overhead = client-observed latency (from the scheduled send) minus the time the fake upstream reports for that request. "
+            + $"Sweep prompts are non-streaming in every mode (SignalR prompts send stream=false; the hub streams by default).");
         if (settings.ServiceSettings.Length > 0)
         {
             md.AppendLine();
@@ -102,6 +103,19 @@ public static class Report
 
         md.AppendLine("| Whole machine (busy, % of one core) | " + string.Join(" | ", atTarget.Select(r => string.Create(Invariant, $"{r.Usage.MachineCpuPercent:F0}%"))) + " |");
         md.AppendLine("| Not ours (other sessions on the machine) | " + string.Join(" | ", atTarget.Select(r => string.Create(Invariant, $"{r.Usage.OtherCpuPercent:F0}%"))) + " |");
+
+        md.AppendLine();
+        md.AppendLine("### CPU (% of one core) of every process in every step");
+        md.AppendLine();
+        var processNames = results.Sweep.SelectMany(r => r.Usage.Processes.Select(p => p.Name)).Distinct().ToList();
+        md.AppendLine("| Target/s | Mode | " + string.Join(" | ", processNames) + " | Not ours | Load average |");
+        md.AppendLine("|---:|---|" + string.Concat(processNames.Select(_ => "---:|")) + "---:|---|");
+        foreach (var r in results.Sweep)
+        {
+            md.AppendLine(string.Create(Invariant, $"| {r.Rate} | {r.Mode} | ")
+                + string.Join(" | ", processNames.Select(n => r.Usage.Processes.FirstOrDefault(p => p.Name == n).CpuPercent.ToString("F0", Invariant)))
+                + string.Create(Invariant, $" | {r.Usage.OtherCpuPercent:F0} | {r.Usage.LoadAverage} |"));
+        }
 
         if (results.Streams.Count > 0)
         {
@@ -263,7 +277,7 @@ public static class Report
         targetLine.LinePattern = ScottPlot.LinePattern.Dotted;
         targetLine.LegendText = "p99 target, 10 ms";
 
-        double[] decades = [-2, -1, 0, 1, 2, 3, 4];
+        double[] decades = [-2, -1, 0, 1, 2, 3, 4, 5];
         plot.Axes.Left.SetTicks(decades, decades.Select(d => Math.Pow(10, d).ToString("0.##", Invariant)).ToArray());
         plot.Axes.Bottom.SetTicks(rates.Select((_, i) => (double)i).ToArray(), rates.Select(r => r.ToString(Invariant)).ToArray());
         plot.Axes.SetLimitsX(-0.3, rates.Length - 0.7);
@@ -271,7 +285,7 @@ public static class Report
             $"Overhead over a {settings.UpstreamLatencyMs} ms upstream, {settings.Users} users, {Environment.ProcessorCount} cores ({results.StartedAt:yyyy-MM-dd})"));
         plot.XLabel("Target rate (prompts/s), open loop");
         plot.YLabel("Overhead (ms, log scale)");
-        plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
+        plot.ShowLegend(ScottPlot.Edge.Right);
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         plot.SavePng(path, 1100, 650);
     }

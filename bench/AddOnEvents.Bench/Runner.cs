@@ -132,7 +132,7 @@ public sealed class Runner(BenchSettings settings)
         if (settings.StreamDuration > TimeSpan.Zero)
         {
             Log($"Streaming: stream=true at {settings.StreamRate} prompts/s, {settings.PiecesPerSecond} pieces/s from the fake");
-            foreach (string mode in modes.Where(m => targets[m] is HttpChatTarget))
+            foreach (string mode in modes)
             {
                 _results.Streams.Add(await RunStepAsync(targets[mode], settings.StreamRate, settings.StreamDuration, broker, stream: true,
                     hops: false, cancellationToken));

@@ -12,8 +12,11 @@ public sealed record CompletedPayload(Guid RequestId, string Text);
 /// <summary>Payload of the hub's PromptFailed.</summary>
 public sealed record FailedPayload(Guid RequestId, string Code, string Message);
 
-/// <summary>Argument of the hub method SendPrompt.</summary>
-public sealed record PromptArgument(string Prompt);
+/// <summary>Payload of the hub's PromptPiece, a part of a streamed answer.</summary>
+public sealed record PiecePayload(Guid RequestId, int Sequence, string Text);
+
+/// <summary>Argument of the hub method SendPrompt. Without "stream" the hub streams (its default).</summary>
+public sealed record PromptArgument(string Prompt, bool Stream);
 
 /// <summary>
 /// Simulated end users, each with its own SignalR connection over WebSockets to the add-on hub. Prompts go to the
@@ -31,6 +34,7 @@ public sealed class SignalRTarget : ILoadTarget, IAsyncDisposable
         {
             connection.On<CompletedPayload>("PromptCompleted", OnCompleted);
             connection.On<FailedPayload>("PromptFailed", OnFailed);
+            connection.On<PiecePayload>("PromptPiece", OnPiece);
         }
     }
 
@@ -67,7 +71,7 @@ public sealed class SignalRTarget : ILoadTarget, IAsyncDisposable
     {
         try
         {
-            var requestId = await connection.InvokeAsync<Guid>("SendPrompt", new PromptArgument(PromptText.For(step.Id, sequence)));
+            var requestId = await connection.InvokeAsync<Guid>("SendPrompt", new PromptArgument(PromptText.For(step.Id, sequence), step.Stream));
             step.Accepted(sequence, requestId);
         }
         catch (HubException ex)
@@ -98,6 +102,15 @@ public sealed class SignalRTarget : ILoadTarget, IAsyncDisposable
         else
         {
             step.Fail(sequence, "no_timing_marker");
+        }
+    }
+
+    private void OnPiece(PiecePayload payload)
+    {
+        long now = Stopwatch.GetTimestamp();
+        foreach (var step in _steps.Values)
+        {
+            step.Piece(payload.RequestId, now);
         }
     }
 
