@@ -64,7 +64,7 @@ service_unset_args() {
 stop_recorded() {
     local dir=$1 entry name pattern pid
     local stoppers=()
-    for entry in Ingress:AddOnEvents.Ingress.dll KeyWorker:AddOnEvents.KeyWorker.dll \
+    for entry in Driver:AddOnEvents.Bench.dll Ingress:AddOnEvents.Ingress.dll KeyWorker:AddOnEvents.KeyWorker.dll \
         PromptWorker:AddOnEvents.PromptWorker.dll FakeUpstream:fake-upstream Portkey:start-server.js; do
         name=${entry%%:*}
         pattern=${entry#*:}
@@ -234,7 +234,11 @@ BENCH_INGRESS_URL=http://127.0.0.1:$INGRESS_PORT/ \
     BENCH_PLOT=${BENCH_PLOT:-$REPO/docs/benchmarks/overhead.png} \
     BENCH_NODE_VERSION=$(node --version) \
     BENCH_SERVICE_SETTINGS="RabbitMq__PrefetchCount=$BENCH_CONCURRENCY, RabbitMq__ConcurrentMessageLimit=$BENCH_CONCURRENCY, Logging__LogLevel__Default=$BENCH_LOG_LEVEL, PromptWorker__ResultRetentionSeconds=$BENCH_RESULT_RETENTION_SECONDS, PromptWorker__CleanupIntervalSeconds=1, Ingress__RequireHttps=false (bench.sh sets them; the services' defaults are 32, 32, Information, 600, 60 and true outside Development)" \
-    dotnet "$BENCH_DLL" run 2>&1 | tee "$RUN_DIR/bench.log"
-status=${PIPESTATUS[0]}
+    dotnet "$BENCH_DLL" run > >(tee "$RUN_DIR/bench.log") 2>&1 &
+echo "$!" >"$RUN_DIR/Driver.pid"
+# Waiting on a background job lets Ctrl+C and SIGTERM reach the traps at once; the EXIT trap stops the driver.
+status=0
+wait "$(cat "$RUN_DIR/Driver.pid")" || status=$?
+rm -f "$RUN_DIR/Driver.pid"
 echo "The whole run took $((SECONDS - started)) s"
 exit "$status"
