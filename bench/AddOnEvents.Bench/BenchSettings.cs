@@ -47,7 +47,7 @@ public sealed record BenchSettings
 
     public IReadOnlyList<string> Modes { get; init; } = [Mode.Direct, Mode.SignalR, Mode.OpenAiEndpoint, Mode.Portkey];
 
-    public double StreamRate { get; init; } = 100;
+    public double StreamRate { get; init; } = 20;
 
     public TimeSpan StreamDuration { get; init; } = TimeSpan.FromSeconds(8);
 
@@ -91,7 +91,7 @@ public sealed record BenchSettings
             StepDuration = TimeSpan.FromSeconds(Number("BENCH_STEP_SECONDS", 12)),
             DrainTimeout = TimeSpan.FromSeconds(Number("BENCH_DRAIN_SECONDS", 10)),
             Modes = List("BENCH_MODES", [Mode.Direct, Mode.SignalR, Mode.OpenAiEndpoint, Mode.Portkey]),
-            StreamRate = Number("BENCH_STREAM_RATE", 100),
+            StreamRate = Number("BENCH_STREAM_RATE", 20),
             StreamDuration = TimeSpan.FromSeconds(Number("BENCH_STREAM_SECONDS", 8)),
             HopDuration = TimeSpan.FromSeconds(Number("BENCH_HOP_SECONDS", 8)),
             HopRates = List("BENCH_HOP_RATES", ["50", "150"]).Select(rate => double.Parse(rate, CultureInfo.InvariantCulture)).ToList(),

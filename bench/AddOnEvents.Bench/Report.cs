@@ -79,7 +79,7 @@ public static class Report
         foreach (var mode in results.Sweep.Select(r => r.Mode).Distinct())
         {
             var best = results.Sweep.Where(r => r.Mode == mode && r.Passes).MaxBy(r => r.Rate);
-            var firstFail = results.Sweep.Where(r => r.Mode == mode && !r.Passes).MinBy(r => r.Rate);
+            var firstFail = results.Sweep.Where(r => r.Mode == mode && !r.Passes && r.Rate > (best?.Rate ?? 0)).MinBy(r => r.Rate);
             md.AppendLine(string.Create(Invariant,
                 $"- {Mode.Describe(mode)}: {(best is null ? "none of the rates tried" : $"{best.Rate} prompts/s ({best.Throughput:F0} achieved)")}")
                 + (firstFail is null ? "" : string.Create(Invariant, $"; fails at {firstFail.Rate}/s: {FailureReason(firstFail)}")));
@@ -208,6 +208,16 @@ public static class Report
         var portkey = Find(results.Sweep, Mode.Portkey, target);
         foreach (string mode in new[] { Mode.SignalR, Mode.OpenAiEndpoint })
         {
+            var bestPass = results.Sweep.Where(x => x.Mode == mode && x.Passes).MaxBy(x => x.Rate);
+            var portkeyThere = bestPass is null ? null : Find(results.Sweep, Mode.Portkey, bestPass.Rate);
+            if (bestPass is not null && portkeyThere is not null && bestPass.Rate != target)
+            {
+                yield return string.Create(Invariant,
+                    $"{Mode.Describe(mode)} vs Portkey at {bestPass.Rate}/s, the highest rate it passes: p50 {bestPass.Overhead.P50:F2} vs {portkeyThere.Overhead.P50:F2} ms "
+                    + $"({Ratio(bestPass.Overhead.P50, portkeyThere.Overhead.P50)}), p99 {bestPass.Overhead.P99:F2} vs {portkeyThere.Overhead.P99:F2} ms "
+                    + $"({Ratio(bestPass.Overhead.P99, portkeyThere.Overhead.P99)}).");
+            }
+
             var r = Find(results.Sweep, mode, target);
             if (r is null)
             {
