@@ -36,6 +36,7 @@ public static class IngressApp
         builder.Logging.AddFilter("Microsoft.AspNetCore.Http.Connections", LogLevel.Information);
         configure?.Invoke(builder);
         builder.AddIngressHttps();
+        builder.AddAddOnEventsTelemetry("ingress");
 
         var services = builder.Services;
         var configuration = builder.Configuration;
@@ -68,6 +69,7 @@ public static class IngressApp
         app.UseAuthentication();
         app.UseAuthorization();
         app.MapAddOnEventsHealth();
+        app.MapAddOnEventsTelemetry();
         app.MapKeyEndpoints();
         app.MapApiEndpoints();
         app.MapOpenAICompatibleEndpoints();

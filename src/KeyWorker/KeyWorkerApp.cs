@@ -18,12 +18,14 @@ public static class KeyWorkerApp
     {
         var builder = WebApplication.CreateSlimBuilder(args);
         configure?.Invoke(builder);
+        builder.AddAddOnEventsTelemetry("key-worker");
         AddServices(builder.Services, builder.Configuration);
         builder.Services.AddAddOnEventsBus(builder.Configuration, bus =>
             bus.AddConsumer<KeyRegisteredConsumer, KeyRegisteredConsumerDefinition>());
 
         var app = builder.Build();
         app.MapAddOnEventsHealth();
+        app.MapAddOnEventsTelemetry();
         return app;
     }
 

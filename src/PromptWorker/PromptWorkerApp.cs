@@ -18,6 +18,7 @@ public static class PromptWorkerApp
     {
         var builder = WebApplication.CreateSlimBuilder(args);
         configure?.Invoke(builder);
+        builder.AddAddOnEventsTelemetry("prompt-worker");
 
         var services = builder.Services;
         services.TryAddSingleton(TimeProvider.System);
@@ -53,6 +54,7 @@ public static class PromptWorkerApp
 
         var app = builder.Build();
         app.MapAddOnEventsHealth();
+        app.MapAddOnEventsTelemetry();
         return app;
     }
 }

@@ -1,4 +1,5 @@
 using AddOnEvents.Common.Crypto;
+using AddOnEvents.Common.Hosting;
 using AddOnEvents.Common.Upstream;
 using AddOnEvents.Contracts;
 using AddOnEvents.PromptWorker.Upstream;
@@ -27,6 +28,7 @@ public sealed class UpstreamCallerTests : IAsyncLifetime
         services.AddSingleton(TimeProvider.System);
         services.AddLogging();
         UpstreamClientFactory.AddUpstream(services, configuration);
+        services.AddAddOnEventsMetrics();
         services.AddSingleton<ChatCompletionCaller>();
         _services = services.BuildServiceProvider();
     }

@@ -5,14 +5,14 @@ using AddOnEvents.Contracts;
 namespace AddOnEvents.Common.Hosting;
 
 /// <summary>
-/// AddOnEvents' own instruments. Tags hold app ids, stable error codes and fixed words only: never a request id,
-/// a user id or pseudonym, a model name typed by a caller, or any text, so every series stays small and nothing
+/// AddOnEvents' own instruments. Tag values are app ids, stable error codes and fixed words. They are never a request
+/// id, a user id or pseudonym, a model name typed by a caller, or any text, so every series stays small and nothing
 /// personal reaches a metrics store. Histograms carry no app id, because each of their series costs a bucket per
 /// boundary.
 /// </summary>
 public sealed class AddOnEventsMetrics
 {
-    /// <summary>The <c>outcome</c> of a prompt that got an answer; failures carry their stable error code instead.</summary>
+    /// <summary>The <c>outcome</c> of a prompt that got an answer. Failures carry their stable error code instead.</summary>
     public const string Completed = "completed";
 
     private readonly Counter<long> _prompts;

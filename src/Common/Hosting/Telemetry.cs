@@ -13,7 +13,7 @@ using OpenTelemetry.Trace;
 
 namespace AddOnEvents.Common.Hosting;
 
-/// <summary>The <c>Telemetry</c> section. The standard <c>OTEL_*</c> variables work too; these settings win over them.</summary>
+/// <summary>The <c>Telemetry</c> section. The standard <c>OTEL_*</c> variables work too, and these settings win over them.</summary>
 public sealed class TelemetryOptions
 {
     public const string SectionName = "Telemetry";
@@ -21,7 +21,7 @@ public sealed class TelemetryOptions
     /// <summary>Collector address for traces and metrics. Unset, and no <c>OTEL_EXPORTER_OTLP_ENDPOINT</c>: nothing is exported.</summary>
     public string? OtlpEndpoint { get; set; }
 
-    /// <summary><c>grpc</c> (port 4317) or <c>http/protobuf</c> (port 4318); applies to <see cref="OtlpEndpoint"/>.</summary>
+    /// <summary>Protocol for <see cref="OtlpEndpoint"/>: <c>grpc</c> (port 4317) or <c>http/protobuf</c> (port 4318).</summary>
     public string OtlpProtocol { get; set; } = "grpc";
 
     /// <summary>Serves the metrics for scraping at <c>/metrics</c> on the service's HTTP port.</summary>

@@ -1,4 +1,5 @@
 using AddOnEvents.Common.Crypto;
+using AddOnEvents.Common.Hosting;
 using AddOnEvents.Common.Storage;
 using AddOnEvents.Common.Upstream;
 using AddOnEvents.Contracts;
@@ -26,11 +27,23 @@ public sealed partial class PromptRequestedConsumer(
     IOptions<PromptWorkerOptions> options,
     IOptions<UpstreamOptions> upstreamOptions,
     TimeProvider clock,
+    AddOnEventsMetrics metrics,
     ILogger<PromptRequestedConsumer> logger) : IConsumer<PromptRequested>
 {
+    // The overhead metric is the time of this delivery minus the time spent waiting for the upstream.
+    private long _started;
+    private TimeSpan _waitedOnUpstream;
+
     public async Task Consume(ConsumeContext<PromptRequested> context)
     {
         var prompt = context.Message;
+        _started = clock.GetTimestamp();
+        _waitedOnUpstream = TimeSpan.Zero;
+        if (context.GetRetryAttempt() == 0)
+        {
+            metrics.QueueLag(clock.GetUtcNow() - prompt.RequestedAt);
+        }
+
         try
         {
             await HandleAsync(context);
@@ -187,7 +200,9 @@ public sealed partial class PromptRequestedConsumer(
         while (true)
         {
             int attempt = await results.CountAttemptAsync(prompt.RequestId, cancellationToken);
-            var outcome = await caller.CallAsync(key, prompt, pieces is null ? null : pieces.AddAsync, cancellationToken);
+            long called = clock.GetTimestamp();
+            var outcome = await caller.CallAsync(key, prompt, attempt, pieces is null ? null : pieces.AddAsync, cancellationToken);
+            _waitedOnUpstream += clock.GetElapsedTime(called);
             if (pieces is not null)
             {
                 await pieces.FlushAsync();
@@ -216,6 +231,7 @@ public sealed partial class PromptRequestedConsumer(
 
             LogRetrying(prompt.RequestId, prompt.AppId, attempt, outcome.ErrorCode!, wait.TotalMilliseconds);
             await Task.Delay(wait, clock, cancellationToken);
+            _waitedOnUpstream += wait;
         }
     }
 
@@ -235,6 +251,7 @@ public sealed partial class PromptRequestedConsumer(
             if (result is PromptCompleted answer)
             {
                 await usage.AddAsync(prompt.AppId, prompt.UserId, answer.Usage.TotalTokens, clock.GetUtcNow().UtcDateTime, context.CancellationToken);
+                metrics.TokensUsed(prompt.AppId, answer.Usage);
             }
         }
 
@@ -244,6 +261,8 @@ public sealed partial class PromptRequestedConsumer(
         }
 
         await context.Publish(result, result.GetType(), context.CancellationToken);
+        metrics.PromptFinished(prompt.AppId, (result as PromptFailed)?.Code ?? AddOnEventsMetrics.Completed,
+            clock.GetElapsedTime(_started) - _waitedOnUpstream);
         if (storeFirst)
         {
             await results.MarkPublishedAsync(prompt.RequestId, context.CancellationToken);

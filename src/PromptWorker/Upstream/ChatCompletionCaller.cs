@@ -43,7 +43,7 @@ public sealed partial class ChatCompletionCaller(
         CallAsync(key, prompt, attempt: 1, onText, cancellationToken);
 
     /// <summary>Calls once inside a span of its own, and records the call's duration and outcome.</summary>
-    /// <param name="attempt">Which attempt at this request this call is, from 1; it goes on the span.</param>
+    /// <param name="attempt">Number of this attempt at the request, counted from 1, for the span.</param>
     /// <param name="onText">Receives each piece of a streamed answer as it arrives; null asks for a single answer.</param>
     public async Task<ChatOutcome> CallAsync(
         ProviderKey key, PromptRequested prompt, int attempt, Func<string, Task>? onText, CancellationToken cancellationToken)
