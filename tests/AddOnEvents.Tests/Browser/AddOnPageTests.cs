@@ -20,7 +20,7 @@ public sealed class AddOnPageTests(BrowserFixture system)
               const last = window.__answerTexts[window.__answerTexts.length - 1];
               if (element.textContent !== last) window.__answerTexts.push(element.textContent);
             }
-          }).observe(document.getElementById('conversation'), { subtree: true, childList: true, characterData: true });
+          }).observe(document.querySelector('.conversation'), { subtree: true, childList: true, characterData: true });
         }
         """;
 
@@ -53,7 +53,7 @@ public sealed class AddOnPageTests(BrowserFixture system)
         Assert.NotEqual("none", await page.EvaluateAsync<string>("() => getComputedStyle(document.activeElement).outlineStyle"));
         await page.Keyboard.TypeAsync("keyboard-user");
         await page.Keyboard.PressAsync("Enter");
-        await Expect(page.Locator("#connection-text")).ToHaveTextAsync("Connected");
+        await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
         await Expect(page.GetByLabel("Ask the assistant")).ToBeFocusedAsync();
         await page.EvaluateAsync(RecordAnswerTexts);
         await page.Keyboard.TypeAsync("How do streamed answers arrive?");
@@ -63,7 +63,7 @@ public sealed class AddOnPageTests(BrowserFixture system)
         await Expect(turn).ToHaveAttributeAsync("data-state", "answered");
         await Expect(turn.Locator(".answer-text")).ToHaveTextAsync(string.Concat(pieces));
         await Expect(turn.Locator(".answer-meta")).ToHaveTextAsync("21 tokens (12 in, 9 out)");
-        await Expect(page.Locator("#announcer")).ToContainTextAsync("Answer complete");
+        await Expect(page.Locator(".addon-announcer")).ToContainTextAsync("Answer complete");
         await browser.ScreenshotAsync("addon-2-answered");
 
         // The answer grows piece by piece whenever the pipeline streams from the upstream; a server that asks the
@@ -186,8 +186,8 @@ public sealed class AddOnPageTests(BrowserFixture system)
         await Expect(turn).ToHaveAttributeAsync("data-state", "waiting");
         await browser.Context.SetOfflineAsync(true);
         await page.EvaluateAsync("() => window.__sockets.forEach(socket => socket.close())");
-        await Expect(page.Locator("#connection-text")).ToHaveTextAsync("Reconnecting…");
-        await Expect(page.Locator("#connection-detail")).ToContainTextAsync("The connection dropped");
+        await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Reconnecting…");
+        await Expect(page.Locator(".addon-connection-detail")).ToContainTextAsync("The connection dropped");
         await Expect(page.GetByRole(AriaRole.Button, new() { Name = "Send" })).ToBeDisabledAsync();
         await browser.ScreenshotAsync("addon-6-reconnecting");
         await upstreamRequest.Completion.WaitAsync(BrowserFixture.Timeout);
@@ -196,8 +196,8 @@ public sealed class AddOnPageTests(BrowserFixture system)
         var recovery = page.WaitForResponseAsync(r => r.Url.Contains("/api/prompts/", StringComparison.Ordinal));
         await browser.Context.SetOfflineAsync(false);
 
-        await Expect(page.Locator("#connection-text")).ToHaveTextAsync("Connected");
-        await Expect(page.Locator("#connection-detail")).ToBeHiddenAsync();
+        await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
+        await Expect(page.Locator(".addon-connection-detail")).ToBeHiddenAsync();
         var response = await recovery.WaitAsync(BrowserFixture.Timeout);
         if (response.Status == 200)
         {
@@ -245,7 +245,7 @@ public sealed class AddOnPageTests(BrowserFixture system)
         Assert.Equal(200, renewed.Status);
         await Expect(page.Locator("#session-info")).Not.ToHaveTextAsync(firstInfo);
         await Expect(page.Locator("#session-warning")).ToBeHiddenAsync();
-        await Expect(page.Locator("#connection-text")).ToHaveTextAsync("Connected");
+        await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
         await AskAsync(page, "Still there after the renewal?");
         await Expect(page.Locator(".turn").Last.Locator(".answer-text")).ToHaveTextAsync("Echo: Still there after the renewal?");
     }
@@ -255,7 +255,7 @@ public sealed class AddOnPageTests(BrowserFixture system)
         await page.GetByLabel("End-user id").FillAsync(userId);
         await page.GetByRole(AriaRole.Button, new() { Name = "Start session" }).ClickAsync();
         await Expect(page.Locator("#session-user")).ToHaveTextAsync(userId);
-        await Expect(page.Locator("#connection-text")).ToHaveTextAsync("Connected");
+        await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
     }
 
     private static async Task AskAsync(IPage page, string question)
