@@ -20,6 +20,7 @@
 #                                    PromptWorker__CleanupIntervalSeconds=1 it bounds the per-prompt result records,
 #                                    because jongodb's single-document writes slow down as a collection grows
 #   BENCH_PLOT [docs/benchmarks/overhead.png]
+#   BENCH_MONGO_URI                  a MongoDB to use instead of starting jongodb (a fresh database per run)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -172,7 +173,14 @@ PORTKEY_PORT=$((base + 4))
 
 rabbitmq_port=$(infra_free_rabbitmq_port)
 infra_start_rabbitmq "$RUN_DIR/rabbitmq" "$rabbitmq_port"
-infra_start_jongodb "$RUN_DIR/jongodb"
+if [[ -n ${BENCH_MONGO_URI:-} ]]; then
+    # A MongoDB of the caller's instead of jongodb; a database per run keeps runs apart.
+    export MONGO_URI=$BENCH_MONGO_URI
+    export Mongo__Database=bench_$(date +%Y%m%d_%H%M%S)
+    echo "Using the MongoDB at BENCH_MONGO_URI, database $Mongo__Database, instead of jongodb"
+else
+    infra_start_jongodb "$RUN_DIR/jongodb"
+fi
 infra_secrets "$RUN_DIR"
 infra_env
 
@@ -217,7 +225,10 @@ echo "Everything is up $((SECONDS - started)) s after the start (load average $(
 
 pids="Ingress=$(cat "$RUN_DIR/Ingress.pid"),KeyWorker=$(cat "$RUN_DIR/KeyWorker.pid"),PromptWorker=$(cat "$RUN_DIR/PromptWorker.pid")"
 pids+=",FakeUpstream=$(cat "$RUN_DIR/FakeUpstream.pid"),Portkey=$(cat "$RUN_DIR/Portkey.pid")"
-pids+=",RabbitMQ=$(cat "$RUN_DIR/rabbitmq/rabbitmq.pid"),jongodb=$(cat "$RUN_DIR/jongodb/jongodb.pid")"
+pids+=",RabbitMQ=$(cat "$RUN_DIR/rabbitmq/rabbitmq.pid")"
+if [[ -f $RUN_DIR/jongodb/jongodb.pid ]]; then
+    pids+=",jongodb=$(cat "$RUN_DIR/jongodb/jongodb.pid")"
+fi
 
 # jongodb cannot list collections, so the collection names come from the code.
 collections=$(grep -rhoP 'GetCollection<[^>]+>\("\K[^"]+' src | sort -u | paste -sd, -)
@@ -226,6 +237,7 @@ BENCH_INGRESS_URL=http://127.0.0.1:$INGRESS_PORT/ \
     BENCH_FAKE_URL=$FAKE_URL \
     BENCH_PORTKEY_URL=http://127.0.0.1:$PORTKEY_PORT/ \
     BENCH_MONGO_URI=$MONGO_URI \
+    BENCH_MONGO_DATABASE=${Mongo__Database:-addonevents} \
     BENCH_COLLECTIONS=$collections \
     BENCH_RABBITMQ_PORT=$INFRA_RABBITMQ_PORT \
     BENCH_RABBITMQ_MGMT_PORT=$INFRA_RABBITMQ_MGMT_PORT \

@@ -54,6 +54,7 @@ public sealed class AddOnEventsSetup(Uri ingress, string adminToken) : IDisposab
                 state = key.GetProperty("state").GetString() ?? "";
                 if (state == "active")
                 {
+                    await SwitchOnAsync(result, cancellationToken);
                     return result;
                 }
             }
@@ -62,6 +63,25 @@ public sealed class AddOnEventsSetup(Uri ingress, string adminToken) : IDisposab
         }
 
         throw new InvalidOperationException($"The benchmark key did not become active within 60 s (last state '{state}'); see KeyWorker.log.");
+    }
+
+    /// <summary>
+    /// Switches the add-on on for the app where Ingress has that switch (PUT /api/apps/{appId}/addon, which needs an
+    /// active key); an Ingress without it answers 404 or 405 and serves prompts anyway.
+    /// </summary>
+    private async Task SwitchOnAsync(BenchApp app, CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Put, $"api/apps/{app.AppId}/addon")
+        {
+            Content = JsonContent.Create(new { active = true }),
+        };
+        request.Headers.Authorization = Basic(app);
+        using var response = await _http.SendAsync(request, cancellationToken);
+        if (response.StatusCode is not (HttpStatusCode.NotFound or HttpStatusCode.MethodNotAllowed) && !response.IsSuccessStatusCode)
+        {
+            string body = await response.Content.ReadAsStringAsync(cancellationToken);
+            throw new InvalidOperationException($"PUT /api/apps/{{appId}}/addon returned {(int)response.StatusCode} ({body}).");
+        }
     }
 
     /// <summary>Issues one end-user token per user id through the host backend endpoint.</summary>

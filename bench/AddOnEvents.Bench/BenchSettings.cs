@@ -73,6 +73,7 @@ public sealed record BenchSettings
             PortkeyUrl = Optional("BENCH_PORTKEY_URL") is { } portkey ? new Uri(portkey) : null,
             AdminToken = Required("Auth__AdminToken"),
             MongoUri = Optional("BENCH_MONGO_URI"),
+            MongoDatabase = Optional("BENCH_MONGO_DATABASE") ?? "addonevents",
             Collections = List("BENCH_COLLECTIONS", []),
             RabbitMqPort = (int)Number("BENCH_RABBITMQ_PORT", 0),
             RabbitMqManagementPort = (int)Number("BENCH_RABBITMQ_MGMT_PORT", 0),
