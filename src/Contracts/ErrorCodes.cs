@@ -13,6 +13,9 @@ public static class ErrorCodes
     public const string ModelNotAllowed = "model_not_allowed";
     public const string NotFound = "not_found";
     public const string AddonInactive = "addon_inactive";
+    public const string AddonDisabledForUser = "addon_disabled_for_user";
+    public const string FreeformDisabled = "freeform_disabled";
+    public const string KeyNotActive = "key_not_active";
     public const string RateLimited = "rate_limited";
     public const string QuotaExceeded = "quota_exceeded";
     public const string NoKeyConfigured = "no_key_configured";

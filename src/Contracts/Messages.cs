@@ -34,7 +34,31 @@ public sealed record PromptRequested(
     IReadOnlyList<ChatTurn> Messages,
     DateTimeOffset RequestedAt,
     DateTimeOffset ExpiresAt,
-    bool Stream = false);
+    bool Stream = false)
+{
+    /// <summary>The end user's monthly token allowance, when the host set one; PromptWorker reports crossing its threshold.</summary>
+    public UserAllowance? Allowance { get; init; }
+
+    /// <summary>The host's own user id, encrypted so that only Ingress can read it back (for the host's webhook).</summary>
+    public byte[]? SealedUserRef { get; init; }
+}
+
+/// <summary>A token allowance per calendar month (UTC) and the share of it, in percent, at which the host is told.</summary>
+public sealed record UserAllowance(long MonthlyTokens, int ThresholdPercent);
+
+/// <summary>An end user's usage this month crossed the host's threshold share of their allowance.</summary>
+public sealed record AllowanceThresholdCrossed(
+    Guid CorrelationId,
+    Guid RequestId,
+    string AppId,
+    string UserId,
+    string ReplyTo,
+    long UsedTokens,
+    long MonthlyTokens,
+    int ThresholdPercent,
+    string Period,
+    byte[]? SealedUserRef,
+    DateTimeOffset CrossedAt);
 
 /// <summary>
 /// A piece of a streamed answer. Pieces of one request carry consecutive sequence numbers from 0; the final

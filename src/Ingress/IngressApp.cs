@@ -12,6 +12,7 @@ using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Hubs;
 using AddOnEvents.Ingress.Options;
 using AddOnEvents.Ingress.Prompts;
+using AddOnEvents.Ingress.Webhooks;
 using MassTransit;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
@@ -55,6 +56,12 @@ public static class IngressApp
         services.AddSingleton<PromptLimiter>();
         services.AddSingleton<PromptCanceller>();
         services.AddSingleton<PendingReplies>();
+        services.AddSingleton<UserControlStore>();
+        services.AddSingleton<UserRefCipher>();
+        services.AddSingleton<WebhookSender>();
+        services.AddHostedService(sp => sp.GetRequiredService<WebhookSender>());
+        services.AddHttpClient(WebhookSender.HttpClientName)
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler { AllowAutoRedirect = false });
         services.AddSingleton(new ResultRoute(configuration["Ingress:InstanceId"] ?? Guid.NewGuid().ToString("N")[..12]));
         AddAuthentication(services);
         services.AddSignalR(hub => hub.MaximumReceiveMessageSize = 256 * 1024);
@@ -73,6 +80,7 @@ public static class IngressApp
         app.MapKeyEndpoints();
         app.MapApiEndpoints();
         app.MapOpenAICompatibleEndpoints();
+        app.MapAddonEndpoints();
         app.MapDemoHostEndpoints(app.Configuration);
         app.MapHub<AddOnHub>(AddOnHub.Path);
         return app;
@@ -138,7 +146,11 @@ public static class IngressApp
     {
         services.AddAddOnEventsBus(
             configuration,
-            bus => bus.AddConsumer<PromptResultConsumer>().ExcludeFromConfigureEndpoints(),
+            bus =>
+            {
+                bus.AddConsumer<PromptResultConsumer>().ExcludeFromConfigureEndpoints();
+                bus.AddConsumer<AllowanceConsumer>().ExcludeFromConfigureEndpoints();
+            },
             (context, rabbit) =>
             {
                 var route = context.GetRequiredService<ResultRoute>();
@@ -165,6 +177,12 @@ public static class IngressApp
                         b.ExchangeType = ExchangeType.Direct;
                         b.RoutingKey = route.RoutingKey;
                     });
+                    endpoint.Bind<AllowanceThresholdCrossed>(b =>
+                    {
+                        b.ExchangeType = ExchangeType.Direct;
+                        b.RoutingKey = route.RoutingKey;
+                    });
+                    endpoint.ConfigureConsumer<AllowanceConsumer>(context);
                     var partitioner = endpoint.CreatePartitioner(Environment.ProcessorCount * 4);
                     endpoint.ConfigureConsumer<PromptResultConsumer>(context, consumer =>
                     {

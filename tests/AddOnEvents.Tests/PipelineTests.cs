@@ -54,7 +54,15 @@ public sealed class PipelineTests(SystemFixture system)
     [Fact]
     public async Task AppWithoutKeyGetsNoKeyConfigured()
     {
+        // The add-on can be switched on only with an active key, so the app loses its key after activation.
         var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-gone-" + Guid.NewGuid().ToString("N"));
+        using (var developer = system.CreateClient(SystemFixture.Basic(app)))
+        using (var deleted = await developer.DeleteAsync($"/api/apps/{app.AppId}/openai-key"))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, deleted.StatusCode);
+        }
+
         string token = await system.IssueUserTokenAsync(app, "user-2");
         await using var client = await system.ConnectAsync(token);
         string prompt = "No key here " + Guid.NewGuid().ToString("N");

@@ -262,6 +262,7 @@ public sealed class TenancyTests(SystemFixture system)
     public async Task DisallowedModelIsRejected()
     {
         var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-models-" + Guid.NewGuid().ToString("N"));
         using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
         using (await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { allowedModels = new[] { "gpt-4o-mini" } }))
         {

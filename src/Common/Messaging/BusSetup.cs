@@ -27,6 +27,12 @@ public sealed class RabbitMqOptions
     [Required(ErrorMessage = "RabbitMq:Password is missing.")]
     public string Password { get; set; } = "";
 
+    /// <summary>
+    /// Nodes of a RabbitMQ cluster, "host:port" or "host" (then <see cref="Port"/>), as one comma-separated value or
+    /// an array. When set, the services connect to these nodes in turn instead of <see cref="Host"/>.
+    /// </summary>
+    public IReadOnlyList<string> ClusterNodes { get; set; } = [];
+
     /// <summary>Messages a consumer fetches ahead; bounds memory and lets several instances share the work.</summary>
     [Range(1, 1000)]
     public ushort PrefetchCount { get; set; } = 32;
@@ -72,8 +78,11 @@ public static class BusSetup
         services.AddOptions<RabbitMqOptions>()
             .Bind(configuration.GetSection(RabbitMqOptions.SectionName))
             .ValidateDataAnnotations()
+            .PostConfigure(options => options.ClusterNodes = BrokerCluster.SplitNodeList(
+                options.ClusterNodes, configuration[$"{RabbitMqOptions.SectionName}:{nameof(RabbitMqOptions.ClusterNodes)}"]))
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<RabbitMqOptions>, RabbitMqTlsValidator>();
+        services.AddSingleton<IValidateOptions<RabbitMqOptions>, BrokerClusterValidator>();
         services.AddOptions<MassTransitHostOptions>().Configure(options =>
         {
             options.WaitUntilStarted = true;
@@ -93,6 +102,7 @@ public static class BusSetup
                     host.Username(options.Username);
                     host.Password(options.Password);
                     host.PublisherConfirmation = true;
+                    BrokerCluster.Configure(host, options);
                     BrokerTls.Configure(host, options, context.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(BusSetup)));
                 });
                 rabbit.PrefetchCount = options.PrefetchCount;
@@ -118,5 +128,7 @@ public static class BusSetup
         rabbit.Send<PromptFailed>(s => s.UseRoutingKeyFormatter(c => c.Message.ReplyTo));
         rabbit.Publish<PromptPiece>(p => p.ExchangeType = ExchangeType.Direct);
         rabbit.Send<PromptPiece>(s => s.UseRoutingKeyFormatter(c => c.Message.ReplyTo));
+        rabbit.Publish<AllowanceThresholdCrossed>(p => p.ExchangeType = ExchangeType.Direct);
+        rabbit.Send<AllowanceThresholdCrossed>(s => s.UseRoutingKeyFormatter(c => c.Message.ReplyTo));
     }
 }

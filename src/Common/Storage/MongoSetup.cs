@@ -47,14 +47,20 @@ public static class MongoSetup
             settings.ConnectTimeout = TimeSpan.FromSeconds(5);
             return new MongoClient(settings);
         });
-        services.AddSingleton(sp => sp.GetRequiredService<IMongoClient>()
-            .GetDatabase(sp.GetRequiredService<IOptions<MongoOptions>>().Value.Database));
+        // Key and app documents (KeyStore here, AppStore in Ingress) must survive a failover of a replica set once a
+        // caller was told they were saved, so their writes wait for a majority of the members whatever the connection
+        // string says. The short-lived stores keep the connection string's write concern.
+        services.AddSingleton(sp => ConnectionDatabase(sp).WithWriteConcern(WriteConcern.WMajority));
         services.AddSingleton<KeyStore>();
-        services.AddSingleton<PromptResultStore>();
-        services.AddSingleton<UsageStore>();
-        services.AddSingleton<RateCounterStore>();
+        services.AddSingleton(sp => new PromptResultStore(ConnectionDatabase(sp)));
+        services.AddSingleton(sp => new UsageStore(ConnectionDatabase(sp)));
+        services.AddSingleton(sp => new RateCounterStore(ConnectionDatabase(sp)));
+        services.AddSingleton(sp => new AddonActivation(ConnectionDatabase(sp)));
         services.AddHealthChecks().AddCheck<MongoHealthCheck>("mongodb", tags: ["ready"]);
         return services;
+
+        static IMongoDatabase ConnectionDatabase(IServiceProvider sp) => sp.GetRequiredService<IMongoClient>()
+            .GetDatabase(sp.GetRequiredService<IOptions<MongoOptions>>().Value.Database);
     }
 
     private static void RegisterConventions()

@@ -33,16 +33,22 @@ public sealed class UsageStore(IMongoDatabase database)
 
     public static string Month(DateTime now) => now.ToString("yyyy-MM", CultureInfo.InvariantCulture);
 
-    /// <summary>Adds the upstream's reported usage of one answer to the app's and the user's counters, in one round trip.</summary>
-    public async Task AddAsync(string appId, string userId, long tokens, DateTime now, CancellationToken cancellationToken)
+    /// <summary>
+    /// Adds the upstream's reported usage of one answer to the app's and the user's counters; returns the user's
+    /// tokens this month including it, so a caller can tell when a threshold was crossed.
+    /// </summary>
+    public async Task<long> AddAsync(string appId, string userId, long tokens, DateTime now, CancellationToken cancellationToken)
     {
         var writes = new[]
         {
             Increment(AppDayId(appId, now), appId, "day", Day(now), tokens, now.Date.AddDays(3)),
             Increment(AppMonthId(appId, now), appId, "month", Month(now), tokens, now.Date.AddDays(70)),
-            Increment(UserMonthId(appId, userId, now), appId, "user-month", Month(now), tokens, now.Date.AddDays(70)),
         };
         await _usage.BulkWriteAsync(writes, new BulkWriteOptions { IsOrdered = false }, cancellationToken);
+        var user = Increment(UserMonthId(appId, userId, now), appId, "user-month", Month(now), tokens, now.Date.AddDays(70));
+        var counter = await _usage.FindOneAndUpdateAsync(user.Filter, user.Update,
+            new FindOneAndUpdateOptions<UsageCounter> { IsUpsert = true, ReturnDocument = ReturnDocument.After }, cancellationToken);
+        return counter.Tokens;
     }
 
     /// <summary>Returns the app's tokens and requests for today and this month.</summary>

@@ -18,6 +18,18 @@ public sealed class AppDocument
 
     public AppLimits Limits { get; set; } = new();
 
+    /// <summary>Off until the developer switches it on, which needs an active key; prompts are rejected while off.</summary>
+    public bool AddonActive { get; set; }
+
+    /// <summary>Host backend URL told about allowance thresholds; null when not configured.</summary>
+    public string? WebhookUrl { get; set; }
+
+    /// <summary>
+    /// Shared secret that signs webhook bodies (HMAC-SHA256). It is stored as is, because signing needs it; a
+    /// database reader could forge webhooks to this app's host, but learns nothing about keys or users.
+    /// </summary>
+    public string? WebhookSecret { get; set; }
+
     public DateTime CreatedAt { get; set; }
 }
 
@@ -101,6 +113,25 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
             cancellationToken: cancellationToken);
         cache.Remove("app:" + appId);
         return result.MatchedCount > 0;
+    }
+
+    public async Task<bool> SetActivationAsync(string appId, bool active, CancellationToken cancellationToken)
+    {
+        var result = await _apps.UpdateOneAsync(a => a.AppId == appId, Builders<AppDocument>.Update.Set(a => a.AddonActive, active),
+            cancellationToken: cancellationToken);
+        cache.Remove("app:" + appId);
+        return result.MatchedCount > 0;
+    }
+
+    /// <summary>Sets the webhook URL and returns a new signing secret, or clears both when the URL is null.</summary>
+    public async Task<string?> SetWebhookAsync(string appId, string? url, CancellationToken cancellationToken)
+    {
+        string? secret = url is null ? null : "whsec_" + Base64Url(RandomNumberGenerator.GetBytes(32));
+        await _apps.UpdateOneAsync(a => a.AppId == appId,
+            Builders<AppDocument>.Update.Set(a => a.WebhookUrl, url).Set(a => a.WebhookSecret, secret),
+            cancellationToken: cancellationToken);
+        cache.Remove("app:" + appId);
+        return secret;
     }
 
     /// <summary>

@@ -9,6 +9,9 @@ using Microsoft.IdentityModel.Tokens;
 
 namespace AddOnEvents.Ingress.Auth;
 
+/// <summary>Per-user switches a host may put into a token.</summary>
+public sealed record UserTokenControls(bool? AddonDisabled, bool? FreeformDisabled, int? AllowanceThresholdPercent);
+
 /// <summary>Issues and describes the signed tokens that identify one end user of one app.</summary>
 public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock)
 {
@@ -28,8 +31,18 @@ public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock
     /// <summary>Claim with the end user's token allowance per calendar month (UTC), set by the host.</summary>
     public const string UserMonthlyTokensClaim = "user_tokens_month";
 
+    /// <summary>Claim with the share of the allowance, in percent, at which the host wants to be told.</summary>
+    public const string AllowanceThresholdClaim = "allowance_threshold_pct";
+
+    /// <summary>Claim set to true when the host switched the add-on off for this user.</summary>
+    public const string AddonDisabledClaim = "addon_disabled";
+
+    /// <summary>Claim set to true when the host allows only preset actions, no free-form prompts, for this user.</summary>
+    public const string FreeformDisabledClaim = "freeform_disabled";
+
     public (string Token, DateTimeOffset ExpiresAt) Issue(
-        string appId, string userId, TimeSpan lifetime, int? requestsPerMinute = null, long? monthlyTokens = null)
+        string appId, string userId, TimeSpan lifetime, int? requestsPerMinute = null, long? monthlyTokens = null,
+        UserTokenControls? controls = null)
     {
         var now = clock.GetUtcNow();
         var expires = now + lifetime;
@@ -40,13 +53,14 @@ public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock
             IssuedAt = now.UtcDateTime,
             NotBefore = now.UtcDateTime,
             Expires = expires.UtcDateTime,
-            Claims = Claims(appId, userId, requestsPerMinute, monthlyTokens),
+            Claims = Claims(appId, userId, requestsPerMinute, monthlyTokens, controls),
             SigningCredentials = new SigningCredentials(_signingKey, SecurityAlgorithms.HmacSha256),
         });
         return (token, expires);
     }
 
-    private static Dictionary<string, object> Claims(string appId, string userId, int? requestsPerMinute, long? monthlyTokens)
+    private static Dictionary<string, object> Claims(
+        string appId, string userId, int? requestsPerMinute, long? monthlyTokens, UserTokenControls? controls)
     {
         var claims = new Dictionary<string, object>
         {
@@ -61,6 +75,21 @@ public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock
         if (monthlyTokens is { } tokens)
         {
             claims[UserMonthlyTokensClaim] = tokens;
+        }
+
+        if (controls?.AllowanceThresholdPercent is { } threshold)
+        {
+            claims[AllowanceThresholdClaim] = threshold;
+        }
+
+        if (controls?.AddonDisabled == true)
+        {
+            claims[AddonDisabledClaim] = true;
+        }
+
+        if (controls?.FreeformDisabled == true)
+        {
+            claims[FreeformDisabledClaim] = true;
         }
 
         return claims;

@@ -12,7 +12,14 @@ namespace AddOnEvents.Ingress.Endpoints;
 
 public sealed record AppInput(string? Name);
 
-public sealed record UserTokenInput(string? UserId, int? TtlSeconds, int? RequestsPerMinute, long? MonthlyTokenAllowance);
+public sealed record UserTokenInput(
+    string? UserId,
+    int? TtlSeconds,
+    int? RequestsPerMinute,
+    long? MonthlyTokenAllowance,
+    int? AllowanceThresholdPercent = null,
+    bool? AddonDisabled = null,
+    bool? FreeformDisabled = null);
 
 public sealed record SecretRotationInput(int? GraceSeconds);
 
@@ -127,12 +134,14 @@ public static class ApiEndpoints
                 $"ttlSeconds must be between 30 and {auth.MaxTokenLifetimeSeconds}."));
         }
 
-        if (input.RequestsPerMinute < 1 || input.MonthlyTokenAllowance < 0)
+        if (input.RequestsPerMinute < 1 || input.MonthlyTokenAllowance < 0 || input.AllowanceThresholdPercent is < 1 or > 100)
         {
-            return ApiErrors.BadRequest("requestsPerMinute must be positive and monthlyTokenAllowance not negative.");
+            return ApiErrors.BadRequest(
+                "requestsPerMinute must be positive, monthlyTokenAllowance not negative and allowanceThresholdPercent 1 to 100.");
         }
 
-        var (token, expiresAt) = tokens.Issue(appId, userId, TimeSpan.FromSeconds(seconds), input.RequestsPerMinute, input.MonthlyTokenAllowance);
+        var (token, expiresAt) = tokens.Issue(appId, userId, TimeSpan.FromSeconds(seconds), input.RequestsPerMinute, input.MonthlyTokenAllowance,
+            new UserTokenControls(input.AddonDisabled, input.FreeformDisabled, input.AllowanceThresholdPercent));
         return Results.Ok(new { token, expiresAt });
     }
 

@@ -5,7 +5,13 @@ using Microsoft.Extensions.Options;
 
 namespace AddOnEvents.Ingress.Endpoints;
 
-public sealed record DemoTokenInput(string? UserId);
+/// <summary>The demo user, and optional per-user controls so the demo page can show each state of the add-on.</summary>
+public sealed record DemoTokenInput(
+    string? UserId,
+    long? MonthlyTokenAllowance = null,
+    int? AllowanceThresholdPercent = null,
+    bool? AddonDisabled = null,
+    bool? FreeformDisabled = null);
 
 /// <summary>
 /// The backend of the demo host page (addon.html): it holds the demo app's credentials, as a real host's backend
@@ -51,6 +57,11 @@ public static class DemoHostEndpoints
             return ApiErrors.BadRequest("userId must be 1 to 128 characters, without control characters or surrounding spaces.");
         }
 
+        if (input.MonthlyTokenAllowance < 0 || input.AllowanceThresholdPercent is < 1 or > 100)
+        {
+            return ApiErrors.BadRequest("monthlyTokenAllowance must not be negative and allowanceThresholdPercent must be 1 to 100.");
+        }
+
         // The same check the host API makes on the app's credentials, so a stale Demo:AppSecret shows up here.
         if (!await apps.VerifyAsync(demoApp.AppId, demoApp.AppSecret, http.RequestAborted))
         {
@@ -59,7 +70,8 @@ public static class DemoHostEndpoints
         }
 
         var lifetime = TimeSpan.FromSeconds(options.DefaultTokenLifetimeSeconds);
-        var (token, expiresAt) = tokens.Issue(demoApp.AppId, userId, lifetime);
+        var (token, expiresAt) = tokens.Issue(demoApp.AppId, userId, lifetime, monthlyTokens: input.MonthlyTokenAllowance,
+            controls: new UserTokenControls(input.AddonDisabled, input.FreeformDisabled, input.AllowanceThresholdPercent));
         http.Response.Headers.CacheControl = "no-store";
         return Results.Ok(new { token, expiresAt, userId, appId = demoApp.AppId });
     }

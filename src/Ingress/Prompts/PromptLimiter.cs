@@ -9,23 +9,46 @@ using Microsoft.Extensions.Options;
 
 namespace AddOnEvents.Ingress.Prompts;
 
-/// <summary>The output limit to send upstream, or why the prompt may not go upstream at all.</summary>
-public sealed record Admission(int MaxOutputTokens, Submission? Rejection);
+/// <summary>The output limit and allowance to send upstream, or why the prompt may not go upstream at all.</summary>
+public sealed record Admission(int MaxOutputTokens, Submission? Rejection, UserAllowance? Allowance = null);
 
 /// <summary>
 /// Applies the app's and the end user's limits before anything is published: allowed models, output tokens,
 /// requests per minute (counters shared by every Ingress instance) and token quotas (counted from the upstream's
 /// reported usage).
 /// </summary>
-public sealed class PromptLimiter(AppStore apps, RateCounterStore rates, UsageStore usage, IOptions<PromptOptions> options, TimeProvider clock)
+public sealed class PromptLimiter(
+    AppStore apps, UserControlStore userControls, RateCounterStore rates, UsageStore usage, IOptions<PromptOptions> options, TimeProvider clock)
 {
+    /// <summary>Share of the allowance, in percent, at which the host is told when it chose none.</summary>
+    public const int DefaultThresholdPercent = 80;
+
     public async Task<Admission> AdmitAsync(
-        ClaimsPrincipal user, string appId, string pseudonym, string model, int? requestedOutputTokens, CancellationToken cancellationToken)
+        ClaimsPrincipal user, string appId, string pseudonym, string model, int? requestedOutputTokens, bool freeform,
+        CancellationToken cancellationToken)
     {
         var app = await apps.FindCachedAsync(appId, cancellationToken);
         if (app is null)
         {
             return Reject(StatusCodes.Status403Forbidden, ErrorCodes.Forbidden, "The app of this token no longer exists.");
+        }
+
+        if (!app.AddonActive)
+        {
+            return Reject(StatusCodes.Status403Forbidden, ErrorCodes.AddonInactive,
+                "The add-on is switched off for this app. The developer can switch it on in the console.");
+        }
+
+        var controls = await userControls.FindAsync(appId, pseudonym, cancellationToken);
+        if (controls?.AddonDisabled == true || ClaimBool(user, UserTokens.AddonDisabledClaim))
+        {
+            return Reject(StatusCodes.Status403Forbidden, ErrorCodes.AddonDisabledForUser, "The add-on is switched off for your account.");
+        }
+
+        if (freeform && (controls?.FreeformDisabled == true || ClaimBool(user, UserTokens.FreeformDisabledClaim)))
+        {
+            return Reject(StatusCodes.Status403Forbidden, ErrorCodes.FreeformDisabled,
+                "Free-form prompts are switched off for your account; use one of the actions on selected text.");
         }
 
         var limits = app.Limits;
@@ -73,16 +96,35 @@ public sealed class PromptLimiter(AppStore apps, RateCounterStore rates, UsageSt
             }
         }
 
-        if (ClaimLong(user, UserTokens.UserMonthlyTokensClaim) is { } allowance
-            && ((await usage.GetUserMonthAsync(appId, pseudonym, now, cancellationToken))?.Tokens ?? 0) >= allowance)
+        var allowance = AllowanceOf(user, controls);
+        if (allowance is not null
+            && ((await usage.GetUserMonthAsync(appId, pseudonym, now, cancellationToken))?.Tokens ?? 0) >= allowance.MonthlyTokens)
         {
             return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
                 "You used your token allowance for this month.", SecondsToNextMonth(now));
         }
 
         int maxOutputTokens = requestedOutputTokens ?? Math.Min(options.Value.DefaultMaxOutputTokens, appCap);
-        return new Admission(maxOutputTokens, null);
+        return new Admission(maxOutputTokens, null, allowance);
     }
+
+    /// <summary>
+    /// Returns the user's monthly allowance: the lower of the token's and the host backend's, with the host
+    /// backend's threshold taking precedence over the token's.
+    /// </summary>
+    public static UserAllowance? AllowanceOf(ClaimsPrincipal user, UserControls? controls)
+    {
+        long? tokens = ClaimLong(user, UserTokens.UserMonthlyTokensClaim) is { } fromToken
+            ? Math.Min(fromToken, controls?.MonthlyTokenAllowance ?? long.MaxValue)
+            : controls?.MonthlyTokenAllowance;
+        int threshold = controls?.AllowanceThresholdPercent
+            ?? ClaimInt(user, UserTokens.AllowanceThresholdClaim)
+            ?? DefaultThresholdPercent;
+        return tokens is { } monthly ? new UserAllowance(monthly, threshold) : null;
+    }
+
+    private static bool ClaimBool(ClaimsPrincipal user, string type) =>
+        bool.TryParse(user.FindFirstValue(type), out bool value) && value;
 
     private static Admission Reject(int status, string code, string message, int? retryAfterSeconds = null) =>
         new(0, Submission.Rejected(status, code, message, retryAfterSeconds));

@@ -19,7 +19,23 @@ public sealed record PromptInput(string? Prompt, string? Model, int? MaxOutputTo
     /// <summary>Never used to choose the user; a value that differs from the token's user is rejected with 403.</summary>
     public string? UserId { get; init; }
 
-    /// <summary>Earlier turns of an OpenAI-style conversation, used by the compatible endpoint; the prompt is then the last user turn.</summary>
+    /// <summary>A preset action on <see cref="Text"/> (see <see cref="PromptPresets.Actions"/>) in place of a free-form prompt.</summary>
+    public string? Action { get; init; }
+
+    /// <summary>The selected text a preset action works on.</summary>
+    public string? Text { get; init; }
+
+    /// <summary>Target tone of the change_tone action.</summary>
+    public string? Tone { get; init; }
+
+    /// <summary>Target language of the translate action.</summary>
+    public string? Language { get; init; }
+
+    /// <summary>
+    /// Earlier turns of an OpenAI-style conversation, set only by the compatible endpoint. It is never read from the
+    /// add-on's JSON, so a browser cannot send system instructions of its own.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public IReadOnlyList<ChatTurn>? Messages { get; init; }
 }
 
@@ -39,6 +55,7 @@ public sealed partial class PromptSubmitter(
     UserTokens tokens,
     ResultRoute route,
     PromptLimiter limiter,
+    UserRefCipher userRefs,
     IOptions<PromptOptions> options,
     TimeProvider clock,
     ILogger<PromptSubmitter> logger)
@@ -62,15 +79,34 @@ public sealed partial class PromptSubmitter(
         }
 
         var limits = options.Value;
-        if (string.IsNullOrWhiteSpace(input.Prompt))
+        bool freeform = input.Action is null;
+        string content = (freeform ? input.Prompt : input.Text) ?? "";
+        if (string.IsNullOrWhiteSpace(content))
         {
-            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "prompt is empty: type a question.");
+            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                freeform ? "prompt is empty: type a question." : "text is empty: select the text the action works on.");
         }
 
-        if (input.Prompt.Length > limits.MaxPromptCharacters)
+        if (content.Length > limits.MaxPromptCharacters)
         {
             return Submission.Rejected(StatusCodes.Status413PayloadTooLarge, ErrorCodes.PromptTooLong, string.Create(CultureInfo.InvariantCulture,
-                $"The prompt has {input.Prompt.Length} characters; the limit is {limits.MaxPromptCharacters}. Shorten it."));
+                $"The {(freeform ? "prompt" : "text")} has {content.Length} characters; the limit is {limits.MaxPromptCharacters}. Shorten it."));
+        }
+
+        IReadOnlyList<ChatTurn> turns;
+        if (freeform)
+        {
+            turns = input.Messages is { Count: > 0 } history ? history : [new ChatTurn("user", content)];
+        }
+        else
+        {
+            var (presetTurns, problem) = PromptPresets.Build(input.Action!, content, input.Tone, input.Language);
+            if (problem is not null)
+            {
+                return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, problem);
+            }
+
+            turns = presetTurns!;
         }
 
         string model = input.Model ?? limits.DefaultModel;
@@ -86,7 +122,7 @@ public sealed partial class PromptSubmitter(
                 $"maxOutputTokens must be between 1 and {limits.MaxOutputTokensLimit}."));
         }
 
-        var admission = await limiter.AdmitAsync(user, appId, pseudonym, model, input.MaxOutputTokens, http.RequestAborted);
+        var admission = await limiter.AdmitAsync(user, appId, pseudonym, model, input.MaxOutputTokens, freeform, http.RequestAborted);
         if (admission.Rejection is { } rejection)
         {
             return rejection;
@@ -95,10 +131,13 @@ public sealed partial class PromptSubmitter(
         var now = clock.GetUtcNow();
         var requestId = NewId.NextGuid();
         var timeToLive = TimeSpan.FromSeconds(limits.TimeToLiveSeconds);
-        IReadOnlyList<ChatTurn> turns = input.Messages is { Count: > 0 } history ? history : [new ChatTurn("user", input.Prompt)];
         var message = new PromptRequested(
             requestId, requestId, appId, pseudonym, route.RoutingKey, model, admission.MaxOutputTokens,
-            turns, now, now + timeToLive, input.Stream ?? true);
+            turns, now, now + timeToLive, input.Stream ?? true)
+        {
+            Allowance = admission.Allowance,
+            SealedUserRef = admission.Allowance is null ? null : userRefs.Seal(appId, user.FindFirstValue(AuthSchemes.UserIdClaim)!),
+        };
         beforePublish?.Invoke(requestId);
         if (!await KeyEndpoints.PublishConfirmedAsync(bus, message, limits, http, logger, timeToLive))
         {

@@ -20,6 +20,7 @@ public sealed partial class PromptRequestedConsumer(
     KeyStore keys,
     PromptResultStore results,
     UsageStore usage,
+    AddonActivation activation,
     EnvelopeCipher cipher,
     ChatCompletionCaller caller,
     InFlightPrompts inFlight,
@@ -138,6 +139,11 @@ public sealed partial class PromptRequestedConsumer(
     private async Task<object> AnswerAsync(ConsumeContext<PromptRequested> context, CancellationToken cancellationToken)
     {
         var prompt = context.Message;
+        if (!await activation.IsActiveAsync(prompt.AppId, cancellationToken))
+        {
+            return Failure(prompt, ErrorCodes.AddonInactive, "The add-on is switched off for this app. The developer can switch it on in the console.");
+        }
+
         var document = await keys.FindAsync(prompt.AppId, cancellationToken);
         var material = document?.Material;
         if (document is null || material is null)
@@ -221,7 +227,8 @@ public sealed partial class PromptRequestedConsumer(
                     return outcome;
                 }
 
-                wait = retryAfter;
+                // Timers can fire a millisecond or two early, and the next call must come after Retry-After.
+                wait = retryAfter + TimeSpan.FromMilliseconds(100);
             }
             else
             {
@@ -250,8 +257,15 @@ public sealed partial class PromptRequestedConsumer(
 
             if (result is PromptCompleted answer)
             {
-                await usage.AddAsync(prompt.AppId, prompt.UserId, answer.Usage.TotalTokens, clock.GetUtcNow().UtcDateTime, context.CancellationToken);
+                var now = clock.GetUtcNow();
+                long used = await usage.AddAsync(prompt.AppId, prompt.UserId, answer.Usage.TotalTokens, now.UtcDateTime, context.CancellationToken);
                 metrics.TokensUsed(prompt.AppId, answer.Usage);
+                if (prompt.Allowance is { } allowance && CrossedThreshold(allowance, used - answer.Usage.TotalTokens, used))
+                {
+                    await context.Publish(new AllowanceThresholdCrossed(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId,
+                        prompt.ReplyTo, used, allowance.MonthlyTokens, allowance.ThresholdPercent, UsageStore.Month(now.UtcDateTime),
+                        prompt.SealedUserRef, now), context.CancellationToken);
+                }
             }
         }
 
@@ -267,6 +281,13 @@ public sealed partial class PromptRequestedConsumer(
         {
             await results.MarkPublishedAsync(prompt.RequestId, context.CancellationToken);
         }
+    }
+
+    /// <summary>Tells whether this answer moved the user's monthly usage from below the threshold share to at or above it.</summary>
+    public static bool CrossedThreshold(UserAllowance allowance, long before, long after)
+    {
+        long threshold = (long)Math.Ceiling(allowance.MonthlyTokens * allowance.ThresholdPercent / 100.0);
+        return before < threshold && after >= threshold;
     }
 
     private async Task PublishStoredAsync(ConsumeContext<PromptRequested> context, PromptResultDocument stored)

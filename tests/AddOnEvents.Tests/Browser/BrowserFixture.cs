@@ -110,7 +110,10 @@ public sealed class BrowserFixture : SystemFixture
         return browserPage;
     }
 
-    /// <summary>Gives the demo app a key the fake upstream accepts, unless its current key is that one and active.</summary>
+    /// <summary>
+    /// Gives the demo app a key the fake upstream accepts, unless its current key is that one and active, and switches
+    /// its add-on on.
+    /// </summary>
     public async Task EnsureDemoKeyActiveAsync()
     {
         using var developer = CreateClient(Basic(DemoApp));
@@ -118,6 +121,8 @@ public sealed class BrowserFixture : SystemFixture
         string body = await response.Content.ReadAsStringAsync();
         if (response.StatusCode == HttpStatusCode.OK && body.Contains("\"state\":\"active\"", StringComparison.Ordinal))
         {
+            // A test may have switched the add-on off; every other test expects it on.
+            await SetAddonActiveAsync(DemoApp, true);
             return;
         }
 

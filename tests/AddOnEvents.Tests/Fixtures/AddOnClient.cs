@@ -27,9 +27,15 @@ public sealed class AddOnClient : IAsyncDisposable
         Connection = connection;
         connection.On<JsonElement>("PromptCompleted", payload => Record("PromptCompleted", payload));
         connection.On<JsonElement>("PromptFailed", payload => Record("PromptFailed", payload));
+        connection.On<JsonElement>("AllowanceThreshold", payload => _allowanceEvents.Enqueue(payload.Clone()));
         connection.On<JsonElement>("PromptPiece", payload => _pieces.Enqueue(new AddOnResult("PromptPiece", payload.GetProperty("requestId").GetGuid(),
             payload.Clone())));
     }
+
+    private readonly ConcurrentQueue<JsonElement> _allowanceEvents = new();
+
+    /// <summary>Every AllowanceThreshold event received.</summary>
+    public IReadOnlyCollection<JsonElement> AllowanceEvents => _allowanceEvents;
 
     private readonly ConcurrentQueue<AddOnResult> _pieces = new();
 

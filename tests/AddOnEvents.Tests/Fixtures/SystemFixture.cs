@@ -240,13 +240,21 @@ public class SystemFixture : IAsyncLifetime
         throw new TimeoutException($"The key of {app.AppId} did not reach '{state}' within {Patience}; last status: {last}");
     }
 
-    /// <summary>Registers a key the fake upstream accepts and waits until it is active.</summary>
+    /// <summary>Registers a key the fake upstream accepts, waits until it is active, and switches the add-on on.</summary>
     public async Task RegisterActiveKeyAsync(TestApp app, string apiKey)
     {
         Upstream.AcceptKey(apiKey);
         using var response = await PutKeyAsync(app, apiKey);
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
         await WaitForKeyStateAsync(app, "active");
+        await SetAddonActiveAsync(app, true);
+    }
+
+    public async Task SetAddonActiveAsync(TestApp app, bool active)
+    {
+        using var developer = CreateClient(Basic(app));
+        using var response = await developer.PutAsJsonAsync($"/api/apps/{app.AppId}/addon", new { active });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
 
     public async Task<string> IssueUserTokenAsync(TestApp app, string userId)

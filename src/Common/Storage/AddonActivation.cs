@@ -1,0 +1,21 @@
+using MongoDB.Bson;
+using MongoDB.Driver;
+
+namespace AddOnEvents.Common.Storage;
+
+/// <summary>
+/// Reads whether an app's add-on is active, straight from the <c>apps</c> collection with no cache, so a
+/// deactivation stops upstream calls at once even where an Ingress instance still has the app cached.
+/// </summary>
+public sealed class AddonActivation(IMongoDatabase database)
+{
+    public const string Field = "addonActive";
+
+    private readonly IMongoCollection<BsonDocument> _apps = database.GetCollection<BsonDocument>("apps");
+
+    public async Task<bool> IsActiveAsync(string appId, CancellationToken cancellationToken)
+    {
+        var app = await _apps.Find(Builders<BsonDocument>.Filter.Eq("_id", appId)).FirstOrDefaultAsync(cancellationToken);
+        return app is not null && app.TryGetValue(Field, out var active) && active.IsBoolean && active.AsBoolean;
+    }
+}

@@ -1,0 +1,38 @@
+using MongoDB.Bson.Serialization.Attributes;
+using MongoDB.Driver;
+
+namespace AddOnEvents.Ingress.Apps;
+
+/// <summary>What the host backend set for one end user; null fields leave the token's value or the default.</summary>
+public sealed class UserControls
+{
+    /// <summary>App id and user pseudonym, so the host's own user id is not stored.</summary>
+    [BsonId]
+    public string Id { get; set; } = "";
+
+    public bool? AddonDisabled { get; set; }
+
+    public bool? FreeformDisabled { get; set; }
+
+    public long? MonthlyTokenAllowance { get; set; }
+
+    public int? AllowanceThresholdPercent { get; set; }
+
+    public DateTime UpdatedAt { get; set; }
+}
+
+public sealed class UserControlStore(IMongoDatabase database)
+{
+    private readonly IMongoCollection<UserControls> _controls = database.GetCollection<UserControls>("userControls");
+
+    public static string IdOf(string appId, string pseudonym) => appId + "|" + pseudonym;
+
+    public Task<UserControls?> FindAsync(string appId, string pseudonym, CancellationToken cancellationToken)
+    {
+        string id = IdOf(appId, pseudonym);
+        return _controls.Find(c => c.Id == id).FirstOrDefaultAsync(cancellationToken)!;
+    }
+
+    public Task SaveAsync(UserControls controls, CancellationToken cancellationToken) =>
+        _controls.ReplaceOneAsync(c => c.Id == controls.Id, controls, new ReplaceOptions { IsUpsert = true }, cancellationToken);
+}

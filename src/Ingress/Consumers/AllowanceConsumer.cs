@@ -1,0 +1,44 @@
+using AddOnEvents.Contracts;
+using AddOnEvents.Ingress.Apps;
+using AddOnEvents.Ingress.Hubs;
+using AddOnEvents.Ingress.Prompts;
+using AddOnEvents.Ingress.Webhooks;
+using MassTransit;
+using Microsoft.AspNetCore.SignalR;
+
+namespace AddOnEvents.Ingress.Consumers;
+
+/// <summary>Payload of the client method <c>AllowanceThreshold</c>.</summary>
+public sealed record AllowancePayload(long UsedTokens, long MonthlyTokens, int ThresholdPercent, string Period);
+
+/// <summary>
+/// Tells the end user's add-on and, when configured, the host's webhook that the user crossed the threshold share
+/// of their monthly allowance. Only the instance that routed the prompt gets the event, so the webhook goes once.
+/// </summary>
+public sealed class AllowanceConsumer(IHubContext<AddOnHub> hub, AppStore apps, UserRefCipher userRefs, WebhookSender webhooks)
+    : IConsumer<AllowanceThresholdCrossed>
+{
+    public async Task Consume(ConsumeContext<AllowanceThresholdCrossed> context)
+    {
+        var m = context.Message;
+        await hub.Clients.User(m.UserId).SendAsync("AllowanceThreshold",
+            new AllowancePayload(m.UsedTokens, m.MonthlyTokens, m.ThresholdPercent, m.Period), context.CancellationToken);
+        var app = await apps.FindCachedAsync(m.AppId, context.CancellationToken);
+        string? userId = userRefs.Open(m.AppId, m.SealedUserRef);
+        if (app?.WebhookUrl is { } url && app.WebhookSecret is { } secret && userId is not null)
+        {
+            webhooks.Enqueue(new WebhookDelivery(m.AppId, url, secret, new
+            {
+                type = "allowance.threshold_crossed",
+                id = m.CorrelationId,
+                appId = m.AppId,
+                userId,
+                usedTokens = m.UsedTokens,
+                monthlyTokenAllowance = m.MonthlyTokens,
+                thresholdPercent = m.ThresholdPercent,
+                period = m.Period,
+                occurredAt = m.CrossedAt,
+            }));
+        }
+    }
+}

@@ -1,0 +1,149 @@
+using System.Globalization;
+using AddOnEvents.Common.Net;
+using AddOnEvents.Common.Storage;
+using AddOnEvents.Contracts;
+using AddOnEvents.Ingress.Apps;
+using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Prompts;
+
+namespace AddOnEvents.Ingress.Endpoints;
+
+public sealed record ActivationInput(bool? Active);
+
+public sealed record WebhookInput(string? Url);
+
+public sealed record UserControlsInput(bool? AddonDisabled, bool? FreeformDisabled, long? MonthlyTokenAllowance, int? AllowanceThresholdPercent);
+
+/// <summary>Switching the add-on on and off, the host's per-user controls and webhook, and the user's own allowance.</summary>
+public static class AddonEndpoints
+{
+    public static IEndpointRouteBuilder MapAddonEndpoints(this IEndpointRouteBuilder endpoints)
+    {
+        var app = endpoints.MapGroup("/api/apps/{appId}").RequireAuthorization(AuthSchemes.AppCredentials);
+        app.MapGet("/addon", GetActivationAsync);
+        app.MapPut("/addon", SetActivationAsync);
+        app.MapPut("/webhook", SetWebhookAsync);
+        app.MapPut("/users/{userId}/controls", SetUserControlsAsync);
+        endpoints.MapGet("/api/me/usage", GetOwnUsageAsync).RequireAuthorization(AuthSchemes.UserToken);
+        return endpoints;
+    }
+
+    private static async Task<IResult> GetActivationAsync(string appId, HttpContext http, AppStore apps)
+    {
+        if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
+        }
+
+        var app = await apps.FindAsync(appId, http.RequestAborted);
+        return Results.Ok(new { appId, active = app?.AddonActive == true, webhookUrl = app?.WebhookUrl });
+    }
+
+    /// <summary>Switches the add-on on (only with an active key) or off; off takes effect for the very next prompt.</summary>
+    private static async Task<IResult> SetActivationAsync(string appId, HttpContext http, AppStore apps, KeyStore keys)
+    {
+        if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
+        }
+
+        var (input, error) = await JsonBody.ReadAsync<ActivationInput>(http.Request);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        if (input!.Active is not { } active)
+        {
+            return ApiErrors.BadRequest("active is missing: send true to switch the add-on on, false to switch it off.");
+        }
+
+        if (active)
+        {
+            var key = await keys.FindAsync(appId, http.RequestAborted);
+            if (key?.State != KeyStates.Active)
+            {
+                return ApiErrors.Result(StatusCodes.Status409Conflict, ErrorCodes.KeyNotActive,
+                    "The add-on can be switched on only while the app's OpenAI key is active. Register a key and wait until it is checked.");
+            }
+        }
+
+        await apps.SetActivationAsync(appId, active, http.RequestAborted);
+        return Results.Ok(new { appId, active });
+    }
+
+    private static async Task<IResult> SetWebhookAsync(string appId, HttpContext http, AppStore apps)
+    {
+        if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
+        }
+
+        var (input, error) = await JsonBody.ReadAsync<WebhookInput>(http.Request);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        if (input!.Url is { } url && (!Uri.TryCreate(url, UriKind.Absolute, out var uri)
+            || !(uri.Scheme == Uri.UriSchemeHttps || (uri.Scheme == Uri.UriSchemeHttp && Loopback.IsLoopbackHost(uri.Host)))))
+        {
+            return ApiErrors.BadRequest("url must be an absolute https:// URL (http:// only for a loopback address), or null to remove the webhook.");
+        }
+
+        string? secret = await apps.SetWebhookAsync(appId, input.Url, http.RequestAborted);
+        return Results.Ok(new { appId, url = input.Url, signingSecret = secret });
+    }
+
+    /// <summary>Stores the host's controls for one end user; they apply to the user's next prompt, whatever token they hold.</summary>
+    private static async Task<IResult> SetUserControlsAsync(string appId, string userId, HttpContext http, UserControlStore store, UserTokens tokens,
+        TimeProvider clock)
+    {
+        if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
+        }
+
+        var (input, error) = await JsonBody.ReadAsync<UserControlsInput>(http.Request);
+        if (error is not null)
+        {
+            return error;
+        }
+
+        if (input!.MonthlyTokenAllowance < 0 || input.AllowanceThresholdPercent is < 1 or > 100)
+        {
+            return ApiErrors.BadRequest("monthlyTokenAllowance must not be negative and allowanceThresholdPercent must be 1 to 100.");
+        }
+
+        var controls = new UserControls
+        {
+            Id = UserControlStore.IdOf(appId, tokens.Pseudonym(appId, userId)),
+            AddonDisabled = input.AddonDisabled,
+            FreeformDisabled = input.FreeformDisabled,
+            MonthlyTokenAllowance = input.MonthlyTokenAllowance,
+            AllowanceThresholdPercent = input.AllowanceThresholdPercent,
+            UpdatedAt = clock.GetUtcNow().UtcDateTime,
+        };
+        await store.SaveAsync(controls, http.RequestAborted);
+        return Results.Ok(new { appId, userId, input.AddonDisabled, input.FreeformDisabled, input.MonthlyTokenAllowance, input.AllowanceThresholdPercent });
+    }
+
+    /// <summary>Returns the end user's tokens this month and, when the host set an allowance, what is left of it.</summary>
+    private static async Task<IResult> GetOwnUsageAsync(HttpContext http, UserTokens tokens, UsageStore usage, UserControlStore store, TimeProvider clock)
+    {
+        string appId = http.User.FindFirst(AuthSchemes.AppIdClaim)!.Value;
+        string pseudonym = tokens.Pseudonym(http.User)!;
+        var now = clock.GetUtcNow().UtcDateTime;
+        long used = (await usage.GetUserMonthAsync(appId, pseudonym, now, http.RequestAborted))?.Tokens ?? 0;
+        var allowance = PromptLimiter.AllowanceOf(http.User, await store.FindAsync(appId, pseudonym, http.RequestAborted));
+        return Results.Ok(new
+        {
+            period = UsageStore.Month(now),
+            usedTokens = used,
+            monthlyTokenAllowance = allowance?.MonthlyTokens,
+            remainingTokens = allowance is null ? (long?)null : Math.Max(0, allowance.MonthlyTokens - used),
+            thresholdPercent = allowance?.ThresholdPercent,
+            resetsAt = new DateTime(now.Year, now.Month, 1, 0, 0, 0, DateTimeKind.Utc).AddMonths(1).ToString("O", CultureInfo.InvariantCulture),
+        });
+    }
+}
