@@ -19,7 +19,9 @@ public sealed class PieceBatcher(ConsumeContext<PromptRequested> context, TimePr
     public async Task AddAsync(string text)
     {
         _pending.Append(text);
-        if (_pending.Length >= options.PieceMaxCharacters
+        // The first piece goes out at once, because the time to the first visible text is what users notice.
+        if (Published == 0
+            || _pending.Length >= options.PieceMaxCharacters
             || clock.GetElapsedTime(_lastFlush) >= TimeSpan.FromMilliseconds(options.PieceIntervalMilliseconds))
         {
             await FlushAsync();
