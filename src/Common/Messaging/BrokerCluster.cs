@@ -10,9 +10,9 @@ namespace AddOnEvents.Common.Messaging;
 /// </summary>
 /// <remarks>
 /// The work queues are quorum queues, replicated on every node of the cluster. With publisher confirms on, RabbitMQ
-/// confirms a message routed to a quorum queue only once a majority of the queue's replicas have written it
-/// (https://www.rabbitmq.com/docs/confirms, "When Will Published Messages Be Confirmed by the Broker?"), so the 202
-/// that Ingress returns after the confirm means the message survives the loss of any one node of three.
+/// confirms a message routed to a quorum queue only once a quorum of the queue's replicas has accepted it
+/// (https://www.rabbitmq.com/docs/confirms, "When Will Published Messages Be Confirmed by the Broker?"). So the 202
+/// that Ingress returns after the confirm means that the message survives the loss of any one node of three.
 /// </remarks>
 internal static class BrokerCluster
 {
