@@ -205,6 +205,7 @@ cat <<EOF
 AddOnEvents is running. Press Ctrl+C to stop it.
   Developer console:  http://127.0.0.1:$INGRESS_PORT/console.html
   Demo add-on page:   http://127.0.0.1:$INGRESS_PORT/addon.html
+  Host page demo:     http://127.0.0.1:$INGRESS_PORT/host.html
   Demo app id:        $DEMO_APP_ID
   Demo app secret:    $DEMO_APP_SECRET
   Admin token:        $Auth__AdminToken  (generated for this run only)
