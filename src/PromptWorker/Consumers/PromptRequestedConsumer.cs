@@ -13,8 +13,8 @@ namespace AddOnEvents.PromptWorker.Consumers;
 
 /// <summary>
 /// Answers one prompt with the app's own key and publishes exactly one final result for its request id, however
-/// often the message is delivered: the request is claimed in the result store first, and a delivery that finds
-/// it finished republishes nothing unless the result never reached the broker.
+/// often the message is delivered. The request is claimed in the result store first. A delivery that finds it
+/// finished republishes nothing, unless the result never reached the broker.
 /// </summary>
 public sealed partial class PromptRequestedConsumer(
     KeyStore keys,
@@ -95,8 +95,8 @@ public sealed partial class PromptRequestedConsumer(
     }
 
     /// <summary>
-    /// Claims the request for this worker. Returns false when another delivery finished it or holds it; waits while
-    /// a lease of another worker runs, because that worker may have died and its lease must run out first.
+    /// Claims the request for this worker, and returns false when another delivery finished or owns it. While the
+    /// lease of another worker runs, it waits, because that worker may have died and its lease must run out first.
     /// </summary>
     private async Task<bool> ClaimAsync(ConsumeContext<PromptRequested> context)
     {
