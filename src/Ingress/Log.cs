@@ -21,6 +21,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1006, Level = LogLevel.Debug, Message = "Delivered {Outcome} of request {RequestId} to its user's connections")]
     public static partial void ResultDelivered(ILogger logger, string outcome, Guid requestId);
 
+    [LoggerMessage(EventId = 1008, Level = LogLevel.Information, Message = "Dropped a second final result of request {RequestId}")]
+    public static partial void DuplicateResultDropped(ILogger logger, Guid requestId);
+
     [LoggerMessage(EventId = 1007, Level = LogLevel.Error, Message = "Request {Path} failed with {ExceptionType}")]
     public static partial void RequestFailed(ILogger logger, string path, string exceptionType);
 }

@@ -4,6 +4,7 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.AspNetCore.SignalR.Client;
+using Microsoft.Extensions.DependencyInjection;
 using MongoDB.Bson;
 using MongoDB.Driver;
 
@@ -197,6 +198,27 @@ public sealed class StreamingTests(SystemFixture system)
             await system.StopServiceAsync("Ingress3");
             await system.StopServiceAsync("PromptWorker2");
         }
+    }
+
+    [Fact]
+    public async Task SecondFinalResultIsDropped()
+    {
+        var app = await system.CreateAppAsync();
+        await using var client = await system.ConnectAsync(await system.IssueUserTokenAsync(app, "twice-told"));
+        var services = system.ServicesOf(nameof(Ingress));
+        string pseudonym = services.GetRequiredService<AddOnEvents.Ingress.Auth.UserTokens>().Pseudonym(app.AppId, "twice-told");
+        string route = services.GetRequiredService<AddOnEvents.Ingress.Prompts.ResultRoute>().RoutingKey;
+        var requestId = Guid.NewGuid();
+        var answer = new AddOnEvents.Contracts.PromptCompleted(requestId, requestId, app.AppId, pseudonym, route, "only once", "stop",
+            new AddOnEvents.Contracts.TokenUsage(1, 1, 2), DateTimeOffset.UtcNow);
+        var bus = services.GetRequiredService<MassTransit.IBus>();
+
+        await bus.Publish(answer);
+        await bus.Publish(answer);
+        await client.WaitForResultAsync(requestId, Patience);
+        await Task.Delay(1000);
+
+        Assert.Single(client.Received, r => r.RequestId == requestId);
     }
 
     private async Task<(string Token, AddOnClient Client)> NewUserAsync()

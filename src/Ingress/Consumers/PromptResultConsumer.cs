@@ -3,6 +3,7 @@ using AddOnEvents.Ingress.Hubs;
 using AddOnEvents.Ingress.Prompts;
 using MassTransit;
 using Microsoft.AspNetCore.SignalR;
+using Microsoft.Extensions.Caching.Memory;
 
 namespace AddOnEvents.Ingress.Consumers;
 
@@ -11,12 +12,21 @@ namespace AddOnEvents.Ingress.Consumers;
 /// and to an HTTP caller waiting on this instance. Delivery is partitioned by request id, so the pieces of one
 /// answer keep their order while different answers go out in parallel.
 /// </summary>
-public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingReplies pending, ILogger<PromptResultConsumer> logger)
+public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingReplies pending, IMemoryCache delivered, ILogger<PromptResultConsumer> logger)
     : IConsumer<PromptPiece>, IConsumer<PromptCompleted>, IConsumer<PromptFailed>
 {
+    // The broker delivers at least once, so a final result can arrive twice (a lost confirm or acknowledgement).
+    // Every result of a request comes to this one instance, so remembering the delivered ones here is enough.
+    private static readonly TimeSpan RememberFor = TimeSpan.FromMinutes(15);
+
     public async Task Consume(ConsumeContext<PromptPiece> context)
     {
         var m = context.Message;
+        if (delivered.TryGetValue(Key(m.RequestId), out _))
+        {
+            return;
+        }
+
         pending.Deliver(m.RequestId, m);
         await hub.Clients.User(m.UserId).SendAsync("PromptPiece", new PiecePayload(m.RequestId, m.Sequence, m.Text), context.CancellationToken);
     }
@@ -24,6 +34,11 @@ public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingRepli
     public async Task Consume(ConsumeContext<PromptCompleted> context)
     {
         var m = context.Message;
+        if (!FirstFinal(m.RequestId))
+        {
+            return;
+        }
+
         pending.Deliver(m.RequestId, m);
         var usage = new UsagePayload(m.Usage.PromptTokens, m.Usage.CompletionTokens, m.Usage.TotalTokens);
         await hub.Clients.User(m.UserId).SendAsync("PromptCompleted", new AnswerPayload(m.RequestId, m.Text, m.FinishReason, usage),
@@ -34,9 +49,29 @@ public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingRepli
     public async Task Consume(ConsumeContext<PromptFailed> context)
     {
         var m = context.Message;
+        if (!FirstFinal(m.RequestId))
+        {
+            return;
+        }
+
         pending.Deliver(m.RequestId, m);
         await hub.Clients.User(m.UserId).SendAsync("PromptFailed", new FailurePayload(m.RequestId, m.Code, m.Message, m.RetryAfterSeconds),
             context.CancellationToken);
         Log.ResultDelivered(logger, "failure", m.RequestId);
     }
+
+    /// <summary>Records the request as finished; false when a final result for it was already delivered.</summary>
+    private bool FirstFinal(Guid requestId)
+    {
+        if (delivered.TryGetValue(Key(requestId), out _))
+        {
+            Log.DuplicateResultDropped(logger, requestId);
+            return false;
+        }
+
+        delivered.Set(Key(requestId), true, RememberFor);
+        return true;
+    }
+
+    private static string Key(Guid requestId) => "delivered:" + requestId.ToString("N");
 }
