@@ -35,21 +35,6 @@ service_port() {
     esac
 }
 
-# Prints `env -u` arguments for the secrets that service NAME must not receive. Each service
-# gets only the secrets it needs, so the sealing private key and the master keys never reach Ingress.
-service_unset_args() {
-    local names=()
-    case $1 in
-        Ingress) names=(Sealing__PrivateKey MasterKeys__CurrentKeyId MasterKeys__Keys__mk1 Fingerprint__Key) ;;
-        KeyWorker) names=(Sealing__PublicKey Auth__AdminToken Auth__TokenSigningKey) ;;
-        PromptWorker) names=(Sealing__KeyId Sealing__PrivateKey Sealing__PublicKey Fingerprint__Key
-            Auth__AdminToken Auth__TokenSigningKey) ;;
-    esac
-    local name
-    for name in "${names[@]}"; do
-        printf -- '-u\n%s\n' "$name"
-    done
-}
 
 # Stops the services recorded in DIR (this run's, or those of an earlier run that was killed).
 stop_services() {
@@ -86,7 +71,7 @@ start_service() {
     local dll=bin/Release/net10.0/AddOnEvents.$name.dll
     [[ -f src/$name/$dll ]] || fail "src/$name/$dll not found after the build"
     local unset_args
-    mapfile -t unset_args < <(service_unset_args "$name")
+    mapfile -t unset_args < <(infra_service_unset_args "$name")
     # The project folder is the content root, so Ingress serves its pages from src/Ingress/wwwroot.
     (
         cd "src/$name"

@@ -182,23 +182,10 @@ fi
 
 infra_dotnet_defaults
 
-service_unset_args() {
-    local names=()
-    case $1 in
-        Ingress) names=(Sealing__PrivateKey MasterKeys__CurrentKeyId MasterKeys__Keys__mk1 Fingerprint__Key) ;;
-        KeyWorker) names=(Sealing__PublicKey Auth__AdminToken Auth__TokenSigningKey) ;;
-        PromptWorker) names=(Sealing__KeyId Sealing__PrivateKey Sealing__PublicKey Fingerprint__Key
-            Auth__AdminToken Auth__TokenSigningKey) ;;
-    esac
-    local name
-    for name in "${names[@]}"; do
-        printf -- '-u\n%s\n' "$name"
-    done
-}
 
 start_service() {
     local name=$1 port=$2 unset_args
-    mapfile -t unset_args < <(service_unset_args "$name")
+    mapfile -t unset_args < <(infra_service_unset_args "$name")
     (
         cd "src/$name"
         exec env "${unset_args[@]}" dotnet "bin/Release/net10.0/AddOnEvents.$name.dll" --urls "http://127.0.0.1:$port"

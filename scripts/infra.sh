@@ -416,6 +416,22 @@ infra_secrets() {
 }
 
 # Exports the connection settings of the running servers for the services and for the tests.
+# Prints `env -u` arguments for the secrets that service NAME must not receive. Each service
+# gets only the secrets it needs, so the sealing private key and the master keys never reach Ingress.
+infra_service_unset_args() {
+    local names=()
+    case $1 in
+        Ingress) names=(Sealing__PrivateKey MasterKeys__CurrentKeyId MasterKeys__Keys__mk1 Fingerprint__Key) ;;
+        KeyWorker) names=(Sealing__PublicKey Auth__AdminToken Auth__TokenSigningKey) ;;
+        PromptWorker) names=(Sealing__KeyId Sealing__PrivateKey Sealing__PublicKey Fingerprint__Key
+            Auth__AdminToken Auth__TokenSigningKey) ;;
+    esac
+    local name
+    for name in "${names[@]}"; do
+        printf -- '-u\n%s\n' "$name"
+    done
+}
+
 infra_env() {
     if [[ -z ${INFRA_RABBITMQ_PORT:-} || -z ${MONGO_URI:-} ]]; then
         infra_error "infra_env needs a running RabbitMQ node and jongodb (INFRA_RABBITMQ_PORT and MONGO_URI are unset)"

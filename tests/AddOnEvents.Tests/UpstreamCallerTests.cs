@@ -22,7 +22,7 @@ public sealed class UpstreamCallerTests : IAsyncLifetime
         _upstream = await FakeUpstream.StartAsync();
         _upstream.AcceptKey(Key);
         var configuration = new ConfigurationBuilder()
-            .AddInMemoryCollection(new Dictionary<string, string?> { ["Upstream:BaseUrl"] = _upstream.BaseUrl.ToString(), ["Upstream:TimeoutSeconds"] = "2" })
+            .AddInMemoryCollection(new Dictionary<string, string?> { ["Upstream:BaseUrl"] = _upstream.BaseUrl.ToString(), ["Upstream:TimeoutSeconds"] = "5" })
             .Build();
         var services = new ServiceCollection();
         services.AddSingleton(TimeProvider.System);
@@ -80,7 +80,7 @@ public sealed class UpstreamCallerTests : IAsyncLifetime
         { ScriptedResponse.Error(503), ErrorCodes.UpstreamUnavailable, true },
         { ScriptedResponse.Answer("filtered", "content_filter"), ErrorCodes.ContentFiltered, false },
         { ScriptedResponse.Raw(200, RefusalBody, "application/json"), ErrorCodes.Refused, false },
-        { ScriptedResponse.Slow(TimeSpan.FromSeconds(5), ScriptedResponse.Answer("late")), ErrorCodes.UpstreamTimeout, true },
+        { ScriptedResponse.Slow(TimeSpan.FromSeconds(12), ScriptedResponse.Answer("late")), ErrorCodes.UpstreamTimeout, true },
     };
 
     [Theory]
