@@ -115,7 +115,9 @@ infra_port_in_use() {
 infra_free_port() {
     local attempt port offset busy
     for ((attempt = 0; attempt < 200; attempt++)); do
-        port=$((15000 + RANDOM % 10000))
+        # 10000-12699 keeps PORT+10000 and PORT+20000 (RabbitMQ's management and distribution ports) below
+        # 32768, where Linux starts handing out ephemeral ports to outgoing connections, which could take them.
+        port=$((10000 + RANDOM % 2700))
         busy=0
         for offset in 0 "$@"; do
             if infra_port_in_use $((port + offset)); then
@@ -128,7 +130,7 @@ infra_free_port() {
             return 0
         fi
     done
-    infra_error "no free port found in 15000-24999 after 200 tries"
+    infra_error "no free port found in 10000-12699 after 200 tries"
     return 1
 }
 

@@ -26,6 +26,10 @@ public static class ApiErrors
         }
 
         context.Response.StatusCode = status;
-        return context.Response.WriteAsJsonAsync(new ApiError(code, message));
+
+        // OpenAI SDKs read errors of the compatible endpoint in OpenAI's own shape.
+        return context.Request.Path.StartsWithSegments("/v1")
+            ? context.Response.WriteAsJsonAsync(new { error = new { message, type = "addonevents_error", code, param = (string?)null } })
+            : context.Response.WriteAsJsonAsync(new ApiError(code, message));
     }
 }

@@ -128,7 +128,9 @@ public static class IngressApp
 
                     context.Response.Headers.WWWAuthenticate = "Bearer";
                     await ApiErrors.WriteAsync(context.HttpContext, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
-                        "The end-user token is missing, expired or invalid. Fetch a new one from the host application.");
+                        context.HttpContext.Request.Path.StartsWithSegments("/v1")
+                            ? "Send an end-user token or appId.appSecret as the Bearer key."
+                            : "The end-user token is missing, expired or invalid. Fetch a new one from the host application.");
                 },
             };
         });

@@ -156,6 +156,27 @@ public sealed class StreamingTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task OpenAICompatibleErrorsUseOpenAIShape()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-compat-size-" + Guid.NewGuid().ToString("N"));
+        using var caller = system.CreateClient(new AuthenticationHeaderValue("Bearer", $"{app.AppId}.{app.Secret}"));
+        using var anonymous = system.CreateClient();
+
+        using var tooLong = await caller.PostAsJsonAsync("/v1/chat/completions",
+            new { messages = new object[] { new { role = "user", content = new string('a', 16_001) } } });
+        using var unauthorized = await anonymous.PostAsJsonAsync("/v1/chat/completions",
+            new { messages = new object[] { new { role = "user", content = "x" } } });
+        var tooLongBody = await tooLong.Content.ReadFromJsonAsync<JsonElement>();
+        var unauthorizedBody = await unauthorized.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, tooLong.StatusCode);
+        Assert.Equal("prompt_too_long", tooLongBody.GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal(HttpStatusCode.Unauthorized, unauthorized.StatusCode);
+        Assert.Equal("unauthorized", unauthorizedBody.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    [Fact]
     public async Task TwoIngressAndTwoWorkersShareWork()
     {
         var app = await system.CreateAppAsync();

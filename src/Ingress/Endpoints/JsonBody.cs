@@ -26,8 +26,9 @@ public static class JsonBody
         }
         catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            return (null, ApiErrors.Result(StatusCodes.Status413PayloadTooLarge, ErrorCodes.PromptTooLong,
-                "The request body is too large. Shorten the prompt."));
+            bool prompt = request.Path.StartsWithSegments("/api/prompts") || request.Path.StartsWithSegments("/v1");
+            return (null, ApiErrors.Result(StatusCodes.Status413PayloadTooLarge, prompt ? ErrorCodes.PromptTooLong : ErrorCodes.InvalidRequest,
+                prompt ? "The request body is too large. Shorten the prompt." : "The request body is too large."));
         }
     }
 }

@@ -69,9 +69,16 @@ public static class OpenAICompatibleEndpoints
         }
 
         int totalCharacters = turns.Sum(t => t.Content.Length);
-        string promptForLimits = totalCharacters > options.Value.MaxPromptCharacters ? new string(' ', totalCharacters) : lastUser.Content;
+        if (totalCharacters > options.Value.MaxPromptCharacters)
+        {
+            await WriteErrorAsync(http, StatusCodes.Status413PayloadTooLarge, ErrorCodes.PromptTooLong, string.Create(
+                System.Globalization.CultureInfo.InvariantCulture,
+                $"The messages have {totalCharacters} characters in all; the limit is {options.Value.MaxPromptCharacters}. Shorten them."));
+            return;
+        }
+
         bool stream = request.Stream ?? false;
-        var input = new PromptInput(promptForLimits, request.Model, request.MaxCompletionTokens ?? request.MaxTokens, stream) { Messages = turns };
+        var input = new PromptInput(lastUser.Content, request.Model, request.MaxCompletionTokens ?? request.MaxTokens, stream) { Messages = turns };
         Guid? requestId = null;
         System.Threading.Channels.ChannelReader<object>? reader = null;
         var submission = await submitter.SubmitAsync(http.User, input, http, id =>

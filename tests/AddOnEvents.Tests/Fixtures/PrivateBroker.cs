@@ -26,11 +26,21 @@ public sealed class PrivateBroker : IAsyncDisposable
     public static async Task<PrivateBroker> StartAsync()
     {
         string repository = RepositoryRoot();
-        string directory = Path.Combine(repository, ".run", "broker-" + Guid.NewGuid().ToString("N")[..8]);
-        string output = await RunAsync(repository,
-            $"source scripts/infra.sh && port=$(infra_free_rabbitmq_port) && infra_start_rabbitmq '{directory}' \"$port\" >&2 && echo \"$port\"");
-        int port = int.Parse(output.Trim().Split('\n')[^1], System.Globalization.CultureInfo.InvariantCulture);
-        return new PrivateBroker(repository, directory, port, $"addon-{port}@localhost");
+        for (int attempt = 1; ; attempt++)
+        {
+            string directory = Path.Combine(repository, ".run", "broker-" + Guid.NewGuid().ToString("N")[..8]);
+            try
+            {
+                string output = await RunAsync(repository,
+                    $"source scripts/infra.sh && port=$(infra_free_rabbitmq_port) && infra_start_rabbitmq '{directory}' \"$port\" >&2 && echo \"$port\"");
+                int port = int.Parse(output.Trim().Split('\n')[^1], System.Globalization.CultureInfo.InvariantCulture);
+                return new PrivateBroker(repository, directory, port, $"addon-{port}@localhost");
+            }
+            catch (InvalidOperationException) when (attempt < 3)
+            {
+                // A port that was free when chosen can be taken before the node binds it; another port is tried.
+            }
+        }
     }
 
     /// <summary>Stops the RabbitMQ application on the node: every connection drops; durable queues keep their messages.</summary>
