@@ -93,15 +93,6 @@ wait_for_http() {
     done
 }
 
-start_service() {
-    local name=$1 port=$2 unset_args
-    mapfile -t unset_args < <(infra_service_unset_args "$name")
-    (
-        cd "src/$name"
-        exec env "${unset_args[@]}" dotnet "bin/Release/net10.0/AddOnEvents.$name.dll" --urls "http://127.0.0.1:$port"
-    ) </dev/null >"$RUN_DIR/$name.log" 2>&1 &
-    echo "$!" >"$RUN_DIR/$name.pid"
-}
 
 # Installs the pinned Portkey gateway into .cache/portkey from bench/portkey/package-lock.json.
 install_portkey() {
@@ -191,9 +182,9 @@ export PromptWorker__ResultRetentionSeconds=$BENCH_RESULT_RETENTION_SECONDS
 export PromptWorker__CleanupIntervalSeconds=1
 # Plain HTTP on loopback, as for Portkey and the fake upstream; run.sh does the same.
 export Ingress__RequireHttps=false
-start_service Ingress "$INGRESS_PORT"
-start_service KeyWorker "$KEYWORKER_PORT"
-start_service PromptWorker "$PROMPTWORKER_PORT"
+infra_start_service Ingress "$INGRESS_PORT" "$RUN_DIR"
+infra_start_service KeyWorker "$KEYWORKER_PORT" "$RUN_DIR"
+infra_start_service PromptWorker "$PROMPTWORKER_PORT" "$RUN_DIR"
 
 (
     cd "$PORTKEY_DIR"

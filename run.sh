@@ -70,15 +70,8 @@ start_service() {
     port=$(service_port "$name")
     local dll=bin/Release/net10.0/AddOnEvents.$name.dll
     [[ -f src/$name/$dll ]] || fail "src/$name/$dll not found after the build"
-    local unset_args
-    mapfile -t unset_args < <(infra_service_unset_args "$name")
-    # The project folder is the content root, so Ingress serves its pages from src/Ingress/wwwroot.
-    (
-        cd "src/$name"
-        exec env "${unset_args[@]}" dotnet "$dll" --urls "http://127.0.0.1:$port"
-    ) </dev/null >"$RUN_DIR/$name.log" 2>&1 &
-    echo "$!" >"$RUN_DIR/$name.pid"
-    echo "Started $name (pid $!) on http://127.0.0.1:$port"
+    infra_start_service "$name" "$port" "$RUN_DIR"
+    echo "Started $name (pid $(cat "$RUN_DIR/$name.pid")) on http://127.0.0.1:$port"
 }
 
 wait_until_ready() {

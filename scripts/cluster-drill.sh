@@ -183,15 +183,6 @@ fi
 infra_dotnet_defaults
 
 
-start_service() {
-    local name=$1 port=$2 unset_args
-    mapfile -t unset_args < <(infra_service_unset_args "$name")
-    (
-        cd "src/$name"
-        exec env "${unset_args[@]}" dotnet "bin/Release/net10.0/AddOnEvents.$name.dll" --urls "http://127.0.0.1:$port"
-    ) </dev/null >"$RUN_DIR/$name.log" 2>&1 &
-    echo "$!" >"$RUN_DIR/$name.pid"
-}
 
 wait_for_http() {
     local name=$1 url=$2 pid=$3 code
@@ -378,9 +369,9 @@ export PromptWorker__ResultRetentionSeconds=${DRILL_RESULT_RETENTION_SECONDS:-45
 export PromptWorker__CleanupIntervalSeconds=5
 # Timestamps let the service logs be lined up with the drill's fault times.
 export Logging__Console__FormatterOptions__TimestampFormat='HH:mm:ss.fff '
-start_service Ingress "$base"
-start_service KeyWorker "$((base + 1))"
-start_service PromptWorker "$((base + 2))"
+infra_start_service Ingress "$base" "$RUN_DIR"
+infra_start_service KeyWorker "$((base + 1))" "$RUN_DIR"
+infra_start_service PromptWorker "$((base + 2))" "$RUN_DIR"
 wait_for_http Ingress "http://127.0.0.1:$base/health/ready" "$(cat "$RUN_DIR/Ingress.pid")"
 wait_for_http KeyWorker "http://127.0.0.1:$((base + 1))/health/ready" "$(cat "$RUN_DIR/KeyWorker.pid")"
 wait_for_http PromptWorker "http://127.0.0.1:$((base + 2))/health/ready" "$(cat "$RUN_DIR/PromptWorker.pid")"

@@ -434,6 +434,19 @@ infra_service_unset_args() {
     done
 }
 
+# Starts service NAME (Ingress, KeyWorker or PromptWorker) from its Release build on 127.0.0.1:PORT in the
+# background, with only the secrets it needs, logging to DIR/NAME.log and writing its pid to DIR/NAME.pid.
+# The project folder is the content root, so Ingress serves its pages from src/Ingress/wwwroot.
+infra_start_service() {
+    local name=$1 port=$2 dir=$3 unset_args
+    mapfile -t unset_args < <(infra_service_unset_args "$name")
+    (
+        cd "src/$name"
+        exec env "${unset_args[@]}" dotnet "bin/Release/net10.0/AddOnEvents.$name.dll" --urls "http://127.0.0.1:$port"
+    ) </dev/null >"$dir/$name.log" 2>&1 &
+    echo "$!" >"$dir/$name.pid"
+}
+
 infra_env() {
     if [[ -z ${INFRA_RABBITMQ_PORT:-} || -z ${MONGO_URI:-} ]]; then
         infra_error "infra_env needs a running RabbitMQ node and jongodb (INFRA_RABBITMQ_PORT and MONGO_URI are unset)"
