@@ -78,20 +78,6 @@ stop_all() {
     echo "Stopped. Logs are in $RUN_DIR"
 }
 
-wait_for_http() {
-    local name=$1 url=$2 pid=$3 log=$4 code
-    local deadline=$((SECONDS + READY_TIMEOUT_SECONDS))
-    while true; do
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
-        [[ $code == 200 ]] && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$log" >&2
-            fail "$name exited before $url returned 200; see $log"
-        fi
-        ((SECONDS < deadline)) || fail "$name did not answer 200 on $url within $READY_TIMEOUT_SECONDS s; see $log"
-        sleep 0.3
-    done
-}
 
 
 # Installs the pinned Portkey gateway into .cache/portkey from bench/portkey/package-lock.json.
@@ -193,11 +179,11 @@ infra_start_service PromptWorker "$PROMPTWORKER_PORT" "$RUN_DIR"
 ) </dev/null >"$RUN_DIR/Portkey.log" 2>&1 &
 echo "$!" >"$RUN_DIR/Portkey.pid"
 
-wait_for_http Ingress "http://127.0.0.1:$INGRESS_PORT/health/ready" "$(cat "$RUN_DIR/Ingress.pid")" "$RUN_DIR/Ingress.log"
-wait_for_http KeyWorker "http://127.0.0.1:$KEYWORKER_PORT/health/ready" "$(cat "$RUN_DIR/KeyWorker.pid")" "$RUN_DIR/KeyWorker.log"
-wait_for_http PromptWorker "http://127.0.0.1:$PROMPTWORKER_PORT/health/ready" "$(cat "$RUN_DIR/PromptWorker.pid")" "$RUN_DIR/PromptWorker.log"
+infra_wait_for_http Ingress "http://127.0.0.1:$INGRESS_PORT/health/ready" "$(cat "$RUN_DIR/Ingress.pid")" "$RUN_DIR/Ingress.log" "$READY_TIMEOUT_SECONDS" || exit 1
+infra_wait_for_http KeyWorker "http://127.0.0.1:$KEYWORKER_PORT/health/ready" "$(cat "$RUN_DIR/KeyWorker.pid")" "$RUN_DIR/KeyWorker.log" "$READY_TIMEOUT_SECONDS" || exit 1
+infra_wait_for_http PromptWorker "http://127.0.0.1:$PROMPTWORKER_PORT/health/ready" "$(cat "$RUN_DIR/PromptWorker.pid")" "$RUN_DIR/PromptWorker.log" "$READY_TIMEOUT_SECONDS" || exit 1
 # Portkey answers 200 on its root once it listens.
-wait_for_http Portkey "http://127.0.0.1:$PORTKEY_PORT/" "$(cat "$RUN_DIR/Portkey.pid")" "$RUN_DIR/Portkey.log"
+infra_wait_for_http Portkey "http://127.0.0.1:$PORTKEY_PORT/" "$(cat "$RUN_DIR/Portkey.pid")" "$RUN_DIR/Portkey.log" "$READY_TIMEOUT_SECONDS" || exit 1
 echo "Everything is up $((SECONDS - started)) s after the start (load average $(cut -d' ' -f1-3 /proc/loadavg))"
 
 pids="Ingress=$(cat "$RUN_DIR/Ingress.pid"),KeyWorker=$(cat "$RUN_DIR/KeyWorker.pid"),PromptWorker=$(cat "$RUN_DIR/PromptWorker.pid")"

@@ -184,20 +184,6 @@ infra_dotnet_defaults
 
 
 
-wait_for_http() {
-    local name=$1 url=$2 pid=$3 code
-    local deadline=$((SECONDS + READY_TIMEOUT_SECONDS))
-    while true; do
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
-        [[ $code == 200 ]] && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$RUN_DIR/$name.log" >&2
-            fail "$name exited before $url returned 200; see $RUN_DIR/$name.log"
-        fi
-        ((SECONDS < deadline)) || fail "$name did not answer 200 on $url within $READY_TIMEOUT_SECONDS s; see $RUN_DIR/$name.log"
-        sleep 0.3
-    done
-}
 
 # Stops the processes and nodes recorded in RUN_DIR, from this run or from one that was killed.
 stop_everything() {
@@ -372,9 +358,9 @@ export Logging__Console__FormatterOptions__TimestampFormat='HH:mm:ss.fff '
 infra_start_service Ingress "$base" "$RUN_DIR"
 infra_start_service KeyWorker "$((base + 1))" "$RUN_DIR"
 infra_start_service PromptWorker "$((base + 2))" "$RUN_DIR"
-wait_for_http Ingress "http://127.0.0.1:$base/health/ready" "$(cat "$RUN_DIR/Ingress.pid")"
-wait_for_http KeyWorker "http://127.0.0.1:$((base + 1))/health/ready" "$(cat "$RUN_DIR/KeyWorker.pid")"
-wait_for_http PromptWorker "http://127.0.0.1:$((base + 2))/health/ready" "$(cat "$RUN_DIR/PromptWorker.pid")"
+infra_wait_for_http Ingress "http://127.0.0.1:$base/health/ready" "$(cat "$RUN_DIR/Ingress.pid")" "$RUN_DIR/Ingress.log" "$READY_TIMEOUT_SECONDS" || exit 1
+infra_wait_for_http KeyWorker "http://127.0.0.1:$((base + 1))/health/ready" "$(cat "$RUN_DIR/KeyWorker.pid")" "$RUN_DIR/KeyWorker.log" "$READY_TIMEOUT_SECONDS" || exit 1
+infra_wait_for_http PromptWorker "http://127.0.0.1:$((base + 2))/health/ready" "$(cat "$RUN_DIR/PromptWorker.pid")" "$RUN_DIR/PromptWorker.log" "$READY_TIMEOUT_SECONDS" || exit 1
 echo "Services ready $((SECONDS - started)) s after the start; leader of $PROMPT_QUEUE: $(queue_leader "$PROMPT_QUEUE" || echo unknown)"
 
 set +e

@@ -447,6 +447,27 @@ infra_start_service() {
     echo "$!" >"$dir/$name.pid"
 }
 
+# Waits until URL answers 200, for up to TIMEOUT seconds. Fails early, showing the end of LOG, when the
+# process PID of service NAME exits first.
+infra_wait_for_http() {
+    local name=$1 url=$2 pid=$3 log=$4 timeout=$5 code
+    local deadline=$((SECONDS + timeout))
+    while true; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
+        [[ $code == 200 ]] && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$log" >&2
+            infra_error "$name exited before $url returned 200; see $log"
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            infra_error "$name did not return 200 on $url within $timeout s; see $log"
+            return 1
+        fi
+        sleep 0.3
+    done
+}
+
 infra_env() {
     if [[ -z ${INFRA_RABBITMQ_PORT:-} || -z ${MONGO_URI:-} ]]; then
         infra_error "infra_env needs a running RabbitMQ node and jongodb (INFRA_RABBITMQ_PORT and MONGO_URI are unset)"

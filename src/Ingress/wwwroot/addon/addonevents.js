@@ -42,7 +42,7 @@
     ["confident", "Confident"],
   ];
 
-  /** What each stable error code means for the person using the add-on. */
+  /** Sentences for the person using the add-on, one per stable error code. */
   const FAILURE_SENTENCES = {
     no_key_configured:
       "The assistant is not set up yet: this app has no OpenAI key. The app's developer adds one in the developer console.",
@@ -646,7 +646,12 @@
     function describeInput(input) {
       if (!input.action) return input.prompt;
       const label = ACTION_LABELS[input.action];
-      const detail = input.action === "change_tone" ? ` (${input.tone})` : input.action === "translate" ? ` to ${input.language}` : "";
+      let detail = "";
+      if (input.action === "change_tone") {
+        detail = ` (${input.tone})`;
+      } else if (input.action === "translate") {
+        detail = ` to ${input.language}`;
+      }
       return `${label}${detail}: “${input.text}”`;
     }
 
