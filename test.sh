@@ -65,7 +65,39 @@ print_summary() {
         failed=$((failed + $(counter failed "$counters") + $(counter error "$counters") \
             + $(counter timeout "$counters") + $(counter aborted "$counters")))
     done
+    if ((failed > 0)); then
+        list_failures
+    fi
     echo "Tests: $passed passed, $failed failed, $((total - passed - failed)) skipped"
+}
+
+# Prints each failed test with the opening lines of its message, so that a log cut down to
+# its tail still names what failed.
+list_failures() {
+    local file
+    echo "Failed tests:"
+    for file in "$RUN_DIR"/results/*.trx; do
+        [[ -f $file ]] || continue
+        awk '
+            function text(s) {
+                gsub(/&quot;/, "\"", s); gsub(/&lt;/, "<", s); gsub(/&gt;/, ">", s); gsub(/&amp;/, "\\&", s)
+                return s
+            }
+            /<UnitTestResult / {
+                failed = /outcome="(Failed|Error|Timeout|Aborted)"/
+                if (failed && match($0, /testName="[^"]*"/)) {
+                    print "  " text(substr($0, RSTART + 10, RLENGTH - 11))
+                }
+                lines = 0
+            }
+            failed && /<Message>/ { inside = 1; sub(/.*<Message>/, "") }
+            failed && inside {
+                done = sub(/<\/Message>.*/, "")
+                if (lines < 4) { print "      " text($0); lines++ }
+                if (done) { inside = 0 }
+            }
+        ' "$file"
+    done
 }
 
 started=$SECONDS
