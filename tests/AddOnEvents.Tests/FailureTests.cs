@@ -222,8 +222,10 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
             byte[] body = Encoding.UTF8.GetBytes("{\"messageType\":[\"urn:message:AddOnEvents.Contracts:PromptRequested\"],\"message\":{\"prompt\":\""
                 + secretText + "\",\"requestId\":\"not-a-guid\"");
             await channel.BasicPublishAsync("AddOnEvents.Contracts:PromptRequested", "", mandatory: false, properties, body);
+            await WaitUntilTakenAsync(channel, "prompt-requested");
         }
 
+        // Time for a consumer that took it to finish with it, wherever it ends up.
         await Task.Delay(TimeSpan.FromSeconds(3));
         var leftovers = await ReadAllQueuesAsync();
 
@@ -291,6 +293,21 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
             }
 
             return 0;
+        }
+    }
+
+    /// <summary>Waits until no message of a queue waits for a consumer, so that a slow machine is not read as a leak.</summary>
+    private static async Task WaitUntilTakenAsync(IChannel channel, string queue)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while ((await channel.QueueDeclarePassiveAsync(queue)).MessageCount > 0)
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"No consumer took the message from {queue} within {Patience}.");
+            }
+
+            await Task.Delay(100);
         }
     }
 

@@ -115,7 +115,7 @@ public sealed class AddOnPageTests(BrowserFixture system)
         await browser.ScreenshotAsync("addon-3-stopped");
 
         // Esc stops too, and the page takes a new question after a stop.
-        system.Upstream.Enqueue(ScriptedResponse.Slow(TimeSpan.FromSeconds(1), ScriptedResponse.Answer("Too late.")));
+        system.Upstream.Enqueue(ScriptedResponse.Slow(TimeSpan.FromSeconds(3), ScriptedResponse.Answer("Too late.")));
         await AskAsync(page, "Stop this one with Escape.");
         await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == "Stop this one with Escape.", BrowserFixture.Timeout);
         await page.Keyboard.PressAsync("Escape");
@@ -170,7 +170,7 @@ public sealed class AddOnPageTests(BrowserFixture system)
     public async Task DroppedConnectionShowsReconnectingThenRecovers()
     {
         await system.EnsureDemoKeyActiveAsync();
-        system.Upstream.Enqueue(ScriptedResponse.Slow(TimeSpan.FromSeconds(1), ScriptedResponse.Answer("Answered while you were away.")));
+        system.Upstream.Enqueue(ScriptedResponse.Slow(TimeSpan.FromSeconds(3), ScriptedResponse.Answer("Answered while you were away.")));
         await using var browser = await system.OpenAsync("/addon.html");
         var page = browser.Page;
         await page.AddInitScriptAsync(TrackWebSockets);

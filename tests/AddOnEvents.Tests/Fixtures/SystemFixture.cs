@@ -28,7 +28,7 @@ public sealed record TestApp(string AppId, string Secret);
 /// </summary>
 public class SystemFixture : IAsyncLifetime
 {
-    public static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+    public static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
     private readonly Dictionary<string, WebApplication> _services = [];
 
