@@ -48,9 +48,6 @@ public sealed class PromptResultDocument
     /// <summary>Upstream calls made for this request across every delivery of its message.</summary>
     public int Attempts { get; set; }
 
-    /// <summary>Set once the result went to the broker, so a redelivery does not publish it again.</summary>
-    public bool Published { get; set; }
-
     public DateTime CreatedAt { get; set; }
 
     public DateTime ExpiresAt { get; set; }
@@ -68,6 +65,9 @@ public enum ClaimOutcome
     Finished,
 }
 
+/// <summary>How a claim ended, and for a claim taken, the number of the upstream attempt it may make.</summary>
+public readonly record struct Claim(ClaimOutcome Outcome, PromptResultDocument? Existing, int Attempt);
+
 public sealed class PromptResultStore(IMongoDatabase database)
 {
     private readonly IMongoCollection<PromptResultDocument> _results = database.GetCollection<PromptResultDocument>("promptResults");
@@ -77,9 +77,10 @@ public sealed class PromptResultStore(IMongoDatabase database)
 
     /// <summary>
     /// Claims a request for one worker: inserts the record, or takes over a pending record whose lease ran out
-    /// because its worker died.
+    /// because its worker died. Either way the claim counts the first upstream attempt of this delivery, which
+    /// saves a write per prompt.
     /// </summary>
-    public async Task<(ClaimOutcome Outcome, PromptResultDocument? Existing)> TryClaimAsync(
+    public async Task<Claim> TryClaimAsync(
         PromptRequested prompt, string owner, DateTime now, TimeSpan lease, DateTime expiresAt, CancellationToken cancellationToken)
     {
         try
@@ -91,10 +92,11 @@ public sealed class PromptResultStore(IMongoDatabase database)
                 UserId = prompt.UserId,
                 LeaseOwner = owner,
                 LeaseUntil = now + lease,
+                Attempts = 1,
                 CreatedAt = now,
                 ExpiresAt = expiresAt,
             }, cancellationToken: cancellationToken);
-            return (ClaimOutcome.Claimed, null);
+            return new Claim(ClaimOutcome.Claimed, null, 1);
         }
         catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex))
         {
@@ -104,22 +106,23 @@ public sealed class PromptResultStore(IMongoDatabase database)
         var existing = await FindAsync(prompt.RequestId, cancellationToken);
         if (existing is null || existing.Status != PromptStatus.Pending)
         {
-            return (ClaimOutcome.Finished, existing);
+            return new Claim(ClaimOutcome.Finished, existing, 0);
         }
 
         // A live lease means a consumer is answering, in this process too when the broker redelivered the message
         // after a connection drop, so only an expired lease can be taken over.
         if (existing.LeaseUntil > now)
         {
-            return (ClaimOutcome.HeldElsewhere, existing);
+            return new Claim(ClaimOutcome.HeldElsewhere, existing, 0);
         }
 
-        var taken = await _results.UpdateOneAsync(
+        var takenOver = await _results.FindOneAndUpdateAsync<PromptResultDocument>(
             r => r.RequestId == prompt.RequestId && r.Status == PromptStatus.Pending && r.LeaseUntil == existing.LeaseUntil
                 && r.LeaseOwner == existing.LeaseOwner,
-            Builders<PromptResultDocument>.Update.Set(r => r.LeaseOwner, owner).Set(r => r.LeaseUntil, now + lease),
-            cancellationToken: cancellationToken);
-        return taken.ModifiedCount > 0 ? (ClaimOutcome.Claimed, existing) : (ClaimOutcome.HeldElsewhere, existing);
+            Builders<PromptResultDocument>.Update.Set(r => r.LeaseOwner, owner).Set(r => r.LeaseUntil, now + lease).Inc(r => r.Attempts, 1),
+            new FindOneAndUpdateOptions<PromptResultDocument> { ReturnDocument = ReturnDocument.After },
+            cancellationToken);
+        return takenOver is null ? new Claim(ClaimOutcome.HeldElsewhere, existing, 0) : new Claim(ClaimOutcome.Claimed, takenOver, takenOver.Attempts);
     }
 
     public Task RenewLeaseAsync(Guid requestId, string owner, DateTime leaseUntil, CancellationToken cancellationToken) =>
@@ -162,10 +165,6 @@ public sealed class PromptResultStore(IMongoDatabase database)
             .Set(r => r.Code, failed.Code)
             .Set(r => r.Message, failed.Message)
             .Set(r => r.RetryAfterSeconds, failed.RetryAfterSeconds);
-
-    public Task MarkPublishedAsync(Guid requestId, CancellationToken cancellationToken) =>
-        _results.UpdateOneAsync(r => r.RequestId == requestId, Builders<PromptResultDocument>.Update.Set(r => r.Published, true),
-            cancellationToken: cancellationToken);
 
     public async Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
         (await _results.DeleteManyAsync(r => r.ExpiresAt < now, cancellationToken)).DeletedCount;

@@ -12,9 +12,10 @@ using MongoDB.Driver;
 namespace AddOnEvents.PromptWorker.Consumers;
 
 /// <summary>
-/// Answers one prompt with the app's own key and publishes exactly one final result for its request id, however
-/// often the message is delivered. The request is claimed in the result store first. A delivery that finds it
-/// finished republishes nothing, unless the result never reached the broker.
+/// Answers one prompt with the app's own key and publishes one final result for its request id, however often
+/// the message is delivered. The request is claimed in the result store first. A delivery that finds it finished
+/// publishes the stored result again, because the worker that stored it may have died before publishing, and
+/// Ingress drops a result it has already pushed.
 /// </summary>
 public sealed partial class PromptRequestedConsumer(
     KeyStore keys,
@@ -74,7 +75,8 @@ public sealed partial class PromptRequestedConsumer(
             return;
         }
 
-        if (!await ClaimAsync(context))
+        int attempt = await ClaimAsync(context);
+        if (attempt == 0)
         {
             return;
         }
@@ -84,7 +86,7 @@ public sealed partial class PromptRequestedConsumer(
         object result;
         try
         {
-            result = await AnswerAsync(context, registration.Token);
+            result = await AnswerAsync(context, attempt, registration.Token);
         }
         catch (OperationCanceledException) when (registration.CancelledByUser)
         {
@@ -95,10 +97,11 @@ public sealed partial class PromptRequestedConsumer(
     }
 
     /// <summary>
-    /// Claims the request for this worker, and returns false when another delivery finished or owns it. While the
-    /// lease of another worker runs, it waits, because that worker may have died and its lease must run out first.
+    /// Claims the request for this worker and returns the number of its first upstream attempt, or 0 when another
+    /// delivery finished or owns it. While the lease of another worker runs, it waits, because that worker may have
+    /// died and its lease must run out first.
     /// </summary>
-    private async Task<bool> ClaimAsync(ConsumeContext<PromptRequested> context)
+    private async Task<int> ClaimAsync(ConsumeContext<PromptRequested> context)
     {
         var prompt = context.Message;
         var settings = options.Value;
@@ -107,36 +110,34 @@ public sealed partial class PromptRequestedConsumer(
         {
             var now = clock.GetUtcNow().UtcDateTime;
             var expiresAt = now.AddSeconds(settings.ResultRetentionSeconds);
-            var (outcome, existing) = await results.TryClaimAsync(prompt, worker.Id, now, lease, expiresAt, context.CancellationToken);
-            if (outcome == ClaimOutcome.Claimed)
+            var claim = await results.TryClaimAsync(prompt, worker.Id, now, lease, expiresAt, context.CancellationToken);
+            if (claim.Outcome == ClaimOutcome.Claimed)
             {
-                return true;
+                return claim.Attempt;
             }
 
-            bool beingPublished = outcome == ClaimOutcome.Finished && existing is { Published: false } && existing.LeaseUntil > now;
-            if (outcome == ClaimOutcome.Finished && !beingPublished)
+            if (claim.Outcome == ClaimOutcome.Finished)
             {
-                LogDuplicate(prompt.RequestId, existing?.Published == true);
-                if (existing is { Published: false })
+                LogDuplicate(prompt.RequestId);
+                if (claim.Existing is { } stored)
                 {
-                    // The worker that stored the result died before publishing it.
-                    await PublishStoredAsync(context, existing);
+                    await PublishStoredAsync(context, stored);
                 }
 
-                return false;
+                return 0;
             }
 
-            // Another worker holds the request, or has stored its result and is publishing it now.
+            // Another worker owns a live lease on the request.
             if (clock.GetUtcNow() > prompt.ExpiresAt)
             {
-                return false;
+                return 0;
             }
 
             await Task.Delay(TimeSpan.FromSeconds(1), clock, context.CancellationToken);
         }
     }
 
-    private async Task<object> AnswerAsync(ConsumeContext<PromptRequested> context, CancellationToken cancellationToken)
+    private async Task<object> AnswerAsync(ConsumeContext<PromptRequested> context, int firstAttempt, CancellationToken cancellationToken)
     {
         var prompt = context.Message;
         if (!await activation.IsActiveAsync(prompt.AppId, cancellationToken))
@@ -173,7 +174,7 @@ public sealed partial class PromptRequestedConsumer(
         ChatOutcome outcome;
         using (providerKey)
         {
-            outcome = await CallWithRetriesAsync(context, providerKey, cancellationToken);
+            outcome = await CallWithRetriesAsync(context, providerKey, firstAttempt, cancellationToken);
         }
 
         if (outcome.Succeeded)
@@ -198,14 +199,15 @@ public sealed partial class PromptRequestedConsumer(
     /// redeliveries too) reach the configured maximum. 429 waits for Retry-After on every attempt, unless the wait
     /// is longer than the configured cap; other retryable failures back off exponentially with jitter.
     /// </summary>
-    private async Task<ChatOutcome> CallWithRetriesAsync(ConsumeContext<PromptRequested> context, ProviderKey key, CancellationToken cancellationToken)
+    private async Task<ChatOutcome> CallWithRetriesAsync(ConsumeContext<PromptRequested> context, ProviderKey key, int firstAttempt,
+        CancellationToken cancellationToken)
     {
         var prompt = context.Message;
         var settings = upstreamOptions.Value;
         var pieces = prompt.Stream ? new PieceBatcher(context, clock, options.Value) : null;
+        int attempt = firstAttempt;
         while (true)
         {
-            int attempt = await results.CountAttemptAsync(prompt.RequestId, cancellationToken);
             long called = clock.GetTimestamp();
             var outcome = await caller.CallAsync(key, prompt, attempt, pieces is null ? null : pieces.AddAsync, cancellationToken);
             _waitedOnUpstream += clock.GetElapsedTime(called);
@@ -239,10 +241,11 @@ public sealed partial class PromptRequestedConsumer(
             LogRetrying(prompt.RequestId, prompt.AppId, attempt, outcome.ErrorCode!, wait.TotalMilliseconds);
             await Task.Delay(wait, clock, cancellationToken);
             _waitedOnUpstream += wait;
+            attempt = await results.CountAttemptAsync(prompt.RequestId, cancellationToken);
         }
     }
 
-    /// <summary>Stores the result, counts usage once, then publishes and records that it was published.</summary>
+    /// <summary>Stores the result, counts usage once, then publishes it.</summary>
     private async Task PublishAsync(ConsumeContext<PromptRequested> context, object result, bool storeFirst)
     {
         var prompt = context.Message;
@@ -258,14 +261,23 @@ public sealed partial class PromptRequestedConsumer(
             if (result is PromptCompleted answer)
             {
                 var now = clock.GetUtcNow();
-                long used = await usage.AddAsync(prompt.AppId, prompt.UserId, answer.Usage.TotalTokens, now.UtcDateTime, context.CancellationToken);
-                metrics.TokensUsed(prompt.AppId, answer.Usage);
-                if (prompt.Allowance is { } allowance && CrossedThreshold(allowance, used - answer.Usage.TotalTokens, used))
+                long tokens = answer.Usage.TotalTokens;
+                if (prompt.Allowance is { } allowance)
                 {
-                    await context.Publish(new AllowanceThresholdCrossed(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId,
-                        prompt.ReplyTo, used, allowance.MonthlyTokens, allowance.ThresholdPercent, UsageStore.Month(now.UtcDateTime),
-                        prompt.SealedUserRef, now), context.CancellationToken);
+                    long used = await usage.AddAndReadUserAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
+                    if (CrossedThreshold(allowance, used - tokens, used))
+                    {
+                        await context.Publish(new AllowanceThresholdCrossed(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId,
+                            prompt.ReplyTo, used, allowance.MonthlyTokens, allowance.ThresholdPercent, UsageStore.Month(now.UtcDateTime),
+                            prompt.SealedUserRef, now), context.CancellationToken);
+                    }
                 }
+                else
+                {
+                    await usage.AddAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
+                }
+
+                metrics.TokensUsed(prompt.AppId, answer.Usage);
             }
         }
 
@@ -277,10 +289,6 @@ public sealed partial class PromptRequestedConsumer(
         await context.Publish(result, result.GetType(), context.CancellationToken);
         metrics.PromptFinished(prompt.AppId, (result as PromptFailed)?.Code ?? AddOnEventsMetrics.Completed,
             clock.GetElapsedTime(_started) - _waitedOnUpstream);
-        if (storeFirst)
-        {
-            await results.MarkPublishedAsync(prompt.RequestId, context.CancellationToken);
-        }
     }
 
     /// <summary>Tells whether this answer moved the user's monthly usage from below the threshold share to at or above it.</summary>
@@ -298,7 +306,6 @@ public sealed partial class PromptRequestedConsumer(
                 stored.Text ?? "", stored.FinishReason ?? "stop", stored.Usage ?? new TokenUsage(0, 0, 0), clock.GetUtcNow())
             : Failure(prompt, stored.Code ?? ErrorCodes.InternalError, stored.Message ?? "The prompt failed.", stored.RetryAfterSeconds);
         await context.Publish(result, result.GetType(), context.CancellationToken);
-        await results.MarkPublishedAsync(prompt.RequestId, context.CancellationToken);
     }
 
     private PromptFailed Failure(PromptRequested prompt, string code, string message, int? retryAfterSeconds = null) =>
@@ -336,8 +343,8 @@ public sealed partial class PromptRequestedConsumer(
     private partial void LogUnexpectedFailure(Guid requestId, string appId, string exceptionType);
 
     [LoggerMessage(EventId = 3005, Level = LogLevel.Information,
-        Message = "Skipped a second delivery of request {RequestId}; its result was published before: {Published}")]
-    private partial void LogDuplicate(Guid requestId, bool published);
+        Message = "Published the stored result again for a second delivery of request {RequestId}")]
+    private partial void LogDuplicate(Guid requestId);
 
     [LoggerMessage(EventId = 3006, Level = LogLevel.Warning,
         Message = "Retrying request {RequestId} of app {AppId} after attempt {Attempt} failed with {Code}; waiting {WaitMilliseconds} ms")]

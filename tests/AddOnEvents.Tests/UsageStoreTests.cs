@@ -1,0 +1,76 @@
+using AddOnEvents.Common.Storage;
+using AddOnEvents.Tests.Fixtures;
+using MongoDB.Driver;
+
+namespace AddOnEvents.Tests;
+
+/// <summary>Usage counters written by many concurrent answers, against jongodb, in a database of their own.</summary>
+public sealed class UsageStoreTests
+{
+    private static readonly DateTime Now = new(2026, 12, 4, 12, 0, 0, DateTimeKind.Utc);
+
+    [Fact]
+    public async Task ConcurrentAnswersAreAllCounted()
+    {
+        var store = new UsageStore(NewDatabase());
+        string appId = "app_" + Guid.NewGuid().ToString("N")[..12];
+        string[] users = ["u1", "u2", "u3", "u4", "u5"];
+
+        await Task.WhenAll(Enumerable.Range(0, 200).Select(i => Task.Run(() => store.AddAsync(appId, users[i % users.Length], i + 1, Now, default))));
+
+        var (day, month) = await store.GetAppUsageAsync(appId, Now, default);
+        Assert.Equal(200 * 201 / 2, day!.Tokens);
+        Assert.Equal(200, day.Requests);
+        Assert.Equal(200 * 201 / 2, month!.Tokens);
+        Assert.Equal(200, month.Requests);
+        for (int u = 0; u < users.Length; u++)
+        {
+            var user = await store.GetUserMonthAsync(appId, users[u], Now, default);
+            long expected = Enumerable.Range(0, 200).Where(i => i % users.Length == u).Sum(i => (long)i + 1);
+            Assert.Equal(expected, user!.Tokens);
+            Assert.Equal(40, user.Requests);
+        }
+    }
+
+    [Fact]
+    public async Task ReadBackTotalsIncludeEachAnswer()
+    {
+        var store = new UsageStore(NewDatabase());
+        string appId = "app_" + Guid.NewGuid().ToString("N")[..12];
+
+        var sequential = new List<long>();
+        for (int i = 0; i < 3; i++)
+        {
+            sequential.Add(await store.AddAndReadUserAsync(appId, "reader", 10, Now, default));
+        }
+
+        var concurrent = await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Task.Run(() => store.AddAndReadUserAsync(appId, "reader", 10, Now, default))));
+        await store.AddAsync(appId, "other", 7, Now, default);
+
+        Assert.Equal([10L, 20L, 30L], sequential);
+        Assert.All(concurrent, total => Assert.InRange(total, 40, 530));
+        Assert.Contains(530, concurrent);
+        Assert.Equal(530, (await store.GetUserMonthAsync(appId, "reader", Now, default))!.Tokens);
+        var (day, _) = await store.GetAppUsageAsync(appId, Now, default);
+        Assert.Equal(537, day!.Tokens);
+        Assert.Equal(54, day.Requests);
+    }
+
+    [Fact]
+    public async Task UnreachableDatabaseFailsEveryWaitingCaller()
+    {
+        // Port 1 on loopback has no listener, so every write fails once server selection gives up.
+        var settings = MongoClientSettings.FromConnectionString("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500&connectTimeoutMS=500");
+        var store = new UsageStore(new MongoClient(settings).GetDatabase("unreachable"));
+
+        var calls = Enumerable.Range(0, 5).Select(i => store.AddAsync("app_x", "u" + i, 1, Now, default)).ToList();
+
+        foreach (var call in calls)
+        {
+            await Assert.ThrowsAsync<TimeoutException>(() => call);
+        }
+    }
+
+    private static IMongoDatabase NewDatabase() =>
+        new MongoClient(TestEnvironment.MongoUri).GetDatabase("usage" + Guid.NewGuid().ToString("N")[..12]);
+}
