@@ -75,10 +75,31 @@ public sealed partial class PromptRequestedConsumer(
             return;
         }
 
-        int attempt = await ClaimAsync(context);
+        // The claim and the two reads do not depend on each other, so they share one round trip. Reads that a
+        // long wait for another worker's lease made stale are done again.
+        long claiming = clock.GetTimestamp();
+        var appState = ReadAppStateAsync(prompt.AppId, context.CancellationToken);
+        int attempt;
+        try
+        {
+            attempt = await ClaimAsync(context);
+        }
+        catch
+        {
+            Observe(appState);
+            throw;
+        }
+
         if (attempt == 0)
         {
+            Observe(appState);
             return;
+        }
+
+        if (clock.GetElapsedTime(claiming) > TimeSpan.FromSeconds(1))
+        {
+            Observe(appState);
+            appState = ReadAppStateAsync(prompt.AppId, context.CancellationToken);
         }
 
         using var lease = StartLeaseRenewal(prompt.RequestId, context.CancellationToken);
@@ -86,7 +107,7 @@ public sealed partial class PromptRequestedConsumer(
         object result;
         try
         {
-            result = await AnswerAsync(context, attempt, registration.Token);
+            result = await AnswerAsync(context, attempt, await appState, registration.Token);
         }
         catch (OperationCanceledException) when (registration.CancelledByUser)
         {
@@ -137,15 +158,36 @@ public sealed partial class PromptRequestedConsumer(
         }
     }
 
-    private async Task<object> AnswerAsync(ConsumeContext<PromptRequested> context, int firstAttempt, CancellationToken cancellationToken)
+    /// <summary>Reads whether the app's add-on is active and its key document, both at once.</summary>
+    private async Task<(bool Active, KeyDocument? Key)> ReadAppStateAsync(string appId, CancellationToken cancellationToken)
+    {
+        var active = activation.IsActiveAsync(appId, cancellationToken);
+        var key = keys.FindAsync(appId, cancellationToken);
+        try
+        {
+            return (await active, await key);
+        }
+        catch
+        {
+            Observe(key);
+            throw;
+        }
+    }
+
+    /// <summary>Marks a task whose outcome is no longer needed as observed, so a failure of it is not reported as unobserved.</summary>
+    private static void Observe(Task task) =>
+        _ = task.ContinueWith(static done => _ = done.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+
+    private async Task<object> AnswerAsync(ConsumeContext<PromptRequested> context, int firstAttempt, (bool Active, KeyDocument? Key) appState,
+        CancellationToken cancellationToken)
     {
         var prompt = context.Message;
-        if (!await activation.IsActiveAsync(prompt.AppId, cancellationToken))
+        if (!appState.Active)
         {
             return Failure(prompt, ErrorCodes.AddonInactive, "The add-on is switched off for this app. The developer can switch it on in the console.");
         }
 
-        var document = await keys.FindAsync(prompt.AppId, cancellationToken);
+        var document = appState.Key;
         var material = document?.Material;
         if (document is null || material is null)
         {
