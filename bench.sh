@@ -9,11 +9,11 @@
 #   BENCH_PIECES_PER_SECOND [100]    the fake's streaming pace
 #   BENCH_USERS [1000]               SignalR users connected during the sweep
 #   BENCH_IDLE_USERS [10000]         idle users for the memory-per-connection phase (0 skips it)
-#   BENCH_RATES [10,25,50,100,250,500,1000,2000]  target prompts/s of the sweep
+#   BENCH_RATES [10,25,50,75,100,250,500,1000,2000] target prompts/s of the sweep
 #   BENCH_TARGET_RATE [500]          the rate the comparison table and the targets refer to
 #   BENCH_STEP_SECONDS [12]          length of each sweep step
 #   BENCH_MODES [direct,signalr,v1,portkey]
-#   BENCH_STREAM_SECONDS [8], BENCH_STREAM_RATE [20], BENCH_HOP_SECONDS [8] (0 skips a phase), BENCH_HOP_RATES [50,150]
+#   BENCH_STREAM_SECONDS [8], BENCH_STREAM_RATE [20], BENCH_HOP_SECONDS [8] (0 skips a phase), BENCH_HOP_RATES [25,50]
 #   BENCH_CONCURRENCY [256]          RabbitMq__PrefetchCount and RabbitMq__ConcurrentMessageLimit of the services
 #   BENCH_LOG_LEVEL [Warning]        Logging__LogLevel__Default of the services
 #   BENCH_RESULT_RETENTION_SECONDS [10]  PromptWorker__ResultRetentionSeconds (the service's default is 600); with

@@ -86,7 +86,7 @@ public sealed record BenchSettings
             PlotPath = Optional("BENCH_PLOT") ?? "docs/benchmarks/overhead.png",
             Users = (int)Number("BENCH_USERS", 1000),
             IdleUsers = (int)Number("BENCH_IDLE_USERS", 10_000),
-            Rates = List("BENCH_RATES", ["10", "25", "50", "100", "250", "500", "1000", "2000"])
+            Rates = List("BENCH_RATES", ["10", "25", "50", "75", "100", "250", "500", "1000", "2000"])
                 .Select(rate => double.Parse(rate, CultureInfo.InvariantCulture)).ToList(),
             TargetRate = Number("BENCH_TARGET_RATE", 500),
             StepDuration = TimeSpan.FromSeconds(Number("BENCH_STEP_SECONDS", 12)),
@@ -95,7 +95,7 @@ public sealed record BenchSettings
             StreamRate = Number("BENCH_STREAM_RATE", 20),
             StreamDuration = TimeSpan.FromSeconds(Number("BENCH_STREAM_SECONDS", 8)),
             HopDuration = TimeSpan.FromSeconds(Number("BENCH_HOP_SECONDS", 8)),
-            HopRates = List("BENCH_HOP_RATES", ["50", "150"]).Select(rate => double.Parse(rate, CultureInfo.InvariantCulture)).ToList(),
+            HopRates = List("BENCH_HOP_RATES", ["25", "50"]).Select(rate => double.Parse(rate, CultureInfo.InvariantCulture)).ToList(),
             UpstreamLatencyMs = Number("BENCH_LATENCY_MS", 50),
             PiecesPerSecond = Number("BENCH_PIECES_PER_SECOND", 100),
             ServiceSettings = Optional("BENCH_SERVICE_SETTINGS") ?? "",

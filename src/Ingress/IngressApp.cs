@@ -70,6 +70,7 @@ public static class IngressApp
 
         var app = builder.Build();
         app.UseExceptionHandler(handler => handler.Run(WriteUnhandledErrorAsync));
+        app.UseStatusCodePages(WriteRoutingErrorAsync);
         app.UseIngressHttps();
         app.UseDefaultFiles();
         app.UseStaticFiles();
@@ -206,6 +207,29 @@ public static class IngressApp
         {
             return false;
         }
+    }
+
+    /// <summary>
+    /// Gives an API path that matches no endpoint, or not with this method, the same JSON error as every other
+    /// API failure, in place of an empty body. Pages and static files keep the plain status.
+    /// </summary>
+    private static Task WriteRoutingErrorAsync(StatusCodeContext statusContext)
+    {
+        var context = statusContext.HttpContext;
+        var request = context.Request;
+        if (!request.Path.StartsWithSegments("/api") && !request.Path.StartsWithSegments("/v1"))
+        {
+            return Task.CompletedTask;
+        }
+
+        return context.Response.StatusCode switch
+        {
+            StatusCodes.Status404NotFound => ApiErrors.WriteAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound,
+                $"No API endpoint at {request.Path}. Check the path against the README's API list."),
+            StatusCodes.Status405MethodNotAllowed => ApiErrors.WriteAsync(context, StatusCodes.Status405MethodNotAllowed, ErrorCodes.InvalidRequest,
+                $"{request.Method} is not allowed on {request.Path}. Allowed: {context.Response.Headers.Allow}."),
+            _ => Task.CompletedTask,
+        };
     }
 
     private static async Task WriteUnhandledErrorAsync(HttpContext context)

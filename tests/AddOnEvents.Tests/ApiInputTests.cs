@@ -161,6 +161,36 @@ public sealed class ApiInputTests(SystemFixture system)
         Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
     }
 
+    [Fact]
+    public async Task UnknownApiPathGetsJsonNotFound()
+    {
+        var app = await system.CreateAppAsync();
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+
+        using var api = await developer.GetAsync($"/api/apps/{app.AppId}/no-such-thing");
+        using var compatible = await developer.GetAsync("/v1/no-such-thing");
+        var compatibleBody = await compatible.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.NotFound, api.StatusCode);
+        Assert.Equal("not_found", await CodeOf(api));
+        Assert.Equal(HttpStatusCode.NotFound, compatible.StatusCode);
+        Assert.Equal("not_found", compatibleBody.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task WrongMethodGetsJsonErrorWithAllowedMethods()
+    {
+        var app = await system.CreateAppAsync();
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+
+        using var response = await developer.PatchAsync($"/api/apps/{app.AppId}/openai-key", new StringContent("{}", Encoding.UTF8, "application/json"));
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, response.StatusCode);
+        Assert.Equal("invalid_request", body.GetProperty("code").GetString());
+        Assert.Contains("PUT", body.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
     private static async Task<string?> CodeOf(HttpResponseMessage response) =>
         (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString();
 }

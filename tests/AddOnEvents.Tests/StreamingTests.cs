@@ -118,6 +118,33 @@ public sealed class StreamingTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task ModelListShowsTheAppsAllowedModels()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "lister");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        using var anonymous = system.CreateClient();
+
+        using var defaults = await user.GetAsync("/v1/models");
+        var defaultList = await defaults.Content.ReadFromJsonAsync<JsonElement>();
+        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
+        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { allowedModels = new[] { "gpt-4o", "gpt-4o-mini" } }))
+        {
+            Assert.True(set.IsSuccessStatusCode);
+        }
+
+        using var limited = await user.GetAsync("/v1/models");
+        var limitedList = await limited.Content.ReadFromJsonAsync<JsonElement>();
+        using var refused = await anonymous.GetAsync("/v1/models");
+
+        Assert.Equal(HttpStatusCode.OK, defaults.StatusCode);
+        Assert.Equal("list", defaultList.GetProperty("object").GetString());
+        Assert.Equal(["gpt-4o-mini"], defaultList.GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()));
+        Assert.Equal(["gpt-4o", "gpt-4o-mini"], limitedList.GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()));
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+    }
+
+    [Fact]
     public async Task OpenAICompatibleEndpointStreamsWithAppCredentials()
     {
         var app = await system.CreateAppAsync();

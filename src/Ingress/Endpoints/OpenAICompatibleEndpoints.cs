@@ -1,6 +1,8 @@
+using System.Security.Claims;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using AddOnEvents.Contracts;
+using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Options;
 using AddOnEvents.Ingress.Prompts;
@@ -35,7 +37,32 @@ public static class OpenAICompatibleEndpoints
     public static IEndpointRouteBuilder MapOpenAICompatibleEndpoints(this IEndpointRouteBuilder endpoints)
     {
         endpoints.MapPost("/v1/chat/completions", CompleteAsync).RequireAuthorization(AuthSchemes.AnyCaller);
+        endpoints.MapGet("/v1/models", ListModelsAsync).RequireAuthorization(AuthSchemes.AnyCaller);
         return endpoints;
+    }
+
+    /// <summary>
+    /// Lists the models the caller's app allows, in OpenAI's list shape, for SDKs and tools that list models
+    /// first. An app that allows any model gets only the default one, because the upstream's own list would
+    /// cost a call with the developer's key.
+    /// </summary>
+    private static async Task ListModelsAsync(HttpContext http, AppStore apps, IOptions<PromptOptions> options)
+    {
+        string? appId = http.User.FindFirstValue(AuthSchemes.AppIdClaim);
+        var app = appId is null ? null : await apps.FindCachedAsync(appId, http.RequestAborted);
+        if (app is null)
+        {
+            await WriteErrorAsync(http, StatusCodes.Status403Forbidden, ErrorCodes.Forbidden, "The app of this credential no longer exists.");
+            return;
+        }
+
+        var models = app.Limits.AllowedModels is { Count: > 0 } allowed ? allowed : [options.Value.DefaultModel];
+        long created = new DateTimeOffset(DateTime.SpecifyKind(app.CreatedAt, DateTimeKind.Utc)).ToUnixTimeSeconds();
+        await http.Response.WriteAsJsonAsync(new
+        {
+            @object = "list",
+            data = models.Select(id => new { id, @object = "model", created, owned_by = "openai" }),
+        });
     }
 
     private static async Task CompleteAsync(
