@@ -31,7 +31,7 @@ public sealed class TlsTests(TlsFixture system) : IClassFixture<TlsFixture>
     private static readonly TimeSpan Patience = SystemFixture.Patience;
 
     /// <summary>How long a service that cannot reach the broker keeps trying before its start fails.</summary>
-    private static readonly TimeSpan BrokerStartTimeout = TimeSpan.FromSeconds(2);
+    private static readonly TimeSpan BrokerStartTimeout = TimeSpan.FromSeconds(6);
 
     [Fact]
     public async Task PromptAnsweredOverTlsOnEveryHop()
@@ -111,7 +111,7 @@ public sealed class TlsTests(TlsFixture system) : IClassFixture<TlsFixture>
     public async Task DatabaseFromOtherCaFailsToConnect()
     {
         var settings = MongoTls.CreateSettings(system.MongoUri("other-ca.crt"), NullLogger.Instance);
-        settings.ServerSelectionTimeout = TimeSpan.FromSeconds(2);
+        settings.ServerSelectionTimeout = TimeSpan.FromSeconds(6);
         var client = new MongoClient(settings);
 
         var error = await Assert.ThrowsAsync<TimeoutException>(
