@@ -17,6 +17,7 @@ using MassTransit;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -44,6 +45,11 @@ public static class IngressApp
         services.TryAddSingleton(TimeProvider.System);
         services.AddMemoryCache();
         services.AddOptions<PromptOptions>().Bind(configuration.GetSection(PromptOptions.SectionName)).ValidateDataAnnotations().ValidateOnStart();
+        // Kestrel's default of 30 MB lets one end user make Ingress buffer megabytes per request before the prompt
+        // length is checked. The largest valid body is the longest prompt with every character JSON-escaped as
+        // \uXXXX (6 bytes), plus room for the other fields.
+        services.AddOptions<KestrelServerOptions>().Configure<IOptions<PromptOptions>>((kestrel, prompts) =>
+            kestrel.Limits.MaxRequestBodySize = Math.Max(64 * 1024, (long)prompts.Value.MaxPromptCharacters * 6 + 16 * 1024));
         services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.SectionName)).ValidateDataAnnotations()
             .Validate(o => TrySigningKey(o), "Auth:TokenSigningKey is invalid: it must be base64 of at least 32 bytes (openssl rand -base64 48).")
             .ValidateOnStart();
@@ -60,8 +66,17 @@ public static class IngressApp
         services.AddSingleton<UserRefCipher>();
         services.AddSingleton<WebhookSender>();
         services.AddHostedService(sp => sp.GetRequiredService<WebhookSender>());
+        services.AddOptions<WebhookOptions>().Bind(configuration.GetSection(WebhookOptions.SectionName));
         services.AddHttpClient(WebhookSender.HttpClientName)
-            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler { AllowAutoRedirect = false });
+            .ConfigurePrimaryHttpMessageHandler(sp =>
+            {
+                bool allowPrivate = sp.GetRequiredService<IOptions<WebhookOptions>>().Value.AllowPrivateAddresses;
+                return new SocketsHttpHandler
+                {
+                    AllowAutoRedirect = false,
+                    ConnectCallback = (context, cancellationToken) => WebhookAddresses.ConnectAsync(context, allowPrivate, cancellationToken),
+                };
+            });
         services.AddSingleton(new ResultRoute(configuration["Ingress:InstanceId"] ?? Guid.NewGuid().ToString("N")[..12]));
         AddAuthentication(services);
         services.AddSignalR(hub => hub.MaximumReceiveMessageSize = 256 * 1024);
@@ -71,6 +86,7 @@ public static class IngressApp
         var app = builder.Build();
         app.UseExceptionHandler(handler => handler.Run(WriteUnhandledErrorAsync));
         app.UseStatusCodePages(WriteRoutingErrorAsync);
+        app.Use(AddProtectiveHeaders);
         app.UseIngressHttps();
         app.UseDefaultFiles();
         app.UseStaticFiles();
@@ -83,7 +99,8 @@ public static class IngressApp
         app.MapOpenAICompatibleEndpoints();
         app.MapAddonEndpoints();
         app.MapDemoHostEndpoints(app.Configuration);
-        app.MapHub<AddOnHub>(AddOnHub.Path);
+        // A connection lives past its token otherwise, so a token that expired or was meant to be short keeps working.
+        app.MapHub<AddOnHub>(AddOnHub.Path, hub => hub.CloseOnAuthenticationExpiration = true);
         return app;
     }
 
@@ -207,6 +224,25 @@ public static class IngressApp
         {
             return false;
         }
+    }
+
+    /// <summary>
+    /// Sets the headers that keep browsers from framing the pages (the console takes app secrets), from guessing
+    /// content types, and from caching API answers, several of which carry secrets or tokens.
+    /// </summary>
+    private static Task AddProtectiveHeaders(HttpContext context, RequestDelegate next)
+    {
+        var headers = context.Response.Headers;
+        headers.XContentTypeOptions = "nosniff";
+        headers.XFrameOptions = "DENY";
+        headers.ContentSecurityPolicy = "frame-ancestors 'none'";
+        headers["Referrer-Policy"] = "no-referrer";
+        if (context.Request.Path.StartsWithSegments("/api") || context.Request.Path.StartsWithSegments("/v1"))
+        {
+            headers.CacheControl = "no-store";
+        }
+
+        return next(context);
     }
 
     /// <summary>

@@ -3,6 +3,8 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using AddOnEvents.Tests.Fixtures;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 
 namespace AddOnEvents.Tests;
 
@@ -189,6 +191,83 @@ public sealed class ApiInputTests(SystemFixture system)
         Assert.Equal(HttpStatusCode.MethodNotAllowed, response.StatusCode);
         Assert.Equal("invalid_request", body.GetProperty("code").GetString());
         Assert.Contains("PUT", body.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task OversizedBodyIsRefusedBeforeItIsRead()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "flooder");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        string huge = "{\"prompt\":\"" + new string('a', 2_000_000) + "\"}";
+
+        using var prompts = await user.PostAsync("/api/prompts", new StringContent(huge, Encoding.UTF8, "application/json"));
+        using var compatible = await user.PostAsync("/v1/chat/completions", new StringContent(huge, Encoding.UTF8, "application/json"));
+        var compatibleBody = await compatible.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, prompts.StatusCode);
+        Assert.Equal("prompt_too_long", await CodeOf(prompts));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, compatible.StatusCode);
+        Assert.Equal("prompt_too_long", compatibleBody.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task WrongFieldTypeNamesTheField()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "typo");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        using var response = await user.PostAsync("/api/prompts", new StringContent("{\"prompt\": 123}", Encoding.UTF8, "application/json"));
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("$.prompt", body.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("text/plain", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 415)]
+    [InlineData("application/json", "{\"n\":3,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 400)]
+    [InlineData("application/json", "{\"tools\":[{\"type\":\"function\"}],\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 400)]
+    public async Task UnsupportedChatRequestIsRefusedInOpenAIShape(string contentType, string json, int status)
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "sdk");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        using var response = await user.PostAsync("/v1/chat/completions", new StringContent(json, Encoding.UTF8, contentType));
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(status, (int)response.StatusCode);
+        Assert.Equal("invalid_request", body.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task PagesCannotBeFramedAndSecretsAreNotCached()
+    {
+        using var anonymous = system.CreateClient();
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        using var console = await anonymous.GetAsync("/console.html");
+        using var created = await admin.PostAsJsonAsync("/api/admin/apps", new { name = "Headers" });
+
+        Assert.Equal(HttpStatusCode.OK, console.StatusCode);
+        Assert.Equal("DENY", string.Join(",", console.Headers.GetValues("X-Frame-Options")));
+        Assert.Equal("frame-ancestors 'none'", string.Join(",", console.Headers.GetValues("Content-Security-Policy")));
+        Assert.Equal("nosniff", string.Join(",", console.Headers.GetValues("X-Content-Type-Options")));
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        Assert.True(created.Headers.CacheControl?.NoStore);
+    }
+
+    [Theory]
+    [InlineData(nameof(Ingress))]
+    [InlineData(nameof(KeyWorker))]
+    [InlineData(nameof(PromptWorker))]
+    public void BusSendsNoUsageTelemetry(string service)
+    {
+        var options = system.ServicesOf(service).GetRequiredService<IOptions<MassTransit.UsageTelemetryOptions>>().Value;
+
+        Assert.False(options.Enabled);
     }
 
     private static async Task<string?> CodeOf(HttpResponseMessage response) =>

@@ -168,6 +168,7 @@ public sealed class StreamingTests(SystemFixture system)
         Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
         Assert.Equal("[DONE]", events[^1]);
         Assert.Equal("Echo: stream to an sdk", text);
+        Assert.Equal("assistant", JsonDocument.Parse(events[0]).RootElement.GetProperty("choices")[0].GetProperty("delta").GetProperty("role").GetString());
         Assert.Contains(events, e => e.Contains("\"total_tokens\"", StringComparison.Ordinal));
     }
 

@@ -3,7 +3,9 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Security.Claims;
 using System.Text.Json;
+using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Tests.Fixtures;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.AspNetCore.SignalR.Client;
 using Microsoft.IdentityModel.Tokens;
 
@@ -160,6 +162,28 @@ public sealed class TenancyTests(SystemFixture system)
         Assert.NotEqual(firstConnection, client.Connection.ConnectionId);
         Assert.Equal("worth the wait", result.Text);
         Assert.Single(client.Received, r => r.RequestId == requestId);
+    }
+
+    [Fact]
+    public async Task HubConnectionClosesWhenItsTokenExpires()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-expiry-" + Guid.NewGuid().ToString("N"));
+        var tokens = system.ServicesOf(nameof(Ingress)).GetRequiredService<UserTokens>();
+        var (token, _) = tokens.Issue(app.AppId, "short-lived", TimeSpan.FromSeconds(3));
+        await using var client = await system.ConnectAsync(token);
+        var closed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        client.Connection.Closed += _ =>
+        {
+            closed.TrySetResult();
+            return Task.CompletedTask;
+        };
+
+        await closed.Task.WaitAsync(Patience);
+        var refused = await Record.ExceptionAsync(() => client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt = "after expiry" }).WaitAsync(Patience));
+
+        Assert.Equal(HubConnectionState.Disconnected, client.Connection.State);
+        Assert.NotNull(refused);
     }
 
     [Fact]

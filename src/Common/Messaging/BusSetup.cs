@@ -93,6 +93,9 @@ public static class BusSetup
         services.AddMassTransit(bus =>
         {
             bus.SetKebabCaseEndpointNameFormatter();
+            // MassTransit reports the bus's configuration (host, queues, consumers) to its vendor by default. A
+            // service that holds other people's keys sends nothing to third parties that its operator did not choose.
+            bus.DisableUsageTelemetry();
             registerConsumers(bus);
             bus.UsingRabbitMq((context, rabbit) =>
             {

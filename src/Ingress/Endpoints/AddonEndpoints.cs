@@ -5,6 +5,8 @@ using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Prompts;
+using AddOnEvents.Ingress.Webhooks;
+using Microsoft.Extensions.Options;
 
 namespace AddOnEvents.Ingress.Endpoints;
 
@@ -72,7 +74,7 @@ public static class AddonEndpoints
         return Results.Ok(new { appId, active });
     }
 
-    private static async Task<IResult> SetWebhookAsync(string appId, HttpContext http, AppStore apps)
+    private static async Task<IResult> SetWebhookAsync(string appId, HttpContext http, AppStore apps, IOptions<WebhookOptions> webhooks)
     {
         if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
         {
@@ -85,10 +87,9 @@ public static class AddonEndpoints
             return error;
         }
 
-        if (input!.Url is { } url && (!Uri.TryCreate(url, UriKind.Absolute, out var uri)
-            || !(uri.Scheme == Uri.UriSchemeHttps || (uri.Scheme == Uri.UriSchemeHttp && Loopback.IsLoopbackHost(uri.Host)))))
+        if (input!.Url is { } url && WebhookAddresses.Problem(url, webhooks.Value.AllowPrivateAddresses) is { } problem)
         {
-            return ApiErrors.BadRequest("url must be an absolute https:// URL (http:// only for a loopback address), or null to remove the webhook.");
+            return ApiErrors.BadRequest(problem);
         }
 
         string? secret = await apps.SetWebhookAsync(appId, input.Url, http.RequestAborted);

@@ -20,7 +20,9 @@ public sealed record OpenAIChatRequest(
     bool? Stream,
     [property: JsonPropertyName("max_tokens")] int? MaxTokens,
     [property: JsonPropertyName("max_completion_tokens")] int? MaxCompletionTokens,
-    [property: JsonPropertyName("stream_options")] OpenAIStreamOptions? StreamOptions);
+    [property: JsonPropertyName("stream_options")] OpenAIStreamOptions? StreamOptions,
+    int? N = null,
+    JsonElement Tools = default);
 
 /// <summary>
 /// <c>POST /v1/chat/completions</c> in OpenAI's shape, served through the same bus, workers and keys, so an OpenAI
@@ -68,15 +70,27 @@ public static class OpenAICompatibleEndpoints
     private static async Task CompleteAsync(
         HttpContext http, PromptSubmitter submitter, PendingReplies pending, PromptCanceller canceller, IOptions<PromptOptions> options)
     {
-        var (request, error) = await JsonBody.ReadAsync<OpenAIChatRequest>(http.Request);
+        var (request, error) = await JsonBody.ReadOrFailAsync<OpenAIChatRequest>(http.Request);
         if (error is not null)
         {
-            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "The body is not a valid chat completion request.");
+            await WriteErrorAsync(http, error.Status, error.Code, error.Message);
+            return;
+        }
+
+        if (request!.N is > 1)
+        {
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "n must be 1: AddOnEvents returns one choice per request.");
+            return;
+        }
+
+        if (request.Tools is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined })
+        {
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "tools are not supported; send the conversation as text messages.");
             return;
         }
 
         var turns = new List<ChatTurn>();
-        foreach (var message in request!.Messages ?? [])
+        foreach (var message in request.Messages ?? [])
         {
             if (message.Role is not ("system" or "user" or "assistant" or "developer") || message.Content.ValueKind != JsonValueKind.String)
             {
@@ -198,19 +212,33 @@ public static class OpenAICompatibleEndpoints
         string id = "chatcmpl-" + requestId.ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         int sent = 0;
+        bool roleSent = false;
+
+        // OpenAI names the role in the first delta only, and SDKs that assemble messages take it from there.
+        object Delta(string text)
+        {
+            if (roleSent)
+            {
+                return new { content = text };
+            }
+
+            roleSent = true;
+            return new { role = "assistant", content = text };
+        }
+
         while (true)
         {
             switch (await reader.ReadAsync(cancellationToken))
             {
                 case PromptPiece piece:
+                    await WriteEventAsync(http, Chunk(id, created, model, Delta(piece.Text), null), cancellationToken);
                     sent += piece.Text.Length;
-                    await WriteEventAsync(http, Chunk(id, created, model, new { content = piece.Text }, null), cancellationToken);
                     break;
                 case PromptCompleted done:
-                    if (done.Text.Length > sent)
+                    if (done.Text.Length > sent || !roleSent)
                     {
                         // A non-streamed or partly streamed answer: send what the pieces did not carry.
-                        await WriteEventAsync(http, Chunk(id, created, model, new { content = done.Text[sent..] }, null), cancellationToken);
+                        await WriteEventAsync(http, Chunk(id, created, model, Delta(done.Text[sent..]), null), cancellationToken);
                     }
 
                     await WriteEventAsync(http, Chunk(id, created, model, new { }, done.FinishReason), cancellationToken);

@@ -164,6 +164,9 @@ public class SystemFixture : IAsyncLifetime
         ["Sealing:PublicKey"] = Secrets.SealingPublicKey,
         ["Auth:AdminToken"] = Secrets.AdminToken,
         ["Auth:TokenSigningKey"] = Secrets.TokenSigningKey,
+
+        // The webhook receivers of the tests listen on loopback.
+        ["Webhooks:AllowPrivateAddresses"] = "true",
     };
 
     /// <summary>Gives a service builder the test's settings and log capture; the settings win over every other source.</summary>
