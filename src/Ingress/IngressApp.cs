@@ -228,7 +228,7 @@ public static class IngressApp
 
     /// <summary>
     /// Sets the headers that keep browsers from framing the pages (the console takes app secrets), from guessing
-    /// content types, and from caching API answers, several of which carry secrets or tokens.
+    /// content types, and from caching API responses, several of which carry secrets or tokens.
     /// </summary>
     private static Task AddProtectiveHeaders(HttpContext context, RequestDelegate next)
     {

@@ -229,7 +229,7 @@ public sealed class ApiInputTests(SystemFixture system)
     [InlineData("text/plain", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 415)]
     [InlineData("application/json", "{\"n\":3,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 400)]
     [InlineData("application/json", "{\"tools\":[{\"type\":\"function\"}],\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 400)]
-    public async Task UnsupportedChatRequestIsRefusedInOpenAIShape(string contentType, string json, int status)
+    public async Task UnsupportedChatRequestGetsOpenAIError(string contentType, string json, int status)
     {
         var app = await system.CreateAppAsync();
         string token = await system.IssueUserTokenAsync(app, "sdk");
@@ -243,7 +243,7 @@ public sealed class ApiInputTests(SystemFixture system)
     }
 
     [Fact]
-    public async Task PagesCannotBeFramedAndSecretsAreNotCached()
+    public async Task ProtectiveHeadersAreSet()
     {
         using var anonymous = system.CreateClient();
         using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));

@@ -180,10 +180,10 @@ public sealed class TenancyTests(SystemFixture system)
         };
 
         await closed.Task.WaitAsync(Patience);
-        var refused = await Record.ExceptionAsync(() => client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt = "after expiry" }).WaitAsync(Patience));
+        var rejected = await Record.ExceptionAsync(() => client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt = "after expiry" }).WaitAsync(Patience));
 
         Assert.Equal(HubConnectionState.Disconnected, client.Connection.State);
-        Assert.NotNull(refused);
+        Assert.NotNull(rejected);
     }
 
     [Fact]

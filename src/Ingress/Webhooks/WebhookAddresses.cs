@@ -86,7 +86,7 @@ public static class WebhookAddresses
         var allowed = addresses.Where(a => allowPrivate || IsPublic(a)).ToArray();
         if (allowed.Length == 0)
         {
-            throw new HttpRequestException($"The webhook host {host} resolves only to loopback, private or link-local addresses, which are refused.");
+            throw new HttpRequestException($"The webhook host {host} resolves only to loopback, private or link-local addresses, which are not allowed. Use a public host name.");
         }
 
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };

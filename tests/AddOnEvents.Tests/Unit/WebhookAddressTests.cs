@@ -51,7 +51,7 @@ public sealed class WebhookAddressTests
     }
 
     [Fact]
-    public async Task ConnectionToLoopbackIsRefusedBeforeItIsMade()
+    public async Task LoopbackConnectionIsRejected()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
@@ -65,7 +65,7 @@ public sealed class WebhookAddressTests
         var error = await Assert.ThrowsAsync<HttpRequestException>(() => client.GetAsync($"http://127.0.0.1:{port}/"));
         bool reached = listener.Pending();
 
-        Assert.Contains("private or link-local addresses, which are refused", error.Message + error.InnerException?.Message, StringComparison.Ordinal);
+        Assert.Contains("private or link-local addresses, which are not allowed", error.Message + error.InnerException?.Message, StringComparison.Ordinal);
         Assert.False(reached);
     }
 }
