@@ -187,15 +187,28 @@ AddOnEvents is running. Press Ctrl+C to stop it.
   Demo app id:        $DEMO_APP_ID
   Demo app secret:    $DEMO_APP_SECRET
   Admin token:        $Auth__AdminToken  (generated for this run only)
+  RabbitMQ:           amqp://127.0.0.1:$INFRA_RABBITMQ_PORT, management http://127.0.0.1:$INFRA_RABBITMQ_MGMT_PORT/ (guest/guest)
+  MongoDB (jongodb):  $MONGO_URI
   Logs:               $RUN_DIR
 EOF
 
 watched=()
+names=()
 for name in "${SERVICES[@]}"; do
     watched+=("$(cat "$RUN_DIR/$name.pid")")
+    names+=("$name")
 done
 watched+=("$(cat "$RUN_DIR/jongodb/jongodb.pid")")
+names+=(jongodb)
 # wait returns when a watched process exits, or at once when Ctrl+C runs the INT trap.
 status=0
 wait -n "${watched[@]}" || status=$?
-fail "a service or jongodb exited unexpectedly (exit status $status); see the logs in $RUN_DIR"
+# Ctrl+C in a terminal reaches the services too, and one of them can exit before this script handles the signal.
+if ((status == 130 || status == 143)); then
+    exit "$status"
+fi
+exited=()
+for i in "${!watched[@]}"; do
+    kill -0 "${watched[$i]}" 2>/dev/null || exited+=("${names[$i]}")
+done
+fail "${exited[*]:-a service} exited unexpectedly (exit status $status); see the logs in $RUN_DIR"
