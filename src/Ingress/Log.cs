@@ -18,6 +18,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1005, Level = LogLevel.Information, Message = "Created app {AppId}")]
     public static partial void AppCreated(ILogger logger, string appId);
 
+    [LoggerMessage(EventId = 1009, Level = LogLevel.Information, Message = "Removed app {AppId} with its key, usage, results and user controls")]
+    public static partial void AppRemoved(ILogger logger, string appId);
+
     [LoggerMessage(EventId = 1006, Level = LogLevel.Debug, Message = "Delivered {Outcome} of request {RequestId} to its user's connections")]
     public static partial void ResultDelivered(ILogger logger, string outcome, Guid requestId);
 

@@ -8,6 +8,7 @@ using AddOnEvents.Tests.Fixtures;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.AspNetCore.SignalR.Client;
 using Microsoft.IdentityModel.Tokens;
+using MongoDB.Bson;
 
 namespace AddOnEvents.Tests;
 
@@ -162,6 +163,40 @@ public sealed class TenancyTests(SystemFixture system)
         Assert.NotEqual(firstConnection, client.Connection.ConnectionId);
         Assert.Equal("worth the wait", result.Text);
         Assert.Single(client.Received, r => r.RequestId == requestId);
+    }
+
+    [Fact]
+    public async Task RemovedAppLeavesNothingBehind()
+    {
+        var app = await system.CreateAppAsync();
+        var neighbour = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-removed-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "leaving-user");
+        await using var client = await system.ConnectAsync(token);
+        await client.WaitForResultAsync(await system.PostPromptAsync(token, "one last question"), Patience);
+        using var host = system.CreateClient(SystemFixture.Basic(app));
+        using (var controls = await host.PutAsJsonAsync($"/api/apps/{app.AppId}/users/leaving-user/controls", new { freeformDisabled = true }))
+        {
+            Assert.True(controls.IsSuccessStatusCode);
+        }
+
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using var removed = await admin.DeleteAsync($"/api/admin/apps/{app.AppId}");
+        using var again = await admin.DeleteAsync($"/api/admin/apps/{app.AppId}");
+        using var lookup = await admin.GetAsync($"/api/admin/apps/{app.AppId}");
+        using var list = await admin.GetAsync("/api/admin/apps?limit=1000");
+        var listed = (await list.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("apps").EnumerateArray()
+            .Select(a => a.GetProperty("appId").GetString()).ToList();
+        using var oldCredentials = await host.GetAsync($"/api/apps/{app.AppId}/openai-key");
+        var leftovers = await system.ReadCollectionsAsync("apps", "keys", "usage", "promptResults", "userControls");
+
+        Assert.Equal(HttpStatusCode.NoContent, removed.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, again.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, lookup.StatusCode);
+        Assert.DoesNotContain(app.AppId, listed);
+        Assert.Contains(neighbour.AppId, listed);
+        Assert.Equal(HttpStatusCode.Unauthorized, oldCredentials.StatusCode);
+        Assert.DoesNotContain(leftovers, d => d.ToJson().Contains(app.AppId, StringComparison.Ordinal));
     }
 
     [Fact]

@@ -166,6 +166,8 @@ public sealed class PromptResultStore(IMongoDatabase database)
             .Set(r => r.Message, failed.Message)
             .Set(r => r.RetryAfterSeconds, failed.RetryAfterSeconds);
 
+    public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) => _results.DeleteManyAsync(r => r.AppId == appId, cancellationToken);
+
     public async Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
         (await _results.DeleteManyAsync(r => r.ExpiresAt < now, cancellationToken)).DeletedCount;
 

@@ -82,6 +82,8 @@ public sealed class UsageStore
     public async Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
         (await _usage.DeleteManyAsync(u => u.ExpiresAt < now, cancellationToken)).DeletedCount;
 
+    public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) => _usage.DeleteManyAsync(u => u.AppId == appId, cancellationToken);
+
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) => ExpiryIndex.EnsureAsync(_usage, u => u.ExpiresAt, cancellationToken);
 
     private static string AppDayId(string appId, DateTime now) => $"{appId}|day|{Day(now)}";

@@ -91,6 +91,20 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
         return (appId, secret);
     }
 
+    /// <summary>Returns up to <paramref name="limit"/> apps in id order, after the given id when one is given.</summary>
+    public Task<List<AppDocument>> ListAsync(string? after, int limit, CancellationToken cancellationToken) =>
+        _apps.Find(after is null ? FilterDefinition<AppDocument>.Empty : Builders<AppDocument>.Filter.Gt(a => a.AppId, after))
+            .SortBy(a => a.AppId)
+            .Limit(limit)
+            .ToListAsync(cancellationToken);
+
+    public async Task<bool> DeleteAsync(string appId, CancellationToken cancellationToken)
+    {
+        var result = await _apps.DeleteOneAsync(a => a.AppId == appId, cancellationToken);
+        cache.Remove("app:" + appId);
+        return result.DeletedCount > 0;
+    }
+
     public Task<AppDocument?> FindAsync(string appId, CancellationToken cancellationToken) =>
         _apps.Find(a => a.AppId == appId).FirstOrDefaultAsync(cancellationToken)!;
 
@@ -181,7 +195,9 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
         string cacheKey = "app-secret:" + Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(appId + "\n" + secret)));
         if (cache.TryGetValue(cacheKey, out _))
         {
-            return true;
+            // The app's own short cache is dropped when the app is removed, so its secret stops working at once here
+            // and within seconds on other instances.
+            return await FindCachedAsync(appId, cancellationToken) is not null;
         }
 
         var app = await FindAsync(appId, cancellationToken);

@@ -33,6 +33,12 @@ public sealed class UserControlStore(IMongoDatabase database)
         return _controls.Find(c => c.Id == id).FirstOrDefaultAsync(cancellationToken)!;
     }
 
+    /// <summary>Deletes the controls of every user of an app: the ids from "appId|" up to, not including, "appId}".</summary>
+    public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) =>
+        _controls.DeleteManyAsync(
+            Builders<UserControls>.Filter.Gte(c => c.Id, appId + "|") & Builders<UserControls>.Filter.Lt(c => c.Id, appId + "}"),
+            cancellationToken);
+
     public Task SaveAsync(UserControls controls, CancellationToken cancellationToken) =>
         _controls.ReplaceOneAsync(c => c.Id == controls.Id, controls, new ReplaceOptions { IsUpsert = true }, cancellationToken);
 }

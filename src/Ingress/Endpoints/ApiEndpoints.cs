@@ -30,6 +30,9 @@ public static class ApiEndpoints
     {
         var admin = endpoints.MapGroup("/api/admin/apps").RequireAuthorization(AuthSchemes.Admin);
         admin.MapPost("", CreateAppAsync);
+        admin.MapGet("", ListAppsAsync);
+        admin.MapGet("/{appId}", GetAppAsync);
+        admin.MapDelete("/{appId}", DeleteAppAsync);
         admin.MapPut("/{appId}/limits", SetLimitsAsync);
         admin.MapPost("/{appId}/secrets", RotateSecretAsync);
         admin.MapDelete("/{appId}/secrets/previous", RevokePreviousSecretsAsync);
@@ -60,8 +63,52 @@ public static class ApiEndpoints
 
         var (appId, secret) = await apps.CreateAsync(name, http.RequestAborted);
         Log.AppCreated(logger, appId);
-        return Results.Created($"/api/apps/{appId}", new { appId, appSecret = secret });
+        return Results.Created($"/api/admin/apps/{appId}", new { appId, appSecret = secret });
     }
+
+    /// <summary>Lists apps in id order, a page at a time; <c>after</c> is the last app id of the previous page.</summary>
+    private static async Task<IResult> ListAppsAsync(string? after, int? limit, HttpContext http, AppStore apps)
+    {
+        if (limit is < 1 or > 1000)
+        {
+            return ApiErrors.BadRequest("limit must be between 1 and 1000.");
+        }
+
+        var page = await apps.ListAsync(after, limit ?? 100, http.RequestAborted);
+        return Results.Ok(new { apps = page.Select(Summary), next = page.Count == (limit ?? 100) ? page[^1].AppId : null });
+    }
+
+    private static async Task<IResult> GetAppAsync(string appId, HttpContext http, AppStore apps)
+    {
+        var app = await apps.FindAsync(appId, http.RequestAborted);
+        return app is null
+            ? ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.")
+            : Results.Ok(new { app.AppId, app.Name, app.AddonActive, app.Limits, webhookConfigured = app.WebhookUrl is not null, app.CreatedAt });
+    }
+
+    /// <summary>
+    /// Removes an app and everything stored for it: its key, usage counters, stored results and user controls. The
+    /// app document goes last, so a removal that fails halfway can be sent again and finishes the rest.
+    /// </summary>
+    private static async Task<IResult> DeleteAppAsync(string appId, HttpContext http, AppStore apps, KeyStore keys, UsageStore usage,
+        PromptResultStore results, UserControlStore userControls, ILogger<ApiLogCategory> logger)
+    {
+        var cancellationToken = http.RequestAborted;
+        if (await apps.FindAsync(appId, cancellationToken) is null)
+        {
+            return ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
+        }
+
+        await keys.DeleteAsync(appId, cancellationToken);
+        await usage.DeleteAppAsync(appId, cancellationToken);
+        await results.DeleteAppAsync(appId, cancellationToken);
+        await userControls.DeleteAppAsync(appId, cancellationToken);
+        await apps.DeleteAsync(appId, cancellationToken);
+        Log.AppRemoved(logger, appId);
+        return Results.NoContent();
+    }
+
+    private static object Summary(AppDocument app) => new { app.AppId, app.Name, app.AddonActive, app.CreatedAt };
 
     private static async Task<IResult> SetLimitsAsync(string appId, HttpContext http, AppStore apps)
     {
