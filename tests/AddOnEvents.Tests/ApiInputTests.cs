@@ -243,6 +243,40 @@ public sealed class ApiInputTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task WrongAppSecretIsNamedAsWrong()
+    {
+        var app = await system.CreateAppAsync();
+        using var developer = system.CreateClient(SystemFixture.Basic(app with { Secret = "aes_wrong" }));
+        using var anonymous = system.CreateClient();
+
+        using var wrong = await developer.GetAsync($"/api/apps/{app.AppId}/openai-key");
+        using var missing = await anonymous.GetAsync($"/api/apps/{app.AppId}/openai-key");
+        var wrongBody = await wrong.Content.ReadFromJsonAsync<JsonElement>();
+        var missingBody = await missing.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.Unauthorized, wrong.StatusCode);
+        Assert.Equal("The app id or app secret is wrong.", wrongBody.GetProperty("message").GetString());
+        Assert.Equal(HttpStatusCode.Unauthorized, missing.StatusCode);
+        Assert.Contains("Send the app id and app secret", missingBody.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData(" ")]
+    [InlineData("gpt 4o")]
+    [InlineData("a\nb")]
+    public async Task MalformedAllowedModelIsRejected(string model)
+    {
+        var app = await system.CreateAppAsync();
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        using var response = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { allowedModels = new[] { "gpt-4o-mini", model } });
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", await CodeOf(response));
+    }
+
+    [Fact]
     public async Task ProtectiveHeadersAreSet()
     {
         using var anonymous = system.CreateClient();

@@ -80,16 +80,18 @@ public sealed class AppCredentialsHandler(
         return AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), Scheme.Name));
     }
 
-    protected override Task HandleChallengeAsync(AuthenticationProperties properties)
+    protected override async Task HandleChallengeAsync(AuthenticationProperties properties)
     {
         if (Response.HasStarted)
         {
-            return Task.CompletedTask;
+            return;
         }
 
+        // Credentials that were sent but are wrong get that said, rather than a request to send them.
+        var outcome = await HandleAuthenticateOnceSafeAsync();
         Response.Headers.WWWAuthenticate = "Basic realm=\"AddOnEvents\", charset=\"UTF-8\"";
-        return ApiErrors.WriteAsync(Context, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
-            "Send the app id and app secret with HTTP Basic authentication.");
+        await ApiErrors.WriteAsync(Context, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
+            outcome.Failure?.Message ?? "Send the app id and app secret with HTTP Basic authentication.");
     }
 }
 

@@ -124,6 +124,11 @@ public static class ApiEndpoints
             return ApiErrors.BadRequest("Every limit must be a positive number, or null for no limit.");
         }
 
+        if (limits.AllowedModels?.FirstOrDefault(m => m.Length is 0 or > 100 || m.Any(c => char.IsWhiteSpace(c) || char.IsControl(c))) is { } badModel)
+        {
+            return ApiErrors.BadRequest($"allowedModels contains '{badModel.ReplaceLineEndings(" ")}', which is not a model name: use 1 to 100 characters without spaces.");
+        }
+
         return await apps.SetLimitsAsync(appId, limits, http.RequestAborted)
             ? Results.Ok(limits)
             : ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
