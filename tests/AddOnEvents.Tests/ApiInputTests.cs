@@ -158,9 +158,14 @@ public sealed class ApiInputTests(SystemFixture system)
 
         using var live = await anonymous.GetAsync("/health/live");
         using var ready = await anonymous.GetAsync("/health/ready");
+        var readiness = await ready.Content.ReadFromJsonAsync<JsonElement>();
+        var checks = readiness.GetProperty("checks").EnumerateObject().ToList();
 
         Assert.Equal(HttpStatusCode.OK, live.StatusCode);
         Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+        Assert.Equal("Healthy", readiness.GetProperty("status").GetString());
+        Assert.NotEmpty(checks);
+        Assert.All(checks, check => Assert.Equal("Healthy", check.Value.GetString()));
     }
 
     [Fact]

@@ -10,7 +10,9 @@ public static class HealthEndpoints
 {
     /// <summary>
     /// Maps <c>/health/live</c> (the process runs; no dependency is checked, so a broker outage does not get the
-    /// process restarted) and <c>/health/ready</c> (broker and database reachable). Answers carry no details.
+    /// process restarted) and <c>/health/ready</c> (broker and database reachable). Readiness names each check and
+    /// its status, so an operator sees which dependency is down, but no descriptions or exception texts, because the
+    /// endpoint takes no credentials.
     /// </summary>
     public static IEndpointRouteBuilder MapAddOnEventsHealth(this IEndpointRouteBuilder endpoints)
     {
@@ -18,6 +20,7 @@ public static class HealthEndpoints
         endpoints.MapHealthChecks("/health/ready", new HealthCheckOptions
         {
             Predicate = check => check.Tags.Contains("ready"),
+            ResponseWriter = WriteReadinessAsync,
             ResultStatusCodes =
             {
                 [HealthStatus.Healthy] = StatusCodes.Status200OK,
@@ -28,4 +31,11 @@ public static class HealthEndpoints
         });
         return endpoints;
     }
+
+    private static Task WriteReadinessAsync(HttpContext context, HealthReport report) =>
+        context.Response.WriteAsJsonAsync(new
+        {
+            status = report.Status.ToString(),
+            checks = report.Entries.ToDictionary(entry => entry.Key, entry => entry.Value.Status.ToString()),
+        });
 }
