@@ -298,6 +298,34 @@ public sealed class ApiInputTests(SystemFixture system)
         Assert.True(created.Headers.CacheControl?.NoStore);
     }
 
+    [Fact]
+    public async Task PromptAndActionTogetherAreRejected()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "both");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { action = "shorten", text = "some text", prompt = "ignored?" });
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", await CodeOf(response));
+    }
+
+    [Fact]
+    public async Task NegativeMaxTokensNamesTheOpenAIField()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "sdk-tokens");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        using var response = await user.PostAsJsonAsync("/v1/chat/completions",
+            new { max_tokens = -5, messages = new object[] { new { role = "user", content = "hi" } } });
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.StartsWith("max_tokens must be between 1 and", body.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(nameof(Ingress))]
     [InlineData(nameof(KeyWorker))]

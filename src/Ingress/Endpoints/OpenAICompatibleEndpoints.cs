@@ -118,6 +118,15 @@ public static class OpenAICompatibleEndpoints
             return;
         }
 
+        int? maxTokens = request.MaxCompletionTokens ?? request.MaxTokens;
+        if (maxTokens is < 1 || maxTokens > options.Value.MaxOutputTokensLimit)
+        {
+            string field = request.MaxCompletionTokens is null ? "max_tokens" : "max_completion_tokens";
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, string.Create(
+                System.Globalization.CultureInfo.InvariantCulture, $"{field} must be between 1 and {options.Value.MaxOutputTokensLimit}."));
+            return;
+        }
+
         bool stream = request.Stream ?? false;
         var input = new PromptInput(lastUser.Content, request.Model, request.MaxCompletionTokens ?? request.MaxTokens, stream) { Messages = turns };
         Guid? requestId = null;

@@ -79,6 +79,12 @@ public sealed partial class PromptSubmitter(
         }
 
         var limits = options.Value;
+        if (input.Action is not null && input.Prompt is not null)
+        {
+            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                "Send either prompt, for a free-form question, or action with text, not both.");
+        }
+
         bool freeform = input.Action is null;
         string content = (freeform ? input.Prompt : input.Text) ?? "";
         if (string.IsNullOrWhiteSpace(content))
