@@ -237,7 +237,8 @@ public static class IngressApp
         headers.XFrameOptions = "DENY";
         headers.ContentSecurityPolicy = "frame-ancestors 'none'";
         headers["Referrer-Policy"] = "no-referrer";
-        if (context.Request.Path.StartsWithSegments("/api") || context.Request.Path.StartsWithSegments("/v1"))
+        if (context.Request.Path.StartsWithSegments("/api") || context.Request.Path.StartsWithSegments("/v1")
+            || context.Request.Path.StartsWithSegments(AddOnHub.Path))
         {
             headers.CacheControl = "no-store";
         }
@@ -260,6 +261,9 @@ public static class IngressApp
 
         return context.Response.StatusCode switch
         {
+            // Minimal APIs respond to a query or route value of the wrong type with an empty 400.
+            StatusCodes.Status400BadRequest => ApiErrors.WriteAsync(context, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                $"A query or route value of {request.Path} has the wrong type. Check the numbers and ids in the address."),
             StatusCodes.Status404NotFound => ApiErrors.WriteAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound,
                 $"No API endpoint at {request.Path}. Check the path against the README's API list."),
             StatusCodes.Status405MethodNotAllowed => ApiErrors.WriteAsync(context, StatusCodes.Status405MethodNotAllowed, ErrorCodes.InvalidRequest,

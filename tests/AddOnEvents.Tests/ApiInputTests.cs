@@ -185,6 +185,17 @@ public sealed class ApiInputTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task WrongTypeInQueryGetsJsonError()
+    {
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        using var response = await admin.GetAsync("/api/admin/apps?limit=abc");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", await CodeOf(response));
+    }
+
+    [Fact]
     public async Task WrongMethodGetsJsonErrorWithAllowedMethods()
     {
         var app = await system.CreateAppAsync();

@@ -200,6 +200,33 @@ public sealed class TenancyTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task InFlightPromptOfRemovedAppEnds()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-inflight-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "last-user");
+        await using var client = await system.ConnectAsync(token);
+        string prompt = "answered after removal " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == prompt ? ScriptedResponse.Slow(TimeSpan.FromSeconds(2), ScriptedResponse.Answer("late answer")) : null;
+
+        var requestId = await system.PostPromptAsync(token, prompt, stream: false);
+        await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
+        using (var removed = await admin.DeleteAsync($"/api/admin/apps/{app.AppId}"))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, removed.StatusCode);
+        }
+
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        await Task.Delay(1000);
+        system.Upstream.Responder = null;
+        var usage = await system.ReadCollectionsAsync("usage", "promptResults");
+
+        Assert.Equal("late answer", result.Text);
+        Assert.DoesNotContain(usage, d => d.ToJson().Contains(app.AppId, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task HubConnectionClosesWhenItsTokenExpires()
     {
         var app = await system.CreateAppAsync();

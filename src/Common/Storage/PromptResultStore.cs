@@ -53,6 +53,18 @@ public sealed class PromptResultDocument
     public DateTime ExpiresAt { get; set; }
 }
 
+public enum FinishOutcome
+{
+    /// <summary>This delivery's result is the stored one.</summary>
+    Stored,
+
+    /// <summary>Another delivery stored its result first.</summary>
+    FinishedElsewhere,
+
+    /// <summary>The record is gone: its app was removed, or it outlived its retention while the answer was produced.</summary>
+    RecordGone,
+}
+
 public enum ClaimOutcome
 {
     /// <summary>This worker holds the request now.</summary>
@@ -143,13 +155,18 @@ public sealed class PromptResultStore(IMongoDatabase database)
     }
 
     /// <summary>Records the final result; the first one written wins and later ones are ignored.</summary>
-    public async Task<bool> FinishAsync(Guid requestId, UpdateDefinition<PromptResultDocument> result, CancellationToken cancellationToken)
+    public async Task<FinishOutcome> FinishAsync(Guid requestId, UpdateDefinition<PromptResultDocument> result, CancellationToken cancellationToken)
     {
         var outcome = await _results.UpdateOneAsync(
             r => r.RequestId == requestId && r.Status == PromptStatus.Pending,
             result,
             cancellationToken: cancellationToken);
-        return outcome.ModifiedCount > 0;
+        if (outcome.ModifiedCount > 0)
+        {
+            return FinishOutcome.Stored;
+        }
+
+        return await FindAsync(requestId, cancellationToken) is null ? FinishOutcome.RecordGone : FinishOutcome.FinishedElsewhere;
     }
 
     public static UpdateDefinition<PromptResultDocument> Completed(PromptCompleted completed) =>

@@ -92,6 +92,12 @@ public static class AddonEndpoints
             return ApiErrors.BadRequest(problem);
         }
 
+        if (input.Url is { } named && !webhooks.Value.AllowPrivateAddresses
+            && await WebhookAddresses.ResolvedProblemAsync(named, http.RequestAborted) is { } inward)
+        {
+            return ApiErrors.BadRequest(inward);
+        }
+
         string? secret = await apps.SetWebhookAsync(appId, input.Url, http.RequestAborted);
         return Results.Ok(new { appId, url = input.Url, signingSecret = secret });
     }

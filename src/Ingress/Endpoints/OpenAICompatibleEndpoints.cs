@@ -22,7 +22,8 @@ public sealed record OpenAIChatRequest(
     [property: JsonPropertyName("max_completion_tokens")] int? MaxCompletionTokens,
     [property: JsonPropertyName("stream_options")] OpenAIStreamOptions? StreamOptions,
     int? N = null,
-    JsonElement Tools = default);
+    JsonElement Tools = default,
+    JsonElement Functions = default);
 
 /// <summary>
 /// <c>POST /v1/chat/completions</c> in OpenAI's shape, served through the same bus, workers and keys, so an OpenAI
@@ -83,9 +84,10 @@ public static class OpenAICompatibleEndpoints
             return;
         }
 
-        if (request.Tools is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined })
+        if (request.Tools is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined }
+            || request.Functions is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined })
         {
-            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "tools are not supported; send the conversation as text messages.");
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "tools and functions are not supported; send the conversation as text messages.");
             return;
         }
 
@@ -171,6 +173,13 @@ public static class OpenAICompatibleEndpoints
             catch (OperationCanceledException) when (!http.Response.HasStarted)
             {
                 await WriteErrorAsync(http, StatusCodes.Status504GatewayTimeout, ErrorCodes.RequestExpired, "No answer arrived in time.");
+            }
+            catch (OperationCanceledException)
+            {
+                // A stream that started must still end the way SDKs expect: an error event, then [DONE].
+                await WriteEventAsync(http, new { error = new { message = "No answer arrived in time.", type = "addonevents_error", code = ErrorCodes.RequestExpired } },
+                    CancellationToken.None);
+                await http.Response.WriteAsync("data: [DONE]\n\n", CancellationToken.None);
             }
         }
         finally

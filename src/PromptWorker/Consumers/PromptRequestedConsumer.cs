@@ -294,13 +294,16 @@ public sealed partial class PromptRequestedConsumer(
         if (storeFirst)
         {
             var update = result is PromptCompleted completed ? PromptResultStore.Completed(completed) : PromptResultStore.Failed((PromptFailed)result);
-            if (!await results.FinishAsync(prompt.RequestId, update, context.CancellationToken))
+            var stored = await results.FinishAsync(prompt.RequestId, update, context.CancellationToken);
+            if (stored == FinishOutcome.FinishedElsewhere)
             {
                 // Another delivery finished first; it publishes its own result.
                 return;
             }
 
-            if (result is PromptCompleted answer)
+            // A record that is gone belongs to a removed app, or outlived its retention: the user still gets the
+            // result, but nothing is counted for an app that may no longer exist.
+            if (stored == FinishOutcome.Stored && result is PromptCompleted answer)
             {
                 var now = clock.GetUtcNow();
                 long tokens = answer.Usage.TotalTokens;

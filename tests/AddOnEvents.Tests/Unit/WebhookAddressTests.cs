@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using AddOnEvents.Ingress.Webhooks;
 
@@ -18,6 +19,21 @@ public sealed class WebhookAddressTests
     [InlineData("https://[fd00::1]/")]
     [InlineData("https://[fe80::1]/")]
     [InlineData("https://[::ffff:10.0.0.1]/")]
+    [InlineData("https://localhost./")]
+    [InlineData("https://LOCALHOST./")]
+    [InlineData("https://foo.localhost/")]
+    [InlineData("https://localhost.localdomain/")]
+    [InlineData("https://ip6-localhost/")]
+    [InlineData("https://127.0.0.1./")]
+    [InlineData("https://127\u30020\u30020\u30021/")]
+    [InlineData("https://[::127.0.0.1]/")]
+    [InlineData("https://[::ffff:0:127.0.0.1]/")]
+    [InlineData("https://[64:ff9b::7f00:1]/")]
+    [InlineData("https://[2002:7f00:1::]/")]
+    [InlineData("https://[2001:db8::1]/")]
+    [InlineData("https://192.0.2.1/")]
+    [InlineData("https://198.51.100.7/")]
+    [InlineData("https://203.0.113.9/")]
     [InlineData("http://127.0.0.1:8080/hook")]
     [InlineData("http://hooks.example.com/")]
     [InlineData("ftp://hooks.example.com/")]
@@ -42,6 +58,26 @@ public sealed class WebhookAddressTests
     public void OperatorMayAllowPrivateAddresses(string url)
     {
         Assert.Null(WebhookAddresses.Problem(url, allowPrivate: true));
+    }
+
+    [Fact]
+    public void OwnInterfaceAddressesAreNotPublic()
+    {
+        var own = NetworkInterface.GetAllNetworkInterfaces()
+            .SelectMany(nic => nic.GetIPProperties().UnicastAddresses)
+            .Select(unicast => unicast.Address)
+            .ToList();
+
+        Assert.NotEmpty(own);
+        Assert.All(own, address => Assert.False(WebhookAddresses.IsPublic(address), $"{address} counts as public"));
+    }
+
+    [Fact]
+    public async Task NameResolvingToLoopbackIsRejected()
+    {
+        string? problem = await WebhookAddresses.ResolvedProblemAsync("https://localhost/hook", default);
+
+        Assert.NotNull(problem);
     }
 
     [Fact]
