@@ -176,12 +176,8 @@ public sealed class ApiInputTests(SystemFixture system)
 
         using var api = await developer.GetAsync($"/api/apps/{app.AppId}/no-such-thing");
         using var compatible = await developer.GetAsync("/v1/no-such-thing");
-        var compatibleBody = await compatible.Content.ReadFromJsonAsync<JsonElement>();
 
-        Assert.Equal(HttpStatusCode.NotFound, api.StatusCode);
-        Assert.Equal("not_found", await CodeOf(api));
-        Assert.Equal(HttpStatusCode.NotFound, compatible.StatusCode);
-        Assert.Equal("not_found", compatibleBody.GetProperty("error").GetProperty("code").GetString());
+        await AssertBothShapesAsync(api, compatible, HttpStatusCode.NotFound, "not_found");
     }
 
     [Fact]
@@ -219,12 +215,8 @@ public sealed class ApiInputTests(SystemFixture system)
 
         using var prompts = await user.PostAsync("/api/prompts", new StringContent(huge, Encoding.UTF8, "application/json"));
         using var compatible = await user.PostAsync("/v1/chat/completions", new StringContent(huge, Encoding.UTF8, "application/json"));
-        var compatibleBody = await compatible.Content.ReadFromJsonAsync<JsonElement>();
 
-        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, prompts.StatusCode);
-        Assert.Equal("prompt_too_long", await CodeOf(prompts));
-        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, compatible.StatusCode);
-        Assert.Equal("prompt_too_long", compatibleBody.GetProperty("error").GetProperty("code").GetString());
+        await AssertBothShapesAsync(prompts, compatible, HttpStatusCode.RequestEntityTooLarge, "prompt_too_long");
     }
 
     [Fact]
@@ -346,6 +338,16 @@ public sealed class ApiInputTests(SystemFixture system)
         var options = system.ServicesOf(service).GetRequiredService<IOptions<MassTransit.UsageTelemetryOptions>>().Value;
 
         Assert.False(options.Enabled);
+    }
+
+    /// <summary>Checks one error from the product's API and the same error in OpenAI's shape from <c>/v1</c>.</summary>
+    private static async Task AssertBothShapesAsync(HttpResponseMessage api, HttpResponseMessage compatible, HttpStatusCode status, string code)
+    {
+        var compatibleBody = await compatible.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal(status, api.StatusCode);
+        Assert.Equal(code, await CodeOf(api));
+        Assert.Equal(status, compatible.StatusCode);
+        Assert.Equal(code, compatibleBody.GetProperty("error").GetProperty("code").GetString());
     }
 
     private static async Task<string?> CodeOf(HttpResponseMessage response) =>
