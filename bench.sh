@@ -147,17 +147,8 @@ fi
 infra_secrets "$RUN_DIR"
 infra_env
 
-dotnet "$BENCH_DLL" fake-upstream --port "$FAKE_PORT" --latency-ms "$BENCH_LATENCY_MS" \
-    --pieces-per-second "$BENCH_PIECES_PER_SECOND" --accept-any-key --report-timing \
-    </dev/null >"$RUN_DIR/FakeUpstream.log" 2>&1 &
-echo "$!" >"$RUN_DIR/FakeUpstream.pid"
-for _ in $(seq 1 150); do
-    grep -q '^FAKE_UPSTREAM_URL=' "$RUN_DIR/FakeUpstream.log" && break
-    kill -0 "$(cat "$RUN_DIR/FakeUpstream.pid")" 2>/dev/null || fail "the fake upstream exited; see $RUN_DIR/FakeUpstream.log"
-    sleep 0.1
-done
-FAKE_URL=$(sed -n 's/^FAKE_UPSTREAM_URL=//p' "$RUN_DIR/FakeUpstream.log")
-[[ -n $FAKE_URL ]] || fail "the fake upstream did not start within 15 s; see $RUN_DIR/FakeUpstream.log"
+FAKE_URL=$(infra_start_fake_upstream "$RUN_DIR" "$FAKE_PORT" "$BENCH_DLL" --latency-ms "$BENCH_LATENCY_MS" \
+    --pieces-per-second "$BENCH_PIECES_PER_SECOND" --accept-any-key --report-timing) || fail "the fake upstream did not start"
 echo "Fake upstream at $FAKE_URL: $BENCH_LATENCY_MS ms latency, $BENCH_PIECES_PER_SECOND pieces/s"
 
 export Upstream__BaseUrl=$FAKE_URL

@@ -330,16 +330,8 @@ infra_secrets "$RUN_DIR"
 
 base=$(infra_free_port 1 2 3)
 fake_port=$((base + 3))
-dotnet "$DRILL_DLL" fake-upstream --port "$fake_port" --latency-ms "${DRILL_UPSTREAM_LATENCY_MS:-100}" --accept-any-key \
-    </dev/null >"$RUN_DIR/FakeUpstream.log" 2>&1 &
-echo "$!" >"$RUN_DIR/FakeUpstream.pid"
-for _ in $(seq 1 150); do
-    grep -q '^FAKE_UPSTREAM_URL=' "$RUN_DIR/FakeUpstream.log" && break
-    kill -0 "$(cat "$RUN_DIR/FakeUpstream.pid")" 2>/dev/null || fail "the fake upstream exited; see $RUN_DIR/FakeUpstream.log"
-    sleep 0.1
-done
-fake_url=$(sed -n 's/^FAKE_UPSTREAM_URL=//p' "$RUN_DIR/FakeUpstream.log")
-[[ -n $fake_url ]] || fail "the fake upstream did not start within 15 s; see $RUN_DIR/FakeUpstream.log"
+fake_url=$(infra_start_fake_upstream "$RUN_DIR" "$fake_port" "$DRILL_DLL" --latency-ms "${DRILL_UPSTREAM_LATENCY_MS:-100}" \
+    --accept-any-key) || fail "the fake upstream did not start"
 
 export RabbitMq__Host=127.0.0.1
 export RabbitMq__Port=${PORTS[0]}

@@ -447,6 +447,31 @@ infra_start_service() {
     echo "$!" >"$dir/$name.pid"
 }
 
+# Starts the fake OpenAI upstream of tool DLL (a program with a fake-upstream command) on 127.0.0.1:PORT in the
+# background, with the extra ARGS, logging to DIR/FakeUpstream.log and writing its pid to DIR/FakeUpstream.pid.
+# Prints its base URL once it listens, within 15 s.
+infra_start_fake_upstream() {
+    local dir=$1 port=$2 dll=$3 url="" tick
+    shift 3
+    dotnet "$dll" fake-upstream --port "$port" "$@" </dev/null >"$dir/FakeUpstream.log" 2>&1 &
+    local pid=$!
+    echo "$pid" >"$dir/FakeUpstream.pid"
+    for ((tick = 0; tick < 150; tick++)); do
+        url=$(sed -n 's/^FAKE_UPSTREAM_URL=//p' "$dir/FakeUpstream.log") || url=""
+        [[ -n $url ]] && break
+        if ! kill -0 "$pid" 2>/dev/null; then
+            infra_error "the fake upstream exited during start; see $dir/FakeUpstream.log"
+            return 1
+        fi
+        sleep 0.1
+    done
+    if [[ -z $url ]]; then
+        infra_error "the fake upstream printed no URL within 15 s; see $dir/FakeUpstream.log"
+        return 1
+    fi
+    echo "$url"
+}
+
 # Waits until URL answers 200, for up to TIMEOUT seconds. Fails early, showing the end of LOG, when the
 # process PID of service NAME exits first.
 infra_wait_for_http() {
