@@ -1,5 +1,4 @@
 using System.Globalization;
-using AddOnEvents.Common.Net;
 using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Apps;
@@ -87,15 +86,9 @@ public static class AddonEndpoints
             return error;
         }
 
-        if (input!.Url is { } url && WebhookAddresses.Problem(url, webhooks.Value.AllowPrivateAddresses) is { } problem)
+        if (input!.Url is { } url && await WebhookAddresses.CheckAsync(url, webhooks.Value.AllowPrivateAddresses, http.RequestAborted) is { } problem)
         {
             return ApiErrors.BadRequest(problem);
-        }
-
-        if (input.Url is { } named && !webhooks.Value.AllowPrivateAddresses
-            && await WebhookAddresses.ResolvedProblemAsync(named, http.RequestAborted) is { } inward)
-        {
-            return ApiErrors.BadRequest(inward);
         }
 
         string? secret = await apps.SetWebhookAsync(appId, input.Url, http.RequestAborted);

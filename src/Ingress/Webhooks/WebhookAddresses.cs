@@ -23,7 +23,14 @@ public sealed class WebhookOptions
 /// </summary>
 public static class WebhookAddresses
 {
-    /// <summary>Returns what is wrong with a webhook URL, or null when it may be stored.</summary>
+    /// <summary>
+    /// Returns what is wrong with a webhook URL, or null when it may be stored: its form first, then, unless private
+    /// addresses are allowed, where its host name resolves now.
+    /// </summary>
+    public static async Task<string?> CheckAsync(string url, bool allowPrivate, CancellationToken cancellationToken) =>
+        Problem(url, allowPrivate) ?? (allowPrivate ? null : await ResolvedProblemAsync(url, cancellationToken));
+
+    /// <summary>Returns what is wrong with the form of a webhook URL, or null, without resolving its host name.</summary>
     public static string? Problem(string url, bool allowPrivate)
     {
         if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttps && uri.Scheme != Uri.UriSchemeHttp))
@@ -53,18 +60,12 @@ public static class WebhookAddresses
     public static async Task<string?> ResolvedProblemAsync(string url, CancellationToken cancellationToken)
     {
         var uri = new Uri(url);
-        string host = HostOf(uri);
-        if (IPAddress.TryParse(host, out _))
-        {
-            return null;
-        }
-
         IPAddress[] addresses;
         try
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(TimeSpan.FromSeconds(3));
-            addresses = await Dns.GetHostAddressesAsync(host, timeout.Token);
+            addresses = await AddressesOfAsync(HostOf(uri), timeout.Token);
         }
         catch (Exception ex) when (ex is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
@@ -110,6 +111,10 @@ public static class WebhookAddresses
             || (b[0] == 198 && b[1] == 51 && b[2] == 100)
             || (b[0] == 203 && b[1] == 0 && b[2] == 113));
     }
+
+    /// <summary>Returns the address a host names, or the addresses its name resolves to.</summary>
+    private static async Task<IPAddress[]> AddressesOfAsync(string host, CancellationToken cancellationToken) =>
+        IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
 
     /// <summary>Names that resolve to this machine on common systems without being spelled "localhost".</summary>
     private static readonly HashSet<string> LoopbackNames = new(StringComparer.Ordinal)
@@ -159,9 +164,7 @@ public static class WebhookAddresses
     public static async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, bool allowPrivate, CancellationToken cancellationToken)
     {
         string host = context.DnsEndPoint.Host;
-        var addresses = IPAddress.TryParse(host.Trim('[', ']'), out var literal)
-            ? [literal]
-            : await Dns.GetHostAddressesAsync(host, cancellationToken);
+        var addresses = await AddressesOfAsync(host.Trim('[', ']'), cancellationToken);
         var allowed = addresses.Where(a => allowPrivate || IsPublic(a)).ToArray();
         if (allowed.Length == 0)
         {

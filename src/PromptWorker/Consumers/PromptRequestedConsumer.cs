@@ -78,27 +78,15 @@ public sealed partial class PromptRequestedConsumer(
         // The claim and the two reads do not depend on each other, so they share one round trip. Reads that a
         // long wait for another worker's lease made stale are done again.
         long claiming = clock.GetTimestamp();
-        var appState = ReadAppStateAsync(prompt.AppId, context.CancellationToken);
-        int attempt;
-        try
-        {
-            attempt = await ClaimAsync(context);
-        }
-        catch
-        {
-            Observe(appState);
-            throw;
-        }
-
+        var appState = Observed(ReadAppStateAsync(prompt.AppId, context.CancellationToken));
+        int attempt = await ClaimAsync(context);
         if (attempt == 0)
         {
-            Observe(appState);
             return;
         }
 
         if (clock.GetElapsedTime(claiming) > TimeSpan.FromSeconds(1))
         {
-            Observe(appState);
             appState = ReadAppStateAsync(prompt.AppId, context.CancellationToken);
         }
 
@@ -163,20 +151,19 @@ public sealed partial class PromptRequestedConsumer(
     {
         var active = activation.IsActiveAsync(appId, cancellationToken);
         var key = keys.FindAsync(appId, cancellationToken);
-        try
-        {
-            return (await active, await key);
-        }
-        catch
-        {
-            Observe(key);
-            throw;
-        }
+        await Task.WhenAll(active, key);
+        return (await active, await key);
     }
 
-    /// <summary>Marks a task whose outcome is no longer needed as observed, so a failure of it is not reported as unobserved.</summary>
-    private static void Observe(Task task) =>
+    /// <summary>
+    /// Returns the task after marking its failure as observed, because the caller may drop it unawaited when the
+    /// claim goes elsewhere. Awaiting it still throws.
+    /// </summary>
+    private static Task<T> Observed<T>(Task<T> task)
+    {
         _ = task.ContinueWith(static done => _ = done.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        return task;
+    }
 
     private async Task<object> AnswerAsync(ConsumeContext<PromptRequested> context, int firstAttempt, (bool Active, KeyDocument? Key) appState,
         CancellationToken cancellationToken)
