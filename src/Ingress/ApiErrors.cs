@@ -9,6 +9,9 @@ public static class ApiErrors
 {
     public static IResult Result(int status, string code, string message) => Results.Json(new ApiError(code, message), statusCode: status);
 
+    /// <summary>Tells whether a path belongs to the JSON API (<c>/api</c>, or the OpenAI-compatible <c>/v1</c>), as opposed to the pages.</summary>
+    public static bool IsApiPath(PathString path) => path.StartsWithSegments("/api") || path.StartsWithSegments("/v1");
+
     public static IResult BadRequest(string message) => Result(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, message);
 
     public static IResult ServiceUnavailable(HttpContext context, string message)

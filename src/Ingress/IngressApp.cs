@@ -237,8 +237,7 @@ public static class IngressApp
         headers.XFrameOptions = "DENY";
         headers.ContentSecurityPolicy = "frame-ancestors 'none'";
         headers["Referrer-Policy"] = "no-referrer";
-        if (context.Request.Path.StartsWithSegments("/api") || context.Request.Path.StartsWithSegments("/v1")
-            || context.Request.Path.StartsWithSegments(AddOnHub.Path))
+        if (ApiErrors.IsApiPath(context.Request.Path) || context.Request.Path.StartsWithSegments(AddOnHub.Path))
         {
             headers.CacheControl = "no-store";
         }
@@ -254,20 +253,21 @@ public static class IngressApp
     {
         var context = statusContext.HttpContext;
         var request = context.Request;
-        if (!request.Path.StartsWithSegments("/api") && !request.Path.StartsWithSegments("/v1"))
+        if (!ApiErrors.IsApiPath(request.Path))
         {
             return Task.CompletedTask;
         }
 
+        // The messages do not repeat the path, because a caller may have pasted a key or a token into it.
         return context.Response.StatusCode switch
         {
             // Minimal APIs respond to a query or route value of the wrong type with an empty 400.
             StatusCodes.Status400BadRequest => ApiErrors.WriteAsync(context, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
-                $"A query or route value of {request.Path} has the wrong type. Check the numbers and ids in the address."),
+                "A query or route value of this address has the wrong type. Check the numbers and ids in it."),
             StatusCodes.Status404NotFound => ApiErrors.WriteAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound,
-                $"No API endpoint at {request.Path}. Check the path against the README's API list."),
+                "No API endpoint has this path. Check it against the README's API list."),
             StatusCodes.Status405MethodNotAllowed => ApiErrors.WriteAsync(context, StatusCodes.Status405MethodNotAllowed, ErrorCodes.InvalidRequest,
-                $"{request.Method} is not allowed on {request.Path}. Allowed: {context.Response.Headers.Allow}."),
+                $"{request.Method} is not allowed on this path. Allowed: {context.Response.Headers.Allow}."),
             _ => Task.CompletedTask,
         };
     }

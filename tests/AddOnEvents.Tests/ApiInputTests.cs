@@ -211,7 +211,10 @@ public sealed class ApiInputTests(SystemFixture system)
         var app = await system.CreateAppAsync();
         string token = await system.IssueUserTokenAsync(app, "flooder");
         using var user = system.CreateClient(SystemFixture.Bearer(token));
-        string huge = "{\"prompt\":\"" + new string('a', 2_000_000) + "\"}";
+        // A short prompt with a padding field above the 112 KB cap: only the body cap can refuse it. It stays small
+        // enough for the socket buffers to take it whole, so the client never writes into a connection the server
+        // closed after its early 413.
+        string huge = "{\"prompt\":\"hi\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"padding\":\"" + new string('a', 150_000) + "\"}";
 
         using var prompts = await user.PostAsync("/api/prompts", new StringContent(huge, Encoding.UTF8, "application/json"));
         using var compatible = await user.PostAsync("/v1/chat/completions", new StringContent(huge, Encoding.UTF8, "application/json"));
@@ -248,6 +251,20 @@ public sealed class ApiInputTests(SystemFixture system)
 
         Assert.Equal(status, (int)response.StatusCode);
         Assert.Equal("invalid_request", body.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task UnknownFieldNameIsNotEchoed()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "paster");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        using var response = await user.PostAsync("/api/prompts", new StringContent("{\"zz9canary9zz\": {\"a\": [1, 2", Encoding.UTF8, "application/json"));
+        string body = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.DoesNotContain("zz9canary9zz", body, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -135,13 +135,13 @@ public sealed class StreamingTests(SystemFixture system)
 
         using var limited = await user.GetAsync("/v1/models");
         var limitedList = await limited.Content.ReadFromJsonAsync<JsonElement>();
-        using var refused = await anonymous.GetAsync("/v1/models");
+        using var unauthenticated = await anonymous.GetAsync("/v1/models");
 
         Assert.Equal(HttpStatusCode.OK, defaults.StatusCode);
         Assert.Equal("list", defaultList.GetProperty("object").GetString());
         Assert.Equal(["gpt-4o-mini"], defaultList.GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()));
         Assert.Equal(["gpt-4o", "gpt-4o-mini"], limitedList.GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()));
-        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, unauthenticated.StatusCode);
     }
 
     [Fact]

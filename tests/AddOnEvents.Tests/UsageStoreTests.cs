@@ -4,7 +4,7 @@ using MongoDB.Driver;
 
 namespace AddOnEvents.Tests;
 
-/// <summary>Usage counters written by many concurrent answers, against jongodb, in a database of their own.</summary>
+/// <summary>Usage counters written by many concurrent completions, against jongodb, in a database of their own.</summary>
 public sealed class UsageStoreTests
 {
     private static readonly DateTime Now = new(2026, 12, 4, 12, 0, 0, DateTimeKind.Utc);

@@ -94,7 +94,7 @@ public static class BusSetup
         {
             bus.SetKebabCaseEndpointNameFormatter();
             // MassTransit reports the bus's configuration (host, queues, consumers) to its vendor by default. A
-            // service that holds other people's keys sends nothing to third parties that its operator did not choose.
+            // service that stores other people's keys sends nothing to third parties that its operator did not choose.
             bus.DisableUsageTelemetry();
             registerConsumers(bus);
             bus.UsingRabbitMq((context, rabbit) =>

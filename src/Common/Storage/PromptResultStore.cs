@@ -61,7 +61,7 @@ public enum FinishOutcome
     /// <summary>Another delivery stored its result first.</summary>
     FinishedElsewhere,
 
-    /// <summary>The record is gone: its app was removed, or it outlived its retention while the answer was produced.</summary>
+    /// <summary>The record is gone: its app was removed, or it outlived its retention while the upstream call ran.</summary>
     RecordGone,
 }
 

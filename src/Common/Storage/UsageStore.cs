@@ -41,7 +41,7 @@ public sealed class UsageStore
     public static string Month(DateTime now) => now.ToString("yyyy-MM", CultureInfo.InvariantCulture);
 
     /// <summary>
-    /// Adds the upstream's reported usage of one answer to the app's and the user's counters, and returns once
+    /// Adds the upstream's reported usage of one completion to the app's and the user's counters, and returns once
     /// the database acknowledged the write. Concurrent calls share one bulk write.
     /// </summary>
     public Task AddAsync(string appId, string userId, long tokens, DateTime now, CancellationToken cancellationToken) =>

@@ -37,6 +37,8 @@ public static class OpenAICompatibleEndpoints
         DefaultIgnoreCondition = JsonIgnoreCondition.Never,
     };
 
+    private const string TimedOut = "The request timed out before a response arrived. Send it again.";
+
     public static IEndpointRouteBuilder MapOpenAICompatibleEndpoints(this IEndpointRouteBuilder endpoints)
     {
         endpoints.MapPost("/v1/chat/completions", CompleteAsync).RequireAuthorization(AuthSchemes.AnyCaller);
@@ -172,12 +174,12 @@ public static class OpenAICompatibleEndpoints
             }
             catch (OperationCanceledException) when (!http.Response.HasStarted)
             {
-                await WriteErrorAsync(http, StatusCodes.Status504GatewayTimeout, ErrorCodes.RequestExpired, "No answer arrived in time.");
+                await WriteErrorAsync(http, StatusCodes.Status504GatewayTimeout, ErrorCodes.RequestExpired, TimedOut);
             }
             catch (OperationCanceledException)
             {
                 // A stream that started must still end the way SDKs expect: an error event, then [DONE].
-                await WriteEventAsync(http, new { error = new { message = "No answer arrived in time.", type = "addonevents_error", code = ErrorCodes.RequestExpired } },
+                await WriteEventAsync(http, new { error = new { message = TimedOut, type = "addonevents_error", code = ErrorCodes.RequestExpired } },
                     CancellationToken.None);
                 await http.Response.WriteAsync("data: [DONE]\n\n", CancellationToken.None);
             }
