@@ -14,9 +14,12 @@ public static class ApiErrors
 
     public static IResult BadRequest(string message) => Result(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, message);
 
+    /// <summary>Seconds a client waits before retrying after a 503 for a broker or database outage.</summary>
+    public const int OutageRetryAfterSeconds = 5;
+
     public static IResult ServiceUnavailable(HttpContext context, string message)
     {
-        context.Response.Headers.RetryAfter = "5";
+        context.Response.Headers.RetryAfter = OutageRetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
         return Result(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable, message);
     }
 

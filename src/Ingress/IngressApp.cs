@@ -279,7 +279,7 @@ public static class IngressApp
         Log.RequestFailed(logger, context.Request.Path, error?.GetType().Name ?? "unknown");
         if (error is MongoException or TimeoutException)
         {
-            context.Response.Headers.RetryAfter = "5";
+            context.Response.Headers.RetryAfter = ApiErrors.OutageRetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
             await ApiErrors.WriteAsync(context, StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable,
                 "The database is unavailable. Retry in a few seconds.");
             return;

@@ -189,6 +189,8 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         await system.Node.StopAppAsync();
         using var user = system.CreateClient(SystemFixture.Bearer(token));
         using var duringOutage = await user.PostAsJsonAsync("/api/prompts", new { prompt = tag + " refused" });
+        using var compatibleDuringOutage = await user.PostAsJsonAsync("/v1/chat/completions",
+            new { messages = new object[] { new { role = "user", content = tag + " refused too" } } });
         await Task.Delay(TimeSpan.FromSeconds(2));
         await system.Node.StartAppAsync();
         await WaitUntilReadyAsync();
@@ -206,6 +208,8 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         system.Upstream.Responder = null;
         Assert.Equal(HttpStatusCode.ServiceUnavailable, duringOutage.StatusCode);
         Assert.NotNull(duringOutage.Headers.RetryAfter);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, compatibleDuringOutage.StatusCode);
+        Assert.NotNull(compatibleDuringOutage.Headers.RetryAfter);
         Assert.Equal(accepted.Count, finals);
         Assert.All(accepted, id => Assert.True(client.Received.Count(r => r.RequestId == id) <= 1));
     }

@@ -85,6 +85,8 @@ public sealed class TenancyTests(SystemFixture system)
 
         using var inBody = await userB.PostAsJsonAsync("/api/prompts", new { prompt = marker, appId = appA.AppId });
         using var inQuery = await userB.PostAsJsonAsync($"/api/prompts?appId={appA.AppId}", new { prompt = marker });
+        using var userInQuery = await userB.PostAsJsonAsync("/api/prompts?userId=someone-else", new { prompt = marker });
+        using var snakeUserInQuery = await userB.PostAsJsonAsync("/api/prompts?user_id=someone-else", new { prompt = marker });
         using var inHeader = new HttpRequestMessage(HttpMethod.Post, "/api/prompts") { Content = JsonContent.Create(new { prompt = marker }) };
         inHeader.Headers.Add("X-App-Id", appA.AppId);
         using var inHeaderResponse = await userB.SendAsync(inHeader);
@@ -94,6 +96,8 @@ public sealed class TenancyTests(SystemFixture system)
 
         Assert.Equal(HttpStatusCode.Forbidden, inBody.StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, inQuery.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, userInQuery.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, snakeUserInQuery.StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, inHeaderResponse.StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, keyOfA.StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, tokenForA.StatusCode);

@@ -260,8 +260,7 @@ public static class ApiEndpoints
     /// <summary>Turns a rejected submission into its error response, with Retry-After where one applies.</summary>
     public static IResult Rejected(HttpContext http, Submission submission)
     {
-        int? retryAfter = submission.RetryAfterSeconds ?? (submission.Status == StatusCodes.Status503ServiceUnavailable ? 5 : null);
-        if (retryAfter is { } seconds)
+        if (submission.RetryAfterSeconds is { } seconds)
         {
             http.Response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
         }

@@ -72,7 +72,7 @@ public sealed partial class PromptSubmitter(
 
         if ((input.AppId is not null && input.AppId != appId)
             || (input.UserId is not null && input.UserId != user.FindFirstValue(AuthSchemes.UserIdClaim))
-            || NamesOtherApp(http, appId))
+            || NamesAnotherAppOrUser(http, appId, user.FindFirstValue(AuthSchemes.UserIdClaim)))
         {
             return Submission.Rejected(StatusCodes.Status403Forbidden, ErrorCodes.Forbidden,
                 "The app and user come from the token; this request names another app or user.");
@@ -148,17 +148,19 @@ public sealed partial class PromptSubmitter(
         if (!await KeyEndpoints.PublishConfirmedAsync(bus, message, limits, http, logger, timeToLive))
         {
             return Submission.Rejected(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable,
-                "The message broker did not confirm the prompt. Retry in a few seconds.");
+                "The message broker did not confirm the prompt. Retry in a few seconds.", ApiErrors.OutageRetryAfterSeconds);
         }
 
         Log.PromptAccepted(logger, requestId, appId);
         return new Submission(requestId, StatusCodes.Status202Accepted, null);
     }
 
-    /// <summary>Tells whether the query string or an app header names an app other than the token's.</summary>
-    private static bool NamesOtherApp(HttpContext http, string appId) =>
+    /// <summary>Tells whether the query string or an app header names an app or a user other than the token's.</summary>
+    private static bool NamesAnotherAppOrUser(HttpContext http, string appId, string? userId) =>
         (http.Request.Query.TryGetValue("appId", out var fromQuery) && fromQuery.Any(value => value != appId))
-        || (http.Request.Headers.TryGetValue("X-App-Id", out var fromHeader) && fromHeader.Any(value => value != appId));
+        || (http.Request.Headers.TryGetValue("X-App-Id", out var fromHeader) && fromHeader.Any(value => value != appId))
+        || (http.Request.Query.TryGetValue("userId", out var userInQuery) && userInQuery.Any(value => value != userId))
+        || (http.Request.Query.TryGetValue("user_id", out var snakeUserInQuery) && snakeUserInQuery.Any(value => value != userId));
 
     [GeneratedRegex("^[A-Za-z0-9._:-]{1,100}$")]
     private static partial Regex ModelName();

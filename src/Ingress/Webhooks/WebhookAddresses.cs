@@ -38,6 +38,11 @@ public static class WebhookAddresses
             return "url must be an absolute https:// URL, or null to remove the webhook.";
         }
 
+        if (uri.UserInfo.Length > 0)
+        {
+            return "url must not contain a user name or password; sign-in data does not belong in a webhook URL.";
+        }
+
         string host = HostOf(uri);
         bool loopback = Loopback.IsLoopbackHost(host) || LoopbackNames.Contains(host) || host.EndsWith(".localhost", StringComparison.Ordinal);
         if (uri.Scheme == Uri.UriSchemeHttp && !(loopback && allowPrivate))

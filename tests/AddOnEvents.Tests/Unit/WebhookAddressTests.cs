@@ -37,6 +37,7 @@ public sealed class WebhookAddressTests
     [InlineData("http://127.0.0.1:8080/hook")]
     [InlineData("http://hooks.example.com/")]
     [InlineData("ftp://hooks.example.com/")]
+    [InlineData("https://user:secret@hooks.example.com/")]
     [InlineData("not a url")]
     public void InternalOrPlainUrlIsRejected(string url)
     {
