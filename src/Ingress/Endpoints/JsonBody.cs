@@ -70,10 +70,10 @@ public static partial class JsonBody
                 names.Add(property.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false) is [JsonPropertyNameAttribute named]
                     ? named.Name
                     : JsonNamingPolicy.CamelCase.ConvertName(property.Name));
-                var held = property.PropertyType.IsGenericType ? property.PropertyType.GetGenericArguments()[0] : property.PropertyType;
-                if (depth < 3 && held.IsClass && held != typeof(string))
+                var valueType = property.PropertyType.IsGenericType ? property.PropertyType.GetGenericArguments()[0] : property.PropertyType;
+                if (depth < 3 && valueType.IsClass && valueType != typeof(string))
                 {
-                    Collect(held, names, depth + 1);
+                    Collect(valueType, names, depth + 1);
                 }
             }
 
