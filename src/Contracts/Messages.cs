@@ -41,6 +41,12 @@ public sealed record PromptRequested(
 
     /// <summary>The host's own user id, encrypted so that only Ingress can read it back (for the host's webhook).</summary>
     public byte[]? SealedUserRef { get; init; }
+
+    /// <summary>
+    /// The app has a token quota, so the answer's usage must be stored before the answer goes out: the user's next
+    /// prompt is checked against it. Without a quota the answer goes out first.
+    /// </summary>
+    public bool UsageLimited { get; init; }
 }
 
 /// <summary>A token allowance per calendar month (UTC) and the share of it, in percent, at which the host is told.</summary>

@@ -10,7 +10,7 @@ using Microsoft.Extensions.Options;
 namespace AddOnEvents.Ingress.Prompts;
 
 /// <summary>The output limit and allowance to send upstream, or why the prompt may not go upstream at all.</summary>
-public sealed record Admission(int MaxOutputTokens, Submission? Rejection, UserAllowance? Allowance = null);
+public sealed record Admission(int MaxOutputTokens, Submission? Rejection, UserAllowance? Allowance = null, bool UsageLimited = false);
 
 /// <summary>
 /// Applies the app's and the end user's limits before anything is published: allowed models, output tokens,
@@ -105,7 +105,8 @@ public sealed class PromptLimiter(
         }
 
         int maxOutputTokens = requestedOutputTokens ?? Math.Min(options.Value.DefaultMaxOutputTokens, appCap);
-        return new Admission(maxOutputTokens, null, allowance);
+        bool usageLimited = allowance is not null || limits.TokensPerDay is not null || limits.TokensPerMonth is not null;
+        return new Admission(maxOutputTokens, null, allowance, usageLimited);
     }
 
     /// <summary>

@@ -142,6 +142,7 @@ public sealed partial class PromptSubmitter(
             turns, now, now + timeToLive, input.Stream ?? true)
         {
             Allowance = admission.Allowance,
+            UsageLimited = admission.UsageLimited,
             SealedUserRef = admission.Allowance is null ? null : userRefs.Seal(appId, user.FindFirstValue(AuthSchemes.UserIdClaim)!),
         };
         beforePublish?.Invoke(requestId);

@@ -274,10 +274,14 @@ public sealed partial class PromptRequestedConsumer(
         }
     }
 
-    /// <summary>Stores the result, counts usage once, then publishes it.</summary>
+    /// <summary>
+    /// Stores the result, then publishes it and counts its usage once. Usage that a quota checks is counted before
+    /// the publish, so the user's next prompt sees it; other usage after, so the answer does not wait for it.
+    /// </summary>
     private async Task PublishAsync(ConsumeContext<PromptRequested> context, object result, bool storeFirst)
     {
         var prompt = context.Message;
+        PromptCompleted? counted = null;
         if (storeFirst)
         {
             var update = result is PromptCompleted completed ? PromptResultStore.Completed(completed) : PromptResultStore.Failed((PromptFailed)result);
@@ -290,27 +294,13 @@ public sealed partial class PromptRequestedConsumer(
 
             // A record that is gone belongs to a removed app, or outlived its retention: the user still gets the
             // result, but nothing is counted for an app that may no longer exist.
-            if (stored == FinishOutcome.Stored && result is PromptCompleted answer)
-            {
-                var now = clock.GetUtcNow();
-                long tokens = answer.Usage.TotalTokens;
-                if (prompt.Allowance is { } allowance)
-                {
-                    long used = await usage.AddAndReadUserAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
-                    if (CrossedThreshold(allowance, used - tokens, used))
-                    {
-                        await context.Publish(new AllowanceThresholdCrossed(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId,
-                            prompt.ReplyTo, used, allowance.MonthlyTokens, allowance.ThresholdPercent, UsageStore.Month(now.UtcDateTime),
-                            prompt.SealedUserRef, now), context.CancellationToken);
-                    }
-                }
-                else
-                {
-                    await usage.AddAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
-                }
+            counted = stored == FinishOutcome.Stored ? result as PromptCompleted : null;
+        }
 
-                metrics.TokensUsed(prompt.AppId, answer.Usage);
-            }
+        bool countFirst = prompt.UsageLimited || prompt.Allowance is not null;
+        if (counted is not null && countFirst)
+        {
+            await CountUsageAsync(context, counted);
         }
 
         if (result is PromptFailed failed)
@@ -319,8 +309,37 @@ public sealed partial class PromptRequestedConsumer(
         }
 
         await context.Publish(result, result.GetType(), context.CancellationToken);
+        if (counted is not null && !countFirst)
+        {
+            await CountUsageAsync(context, counted);
+        }
+
         metrics.PromptFinished(prompt.AppId, (result as PromptFailed)?.Code ?? AddOnEventsMetrics.Completed,
             clock.GetElapsedTime(_started) - _waitedOnUpstream);
+    }
+
+    /// <summary>Adds the answer's tokens to the app's and the user's counters and tells the host when the user's allowance threshold is crossed.</summary>
+    private async Task CountUsageAsync(ConsumeContext<PromptRequested> context, PromptCompleted answer)
+    {
+        var prompt = context.Message;
+        var now = clock.GetUtcNow();
+        long tokens = answer.Usage.TotalTokens;
+        if (prompt.Allowance is { } allowance)
+        {
+            long used = await usage.AddAndReadUserAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
+            if (CrossedThreshold(allowance, used - tokens, used))
+            {
+                await context.Publish(new AllowanceThresholdCrossed(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId,
+                    prompt.ReplyTo, used, allowance.MonthlyTokens, allowance.ThresholdPercent, UsageStore.Month(now.UtcDateTime),
+                    prompt.SealedUserRef, now), context.CancellationToken);
+            }
+        }
+        else
+        {
+            await usage.AddAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
+        }
+
+        metrics.TokensUsed(prompt.AppId, answer.Usage);
     }
 
     /// <summary>Tells whether this answer moved the user's monthly usage from below the threshold share to at or above it.</summary>
