@@ -58,6 +58,7 @@ public static class IngressApp
         services.AddSingleton<SealingPublicKey>();
         services.AddSingleton<AppStore>();
         services.AddSingleton<UserTokens>();
+        services.AddSingleton<ConfirmedPublisher>();
         services.AddSingleton<PromptSubmitter>();
         services.AddSingleton<PromptLimiter>();
         services.AddSingleton<PromptCanceller>();

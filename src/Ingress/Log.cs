@@ -12,6 +12,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "Broker did not confirm a {MessageType} publish: {ExceptionType}")]
     public static partial void PublishFailed(ILogger logger, string messageType, string exceptionType);
 
+    [LoggerMessage(EventId = 1010, Level = LogLevel.Debug, Message = "Refused a {MessageType} publish at once: the broker is down")]
+    public static partial void PublishSkipped(ILogger logger, string messageType);
+
     [LoggerMessage(EventId = 1004, Level = LogLevel.Information, Message = "Accepted request {RequestId} of app {AppId}")]
     public static partial void PromptAccepted(ILogger logger, Guid requestId, string appId);
 

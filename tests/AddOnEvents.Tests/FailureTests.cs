@@ -188,6 +188,8 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
 
         await system.Node.StopAppAsync();
         using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        // The first refusal waits for the publish timeout; the one after it is refused without waiting.
         using var duringOutage = await user.PostAsJsonAsync("/api/prompts", new { prompt = tag + " refused" });
         using var compatibleDuringOutage = await user.PostAsJsonAsync("/v1/chat/completions",
             new { messages = new object[] { new { role = "user", content = tag + " refused too" } } });
@@ -210,6 +212,8 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         Assert.NotNull(duringOutage.Headers.RetryAfter);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, compatibleDuringOutage.StatusCode);
         Assert.NotNull(compatibleDuringOutage.Headers.RetryAfter);
+        Assert.Contains(system.Logs.Entries, entry => entry.Contains("[1010]", StringComparison.Ordinal)
+            && entry.Contains(nameof(PromptRequested), StringComparison.Ordinal));
         Assert.Equal(accepted.Count, finals);
         Assert.All(accepted, id => Assert.True(client.Received.Count(r => r.RequestId == id) <= 1));
     }

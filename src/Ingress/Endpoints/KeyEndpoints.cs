@@ -6,6 +6,7 @@ using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Crypto;
+using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Options;
 using MassTransit;
 using Microsoft.Extensions.Options;
@@ -43,8 +44,7 @@ public static partial class KeyEndpoints
         HttpContext http,
         KeyStore keys,
         SealingPublicKey sealing,
-        IBus bus,
-        IOptions<PromptOptions> options,
+        ConfirmedPublisher publisher,
         TimeProvider clock,
         ILogger<ApiLogCategory> logger)
     {
@@ -77,7 +77,7 @@ public static partial class KeyEndpoints
 
         var now = clock.GetUtcNow();
         var message = new KeyRegistered(NewId.NextGuid(), appId, version, sealedKey, now);
-        if (!await PublishConfirmedAsync(bus, message, options.Value, http, logger))
+        if (!await publisher.PublishAsync(message, http.RequestAborted))
         {
             return ApiErrors.ServiceUnavailable(http, "The message broker did not confirm the key registration. Retry in a few seconds.");
         }
@@ -148,31 +148,5 @@ public static partial class KeyEndpoints
         }
 
         return null;
-    }
-
-    /// <summary>Publishes and waits for the broker's confirm; false when the broker did not confirm in time.</summary>
-    /// <param name="timeToLive">Lets the broker drop the message once nobody waits for it any more.</param>
-    public static async Task<bool> PublishConfirmedAsync<T>(
-        IBus bus, T message, PromptOptions options, HttpContext http, ILogger logger, TimeSpan? timeToLive = null)
-        where T : class
-    {
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
-        timeout.CancelAfter(TimeSpan.FromSeconds(options.PublishTimeoutSeconds));
-        try
-        {
-            await bus.Publish(message, publish =>
-            {
-                if (timeToLive is { } ttl)
-                {
-                    publish.TimeToLive = ttl;
-                }
-            }, timeout.Token);
-            return true;
-        }
-        catch (Exception ex) when (!http.RequestAborted.IsCancellationRequested && ex is not OutOfMemoryException)
-        {
-            Log.PublishFailed(logger, typeof(T).Name, ex.GetType().Name);
-            return false;
-        }
     }
 }

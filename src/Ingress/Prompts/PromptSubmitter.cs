@@ -4,6 +4,7 @@ using System.Text.RegularExpressions;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Endpoints;
+using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Options;
 using MassTransit;
 using Microsoft.Extensions.Options;
@@ -51,7 +52,7 @@ public sealed record Submission(Guid? RequestId, int Status, ApiError? Error, in
 /// App and user come from the verified token only.
 /// </summary>
 public sealed partial class PromptSubmitter(
-    IBus bus,
+    ConfirmedPublisher publisher,
     UserTokens tokens,
     ResultRoute route,
     PromptLimiter limiter,
@@ -146,7 +147,7 @@ public sealed partial class PromptSubmitter(
             SealedUserRef = admission.Allowance is null ? null : userRefs.Seal(appId, user.FindFirstValue(AuthSchemes.UserIdClaim)!),
         };
         beforePublish?.Invoke(requestId);
-        if (!await KeyEndpoints.PublishConfirmedAsync(bus, message, limits, http, logger, timeToLive))
+        if (!await publisher.PublishAsync(message, http.RequestAborted, timeToLive))
         {
             return Submission.Rejected(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable,
                 "The message broker did not confirm the prompt. Retry in a few seconds.", ApiErrors.OutageRetryAfterSeconds);

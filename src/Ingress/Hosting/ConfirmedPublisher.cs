@@ -1,0 +1,111 @@
+using AddOnEvents.Ingress.Options;
+using MassTransit;
+using Microsoft.Extensions.Options;
+
+namespace AddOnEvents.Ingress.Hosting;
+
+/// <summary>
+/// Publishes a message and waits for the broker's confirm, or reports failure after the publish timeout. Once a
+/// publish has failed and the bus is still not healthy, further publishes fail at once instead of each waiting out
+/// the timeout: during a broker outage callers get their 503 straight away. One publish at a time, at most every
+/// <see cref="TrialInterval"/>, still goes to the broker to find out whether it is back.
+/// </summary>
+public sealed class ConfirmedPublisher(
+    IBus bus, IBusControl busControl, IOptions<PromptOptions> options, TimeProvider clock, ILogger<ConfirmedPublisher> logger)
+{
+    /// <summary>How often a publish is tried while the broker is thought to be down.</summary>
+    public static readonly TimeSpan TrialInterval = TimeSpan.FromSeconds(2);
+
+    private readonly Lock _gate = new();
+    private bool _down;
+    private bool _trialRunning;
+    private DateTimeOffset _nextTrial;
+
+    /// <summary>Returns false when the broker did not confirm in time or is known to be down; the caller answers 503.</summary>
+    /// <param name="timeToLive">Lets the broker drop the message once nobody waits for it any more.</param>
+    public async Task<bool> PublishAsync<T>(T message, CancellationToken requestAborted, TimeSpan? timeToLive = null)
+        where T : class
+    {
+        if (!TryEnter(out bool trial))
+        {
+            Log.PublishSkipped(logger, typeof(T).Name);
+            return false;
+        }
+
+        bool? succeeded = null;
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
+        timeout.CancelAfter(TimeSpan.FromSeconds(options.Value.PublishTimeoutSeconds));
+        try
+        {
+            await bus.Publish(message, publish =>
+            {
+                if (timeToLive is { } ttl)
+                {
+                    publish.TimeToLive = ttl;
+                }
+            }, timeout.Token);
+            succeeded = true;
+            return true;
+        }
+        catch (Exception ex) when (!requestAborted.IsCancellationRequested && ex is not OutOfMemoryException)
+        {
+            succeeded = false;
+            Log.PublishFailed(logger, typeof(T).Name, ex.GetType().Name);
+            return false;
+        }
+        finally
+        {
+            // A caller that went away says nothing about the broker, so it leaves the state as it was.
+            Finish(trial, succeeded);
+        }
+    }
+
+    private bool TryEnter(out bool trial)
+    {
+        trial = false;
+        lock (_gate)
+        {
+            if (!_down)
+            {
+                return true;
+            }
+
+            // The bus reconnects by itself; once it reports healthy, publishing goes on as normal.
+            if (busControl.CheckHealth().Status == BusHealthStatus.Healthy)
+            {
+                _down = false;
+                return true;
+            }
+
+            if (_trialRunning || clock.GetUtcNow() < _nextTrial)
+            {
+                return false;
+            }
+
+            _trialRunning = true;
+            trial = true;
+            return true;
+        }
+    }
+
+    private void Finish(bool trial, bool? succeeded)
+    {
+        lock (_gate)
+        {
+            if (trial)
+            {
+                _trialRunning = false;
+            }
+
+            if (succeeded == true)
+            {
+                _down = false;
+            }
+            else if (succeeded == false)
+            {
+                _down = true;
+                _nextTrial = clock.GetUtcNow() + TrialInterval;
+            }
+        }
+    }
+}
