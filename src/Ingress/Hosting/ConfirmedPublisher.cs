@@ -13,7 +13,7 @@ namespace AddOnEvents.Ingress.Hosting;
 public sealed class ConfirmedPublisher(
     IBus bus, IBusControl busControl, IOptions<PromptOptions> options, TimeProvider clock, ILogger<ConfirmedPublisher> logger)
 {
-    /// <summary>How often a publish is tried while the broker is thought to be down.</summary>
+    /// <summary>Interval between trial publishes while the broker is known to be down.</summary>
     public static readonly TimeSpan TrialInterval = TimeSpan.FromSeconds(2);
 
     private readonly Lock _gate = new();
@@ -21,8 +21,8 @@ public sealed class ConfirmedPublisher(
     private bool _trialRunning;
     private DateTimeOffset _nextTrial;
 
-    /// <summary>Returns false when the broker did not confirm in time or is known to be down; the caller answers 503.</summary>
-    /// <param name="timeToLive">Lets the broker drop the message once nobody waits for it any more.</param>
+    /// <summary>Publishes the message and returns false when the broker did not confirm in time or is known to be down.</summary>
+    /// <param name="timeToLive">Lets the broker drop the message once no caller waits for it.</param>
     public async Task<bool> PublishAsync<T>(T message, CancellationToken requestAborted, TimeSpan? timeToLive = null)
         where T : class
     {
@@ -55,7 +55,7 @@ public sealed class ConfirmedPublisher(
         }
         finally
         {
-            // A caller that went away says nothing about the broker, so it leaves the state as it was.
+            // A cancelled request tells nothing about the broker, so the state stays as it was.
             Finish(trial, succeeded);
         }
     }
@@ -70,7 +70,7 @@ public sealed class ConfirmedPublisher(
                 return true;
             }
 
-            // The bus reconnects by itself; once it reports healthy, publishing goes on as normal.
+            // The bus reconnects by itself. Once it reports healthy, publishes go to the broker again.
             if (busControl.CheckHealth().Status == BusHealthStatus.Healthy)
             {
                 _down = false;
