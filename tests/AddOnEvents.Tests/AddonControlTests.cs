@@ -193,6 +193,67 @@ public sealed class AddonControlTests(SystemFixture system)
         Assert.Equal("quota_exceeded", await CodeOf(exhausted));
     }
 
+    [Fact]
+    public async Task UserErasureRemovesOnlyThatUser()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-erasure-" + Guid.NewGuid().ToString("N"));
+        var other = await system.CreateAppAsync();
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        using var otherDeveloper = system.CreateClient(SystemFixture.Basic(other));
+        using (var set = await developer.PutAsJsonAsync($"/api/apps/{app.AppId}/users/leaving%20user/controls", new { freeformDisabled = false }))
+        {
+            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        }
+
+        foreach (string userId in new[] { "leaving user", "staying user" })
+        {
+            string token = await IssueAsync(developer, app, new { userId });
+            await using var client = await system.ConnectAsync(token);
+            await client.WaitForResultAsync(await system.PostPromptAsync(token, "remember me " + userId), Patience);
+        }
+
+        var before = await UserDataWithUsageAsync(developer, app, "leaving user");
+        using var foreign = await otherDeveloper.GetAsync($"/api/apps/{app.AppId}/users/leaving%20user");
+        using var foreignErase = await otherDeveloper.DeleteAsync($"/api/apps/{app.AppId}/users/leaving%20user");
+        using var invalid = await developer.DeleteAsync($"/api/apps/{app.AppId}/users/%40leading-at");
+        using var erase = await developer.DeleteAsync($"/api/apps/{app.AppId}/users/leaving%20user");
+        var deleted = (await erase.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("deleted");
+        var after = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/users/leaving%20user");
+        var staying = await UserDataWithUsageAsync(developer, app, "staying user");
+
+        Assert.Equal(JsonValueKind.Object, before.GetProperty("controls").ValueKind);
+        Assert.Equal("Echo: remember me leaving user", Assert.Single(before.GetProperty("results").EnumerateArray()).GetProperty("text").GetString());
+        Assert.Equal(HttpStatusCode.Forbidden, foreign.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, foreignErase.StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, invalid.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, erase.StatusCode);
+        Assert.True(deleted.GetProperty("controls").GetBoolean());
+        Assert.Equal(1, deleted.GetProperty("usageCounters").GetInt64());
+        Assert.Equal(1, deleted.GetProperty("results").GetInt64());
+        Assert.Equal(JsonValueKind.Null, after.GetProperty("controls").ValueKind);
+        Assert.Empty(after.GetProperty("usage").EnumerateArray());
+        Assert.Empty(after.GetProperty("results").EnumerateArray());
+        Assert.Single(staying.GetProperty("results").EnumerateArray());
+        Assert.Single(staying.GetProperty("usage").EnumerateArray());
+    }
+
+    /// <summary>Reads a user's stored data once the usage of their answer is counted, which may follow the answer by a moment.</summary>
+    private static async Task<JsonElement> UserDataWithUsageAsync(HttpClient developer, TestApp app, string userId)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (true)
+        {
+            var data = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/users/{Uri.EscapeDataString(userId)}");
+            if (data.GetProperty("usage").GetArrayLength() > 0 || DateTime.UtcNow > deadline)
+            {
+                return data;
+            }
+
+            await Task.Delay(100);
+        }
+    }
+
     private static async Task<string> IssueAsync(HttpClient host, TestApp app, object body)
     {
         using var response = await host.PostAsJsonAsync($"/api/apps/{app.AppId}/user-tokens", body);

@@ -185,6 +185,13 @@ public sealed class PromptResultStore(IMongoDatabase database)
 
     public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) => _results.DeleteManyAsync(r => r.AppId == appId, cancellationToken);
 
+    /// <summary>Returns the stored requests of one end user of an app, oldest first.</summary>
+    public Task<List<PromptResultDocument>> FindUserAsync(string appId, string userId, CancellationToken cancellationToken) =>
+        _results.Find(r => r.AppId == appId && r.UserId == userId).SortBy(r => r.CreatedAt).ToListAsync(cancellationToken);
+
+    public async Task<long> DeleteUserAsync(string appId, string userId, CancellationToken cancellationToken) =>
+        (await _results.DeleteManyAsync(r => r.AppId == appId && r.UserId == userId, cancellationToken)).DeletedCount;
+
     public async Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
         (await _results.DeleteManyAsync(r => r.ExpiresAt < now, cancellationToken)).DeletedCount;
 

@@ -84,6 +84,13 @@ public sealed class UsageStore
 
     public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) => _usage.DeleteManyAsync(u => u.AppId == appId, cancellationToken);
 
+    /// <summary>Returns every monthly counter still kept for one end user of an app, oldest first.</summary>
+    public Task<List<UsageCounter>> GetUserMonthsAsync(string appId, string userId, CancellationToken cancellationToken) =>
+        _usage.Find(UserCounters(appId, userId)).SortBy(u => u.Period).ToListAsync(cancellationToken);
+
+    public async Task<long> DeleteUserAsync(string appId, string userId, CancellationToken cancellationToken) =>
+        (await _usage.DeleteManyAsync(UserCounters(appId, userId), cancellationToken)).DeletedCount;
+
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) => ExpiryIndex.EnsureAsync(_usage, u => u.ExpiresAt, cancellationToken);
 
     private static string AppDayId(string appId, DateTime now) => $"{appId}|day|{Day(now)}";
@@ -91,6 +98,10 @@ public sealed class UsageStore
     private static string AppMonthId(string appId, DateTime now) => $"{appId}|month|{Month(now)}";
 
     private static string UserMonthId(string appId, string userId, DateTime now) => $"{appId}|user|{userId}|{Month(now)}";
+
+    /// <summary>Matches the ids from "appId|user|userId|" up to, not including, "appId|user|userId}", that is every month of the user.</summary>
+    private static FilterDefinition<UsageCounter> UserCounters(string appId, string userId) =>
+        Builders<UsageCounter>.Filter.Gte(u => u.Id, $"{appId}|user|{userId}|") & Builders<UsageCounter>.Filter.Lt(u => u.Id, $"{appId}|user|{userId}}}");
 
     private static CounterIncrement AppDay(string appId, long tokens, DateTime now) =>
         new(AppDayId(appId, now), appId, "day", Day(now), tokens, 1, now.Date.AddDays(3));

@@ -39,6 +39,12 @@ public sealed class UserControlStore(IMongoDatabase database)
             Builders<UserControls>.Filter.Gte(c => c.Id, appId + "|") & Builders<UserControls>.Filter.Lt(c => c.Id, appId + "}"),
             cancellationToken);
 
+    public async Task<bool> DeleteAsync(string appId, string pseudonym, CancellationToken cancellationToken)
+    {
+        string id = IdOf(appId, pseudonym);
+        return (await _controls.DeleteOneAsync(c => c.Id == id, cancellationToken)).DeletedCount > 0;
+    }
+
     public Task SaveAsync(UserControls controls, CancellationToken cancellationToken) =>
         _controls.ReplaceOneAsync(c => c.Id == controls.Id, controls, new ReplaceOptions { IsUpsert = true }, cancellationToken);
 }

@@ -25,6 +25,8 @@ public static class AddonEndpoints
         app.MapPut("/addon", SetActivationAsync);
         app.MapPut("/webhook", SetWebhookAsync);
         app.MapPut("/users/{userId}/controls", SetUserControlsAsync);
+        app.MapGet("/users/{userId}", GetUserDataAsync);
+        app.MapDelete("/users/{userId}", EraseUserAsync);
         endpoints.MapGet("/api/me/usage", GetOwnUsageAsync).RequireAuthorization(AuthSchemes.UserToken);
         return endpoints;
     }
@@ -127,6 +129,65 @@ public static class AddonEndpoints
         await store.SaveAsync(controls, http.RequestAborted);
         return Results.Ok(new { appId, userId, input.AddonDisabled, input.FreeformDisabled, input.MonthlyTokenAllowance, input.AllowanceThresholdPercent });
     }
+
+    /// <summary>
+    /// Returns everything stored about one end user of the app, for the host to answer the user's request for access:
+    /// the host's controls, the monthly usage counters and the answers still kept.
+    /// </summary>
+    private static async Task<IResult> GetUserDataAsync(string appId, string userId, HttpContext http, UserTokens tokens, UserControlStore store,
+        UsageStore usage, PromptResultStore results)
+    {
+        if (CheckUserPath(http, appId, userId) is { } rejected)
+        {
+            return rejected;
+        }
+
+        string pseudonym = tokens.Pseudonym(appId, userId);
+        var cancellationToken = http.RequestAborted;
+        var controls = await store.FindAsync(appId, pseudonym, cancellationToken);
+        var months = await usage.GetUserMonthsAsync(appId, pseudonym, cancellationToken);
+        var answers = await results.FindUserAsync(appId, pseudonym, cancellationToken);
+        return Results.Ok(new
+        {
+            appId,
+            userId,
+            controls = controls is null ? null : new
+            {
+                controls.AddonDisabled, controls.FreeformDisabled, controls.MonthlyTokenAllowance, controls.AllowanceThresholdPercent, controls.UpdatedAt,
+            },
+            usage = months.Select(m => new { month = m.Period, tokens = m.Tokens, requests = m.Requests, deleteAfter = m.ExpiresAt }),
+            results = answers.Select(r => new
+            {
+                requestId = r.RequestId, status = r.Status, text = r.Text, finishReason = r.FinishReason, code = r.Code, createdAt = r.CreatedAt,
+                deleteAfter = r.ExpiresAt,
+            }),
+        });
+    }
+
+    /// <summary>
+    /// Deletes everything stored about one end user of the app: controls, monthly counters and kept answers. The
+    /// app's own day and month totals keep the user's tokens, because they name no user.
+    /// </summary>
+    private static async Task<IResult> EraseUserAsync(string appId, string userId, HttpContext http, UserTokens tokens, UserControlStore store,
+        UsageStore usage, PromptResultStore results, ILogger<ApiLogCategory> logger)
+    {
+        if (CheckUserPath(http, appId, userId) is { } rejected)
+        {
+            return rejected;
+        }
+
+        string pseudonym = tokens.Pseudonym(appId, userId);
+        var cancellationToken = http.RequestAborted;
+        bool controls = await store.DeleteAsync(appId, pseudonym, cancellationToken);
+        long counters = await usage.DeleteUserAsync(appId, pseudonym, cancellationToken);
+        long answers = await results.DeleteUserAsync(appId, pseudonym, cancellationToken);
+        Log.UserErased(logger, appId, counters, answers);
+        return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = answers } });
+    }
+
+    private static IResult? CheckUserPath(HttpContext http, string appId, string userId) =>
+        KeyEndpoints.RejectOtherApp(http.User, appId)
+        ?? (ApiEndpoints.UserIdProblem(userId) is { } problem ? ApiErrors.BadRequest(problem) : null);
 
     /// <summary>Returns the end user's tokens this month and, when the host set an allowance, what is left of it.</summary>
     private static async Task<IResult> GetOwnUsageAsync(HttpContext http, UserTokens tokens, UsageStore usage, UserControlStore store, TimeProvider clock)

@@ -159,6 +159,12 @@ public static class ApiEndpoints
             ? Results.NoContent()
             : ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
 
+    /// <summary>Checks a host's user id and returns what is wrong with it, or null.</summary>
+    public static string? UserIdProblem(string userId) =>
+        userId.Length is 0 or > 128 || userId.Any(char.IsControl) || userId != userId.Trim() || userId.StartsWith('@')
+            ? "userId must be 1 to 128 characters, without control characters, surrounding spaces or a leading '@'."
+            : null;
+
     private static async Task<IResult> IssueUserToken(string appId, HttpContext http, UserTokens tokens, IOptions<AuthOptions> options)
     {
         if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
@@ -173,9 +179,9 @@ public static class ApiEndpoints
         }
 
         string userId = input!.UserId ?? "";
-        if (userId.Length is 0 or > 128 || userId.Any(char.IsControl) || userId != userId.Trim() || userId.StartsWith('@'))
+        if (UserIdProblem(userId) is { } problem)
         {
-            return ApiErrors.BadRequest("userId must be 1 to 128 characters, without control characters, surrounding spaces or a leading '@'.");
+            return ApiErrors.BadRequest(problem);
         }
 
         var auth = options.Value;
