@@ -267,7 +267,7 @@ public static class IngressApp
                 "A query or route value of this address has the wrong type. Check the numbers and ids in it."),
             StatusCodes.Status404NotFound => ApiErrors.WriteAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound,
                 "No API endpoint has this path. Check it against the README's API list."),
-            StatusCodes.Status405MethodNotAllowed => ApiErrors.WriteAsync(context, StatusCodes.Status405MethodNotAllowed, ErrorCodes.InvalidRequest,
+            StatusCodes.Status405MethodNotAllowed => ApiErrors.WriteAsync(context, StatusCodes.Status405MethodNotAllowed, ErrorCodes.MethodNotAllowed,
                 $"{request.Method} is not allowed on this path. Allowed: {context.Response.Headers.Allow}."),
             _ => Task.CompletedTask,
         };

@@ -201,7 +201,7 @@ public sealed class ApiInputTests(SystemFixture system)
         var body = await response.Content.ReadFromJsonAsync<JsonElement>();
 
         Assert.Equal(HttpStatusCode.MethodNotAllowed, response.StatusCode);
-        Assert.Equal("invalid_request", body.GetProperty("code").GetString());
+        Assert.Equal("method_not_allowed", body.GetProperty("code").GetString());
         Assert.Contains("PUT", body.GetProperty("message").GetString(), StringComparison.Ordinal);
     }
 
