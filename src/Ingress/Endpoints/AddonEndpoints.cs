@@ -134,60 +134,64 @@ public static class AddonEndpoints
     /// Returns everything stored about one end user of the app, for the host to answer the user's request for access:
     /// the host's controls, the monthly usage counters and the answers still kept.
     /// </summary>
-    private static async Task<IResult> GetUserDataAsync(string appId, string userId, HttpContext http, UserTokens tokens, UserControlStore store,
-        UsageStore usage, PromptResultStore results)
-    {
-        if (CheckUserPath(http, appId, userId) is { } rejected)
+    private static Task<IResult> GetUserDataAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores) =>
+        ForUserAsync(http, appId, userId, stores, async (pseudonym, cancellationToken) =>
         {
-            return rejected;
-        }
-
-        string pseudonym = tokens.Pseudonym(appId, userId);
-        var cancellationToken = http.RequestAborted;
-        var controls = await store.FindAsync(appId, pseudonym, cancellationToken);
-        var months = await usage.GetUserMonthsAsync(appId, pseudonym, cancellationToken);
-        var answers = await results.FindUserAsync(appId, pseudonym, cancellationToken);
-        return Results.Ok(new
-        {
-            appId,
-            userId,
-            controls = controls is null ? null : new
+            var controls = await stores.Controls.FindAsync(appId, pseudonym, cancellationToken);
+            var months = await stores.Usage.GetUserMonthsAsync(appId, pseudonym, cancellationToken);
+            var answers = await stores.Results.FindUserAsync(appId, pseudonym, cancellationToken);
+            return Results.Ok(new
             {
-                controls.AddonDisabled, controls.FreeformDisabled, controls.MonthlyTokenAllowance, controls.AllowanceThresholdPercent, controls.UpdatedAt,
-            },
-            usage = months.Select(m => new { month = m.Period, tokens = m.Tokens, requests = m.Requests, deleteAfter = m.ExpiresAt }),
-            results = answers.Select(r => new
-            {
-                requestId = r.RequestId, status = r.Status, text = r.Text, finishReason = r.FinishReason, code = r.Code, createdAt = r.CreatedAt,
-                deleteAfter = r.ExpiresAt,
-            }),
+                appId,
+                userId,
+                controls = controls is null ? null : new
+                {
+                    controls.AddonDisabled, controls.FreeformDisabled, controls.MonthlyTokenAllowance, controls.AllowanceThresholdPercent,
+                    controls.UpdatedAt,
+                },
+                usage = months.Select(m => new { month = m.Period, tokens = m.Tokens, requests = m.Requests, deleteAfter = m.ExpiresAt }),
+                results = answers.Select(r => new
+                {
+                    requestId = r.RequestId, status = r.Status, text = r.Text, finishReason = r.FinishReason, code = r.Code, createdAt = r.CreatedAt,
+                    deleteAfter = r.ExpiresAt,
+                }),
+            });
         });
-    }
 
     /// <summary>
     /// Deletes everything stored about one end user of the app: controls, monthly counters and kept answers. The
     /// app's own day and month totals keep the user's tokens, because they name no user.
     /// </summary>
-    private static async Task<IResult> EraseUserAsync(string appId, string userId, HttpContext http, UserTokens tokens, UserControlStore store,
-        UsageStore usage, PromptResultStore results, ILogger<ApiLogCategory> logger)
-    {
-        if (CheckUserPath(http, appId, userId) is { } rejected)
+    private static Task<IResult> EraseUserAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores,
+        ILogger<ApiLogCategory> logger) =>
+        ForUserAsync(http, appId, userId, stores, async (pseudonym, cancellationToken) =>
         {
-            return rejected;
+            bool controls = await stores.Controls.DeleteAsync(appId, pseudonym, cancellationToken);
+            long counters = await stores.Usage.DeleteUserAsync(appId, pseudonym, cancellationToken);
+            long answers = await stores.Results.DeleteUserAsync(appId, pseudonym, cancellationToken);
+            Log.UserErased(logger, appId, counters, answers);
+            return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = answers } });
+        });
+
+    /// <summary>Checks the caller and the user id in the path, then runs the action with the user's pseudonym.</summary>
+    private static async Task<IResult> ForUserAsync(HttpContext http, string appId, string userId, UserDataStores stores,
+        Func<string, CancellationToken, Task<IResult>> action)
+    {
+        if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
         }
 
-        string pseudonym = tokens.Pseudonym(appId, userId);
-        var cancellationToken = http.RequestAborted;
-        bool controls = await store.DeleteAsync(appId, pseudonym, cancellationToken);
-        long counters = await usage.DeleteUserAsync(appId, pseudonym, cancellationToken);
-        long answers = await results.DeleteUserAsync(appId, pseudonym, cancellationToken);
-        Log.UserErased(logger, appId, counters, answers);
-        return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = answers } });
+        if (ApiEndpoints.UserIdProblem(userId) is { } problem)
+        {
+            return ApiErrors.BadRequest(problem);
+        }
+
+        return await action(stores.Tokens.Pseudonym(appId, userId), http.RequestAborted);
     }
 
-    private static IResult? CheckUserPath(HttpContext http, string appId, string userId) =>
-        KeyEndpoints.RejectOtherApp(http.User, appId)
-        ?? (ApiEndpoints.UserIdProblem(userId) is { } problem ? ApiErrors.BadRequest(problem) : null);
+    /// <summary>The pseudonym maker and the stores that hold data of one end user.</summary>
+    private readonly record struct UserDataStores(UserTokens Tokens, UserControlStore Controls, UsageStore Usage, PromptResultStore Results);
 
     /// <summary>Returns the end user's tokens this month and, when the host set an allowance, what is left of it.</summary>
     private static async Task<IResult> GetOwnUsageAsync(HttpContext http, UserTokens tokens, UsageStore usage, UserControlStore store, TimeProvider clock)
