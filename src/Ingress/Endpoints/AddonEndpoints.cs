@@ -131,7 +131,7 @@ public static class AddonEndpoints
     }
 
     /// <summary>
-    /// Returns everything stored about one end user of the app, for the host to answer the user's request for access:
+    /// Returns everything stored about one end user of the app, so the host can reply to the user's request for access:
     /// the host's controls, the monthly usage counters and the answers still kept.
     /// </summary>
     private static Task<IResult> GetUserDataAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores) =>
@@ -190,7 +190,7 @@ public static class AddonEndpoints
         return await action(stores.Tokens.Pseudonym(appId, userId), http.RequestAborted);
     }
 
-    /// <summary>The pseudonym maker and the stores that hold data of one end user.</summary>
+    /// <summary>Token service that derives user pseudonyms, and the stores that contain data of one end user.</summary>
     private readonly record struct UserDataStores(UserTokens Tokens, UserControlStore Controls, UsageStore Usage, PromptResultStore Results);
 
     /// <summary>Returns the end user's tokens this month and, when the host set an allowance, what is left of it.</summary>
