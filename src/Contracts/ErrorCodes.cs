@@ -23,6 +23,8 @@ public static class ErrorCodes
     public const string KeyInvalid = "key_invalid";
     public const string KeyUnreadable = "key_unreadable";
     public const string UpstreamAuthFailed = "upstream_auth_failed";
+    public const string UpstreamForbidden = "upstream_forbidden";
+    public const string UpstreamQuotaExhausted = "upstream_quota_exhausted";
     public const string UpstreamRateLimited = "upstream_rate_limited";
     public const string UpstreamUnavailable = "upstream_unavailable";
     public const string UpstreamTimeout = "upstream_timeout";

@@ -96,6 +96,27 @@ public sealed class PipelineTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task UpstreamForbiddingRequestKeepsKeyActive()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-forbidden-model-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "user-403");
+        await using var client = await system.ConnectAsync(token);
+        string marker = "forbidden model " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == marker ? ScriptedResponse.Error(403, "model_not_available") : null;
+
+        var refused = await client.WaitForResultAsync(await system.PostPromptAsync(token, marker), Patience);
+        var next = await client.WaitForResultAsync(await system.PostPromptAsync(token, "and now a normal one"), Patience);
+        system.Upstream.Responder = null;
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        var status = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/openai-key");
+
+        Assert.Equal("upstream_forbidden", refused.Code);
+        Assert.Equal("PromptCompleted", next.Kind);
+        Assert.Equal("active", status.GetProperty("state").GetString());
+    }
+
+    [Fact]
     public async Task KeyRejectedAtRegistrationIsInvalid()
     {
         var app = await system.CreateAppAsync();

@@ -226,11 +226,16 @@ public sealed partial class ChatCompletionCaller(
         LogUpstreamFailed(prompt.RequestId, prompt.AppId, status.ToString(System.Globalization.CultureInfo.InvariantCulture));
         return status switch
         {
-            401 or 403 => ChatOutcome.Failure(ErrorCodes.UpstreamAuthFailed,
+            401 => ChatOutcome.Failure(ErrorCodes.UpstreamAuthFailed,
                 "The AI provider rejected this app's API key. The developer must replace it in the console."),
+
+            // A 403 denies this one request, for example a model the key's project may not use or an unsupported
+            // region; the key itself was accepted, so it stays active.
+            403 => ChatOutcome.Failure(ErrorCodes.UpstreamForbidden,
+                $"The AI provider refused this request with this app's key, for example because the key may not use the model '{prompt.Model}'."),
             404 => ChatOutcome.Failure(ErrorCodes.ModelNotFound, $"The AI provider does not offer the model '{prompt.Model}'."),
             400 or 422 => ChatOutcome.Failure(ErrorCodes.UpstreamBadRequest, "The AI provider rejected the request as invalid."),
-            429 when error?.Code == "insufficient_quota" => ChatOutcome.Failure(ErrorCodes.UpstreamRateLimited,
+            429 when error?.Code == "insufficient_quota" => ChatOutcome.Failure(ErrorCodes.UpstreamQuotaExhausted,
                 "The app's account at the AI provider has no quota left. The developer must add credit."),
             429 => ChatOutcome.Failure(ErrorCodes.UpstreamRateLimited, "The AI provider's rate limit for this app was reached. Try again later.",
                 retryable: true, retryAfter: info.RetryAfter),

@@ -52,6 +52,10 @@
       "The assistant cannot be switched on while the app's OpenAI key is not active. The app's developer must save a working key first.",
     upstream_auth_failed:
       "OpenAI rejected this app's key for this request. The app's developer must replace it in the developer console.",
+    upstream_forbidden:
+      "OpenAI refused this request with this app's key, for example because the key may not use this model. The app's developer can check its access.",
+    upstream_quota_exhausted:
+      "This app's OpenAI account has no credit left. The app's developer must add credit at OpenAI.",
     upstream_rate_limited: (failure) =>
       `OpenAI is receiving too many requests from this app. ${retryLater(failure, "Wait a moment and try again.")}`,
     rate_limited: (failure) => `You are sending prompts too quickly. ${retryLater(failure, "Wait a moment and try again.")}`,
