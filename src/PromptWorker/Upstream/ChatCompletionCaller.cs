@@ -229,8 +229,8 @@ public sealed partial class ChatCompletionCaller(
             401 => ChatOutcome.Failure(ErrorCodes.UpstreamAuthFailed,
                 "The AI provider rejected this app's API key. The developer must replace it in the console."),
 
-            // A 403 denies this one request, for example a model the key's project may not use or an unsupported
-            // region; the key itself was accepted, so it stays active.
+            // A 403 denies only this request, for example a model the key's project may not use. The key itself
+            // was accepted, so it stays active.
             403 => ChatOutcome.Failure(ErrorCodes.UpstreamForbidden,
                 $"The AI provider refused this request with this app's key, for example because the key may not use the model '{prompt.Model}'."),
             404 => ChatOutcome.Failure(ErrorCodes.ModelNotFound, $"The AI provider does not offer the model '{prompt.Model}'."),
