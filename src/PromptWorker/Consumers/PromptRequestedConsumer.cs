@@ -95,6 +95,8 @@ public sealed partial class PromptRequestedConsumer(
         object result;
         try
         {
+            // A cancel sent while the prompt was queued has already cancelled the token, so no upstream call is made.
+            registration.Token.ThrowIfCancellationRequested();
             result = await AnswerAsync(context, attempt, await appState, registration.Token);
         }
         catch (OperationCanceledException) when (registration.CancelledByUser)

@@ -1,33 +1,130 @@
-using System.Collections.Concurrent;
-
 namespace AddOnEvents.PromptWorker.Prompts;
 
-/// <summary>The prompts this process is answering now, so a user's cancel can abort the upstream request.</summary>
-public sealed class InFlightPrompts
+/// <summary>
+/// The prompts this process is answering now, so a user's cancel can abort the upstream request. It also keeps the
+/// cancels that arrive before their prompt is registered, so a prompt cancelled while queued never reaches the
+/// upstream.
+/// </summary>
+public sealed class InFlightPrompts(TimeProvider clock)
 {
-    private readonly ConcurrentDictionary<Guid, Entry> _entries = new();
+    /// <summary>
+    /// Maximum number of remembered cancels for requests not registered here. Past it the oldest are dropped, so a
+    /// flood of cancels for unknown request ids takes a bounded amount of memory.
+    /// </summary>
+    public const int MaxRememberedCancels = 10_000;
 
-    /// <summary>Registers a prompt; the returned token is cancelled when its user cancels or the delivery ends.</summary>
+    // NOTE: Ingress accepts a prompt time to live of up to an hour. With one above 10 minutes, a prompt that waits in
+    // the queue longer than this after its cancel is answered in full.
+
+    /// <summary>
+    /// Time a cancel for an unregistered request is remembered. It equals the default prompt time to live of Ingress,
+    /// after which a queued prompt is dropped as expired anyway.
+    /// </summary>
+    public static readonly TimeSpan CancelRetention = TimeSpan.FromMinutes(10);
+
+    // One lock covers registrations and remembered cancels, so a cancel that arrives while its prompt registers is
+    // either found by Register or finds the registered entry itself.
+    private readonly Lock _gate = new();
+    private readonly Dictionary<Guid, Entry> _entries = [];
+    private readonly Dictionary<CancelKey, LinkedListNode<RememberedCancel>> _remembered = [];
+    private readonly LinkedList<RememberedCancel> _rememberedOldestFirst = new();
+
+    /// <summary>Number of cancels remembered for requests not registered here.</summary>
+    public int RememberedCancelCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _remembered.Count;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Registers a prompt. The returned token is cancelled when its user cancels or the delivery ends. It is
+    /// cancelled already, with <see cref="Registration.CancelledByUser"/> set, when the user's cancel came earlier.
+    /// </summary>
     public Registration Register(Guid requestId, string appId, string userId, CancellationToken deliveryToken)
     {
         var source = CancellationTokenSource.CreateLinkedTokenSource(deliveryToken);
         var entry = new Entry(appId, userId, source);
-        _entries[requestId] = entry;
+        lock (_gate)
+        {
+            _entries[requestId] = entry;
+            RemoveExpiredCancels();
+
+            // The remembered cancel stays, so a redelivery of the same prompt to this process is cancelled too.
+            if (_remembered.ContainsKey(new CancelKey(requestId, appId, userId)))
+            {
+                entry.CancelledByUser = true;
+                source.Cancel();
+            }
+        }
+
         return new Registration(this, requestId, entry);
     }
 
-    /// <summary>Cancels the prompt if this process runs it and it belongs to that app and user.</summary>
+    /// <summary>
+    /// Cancels the prompt if this process runs it and it belongs to that app and user. A cancel for a request that
+    /// is not registered here is remembered for <see cref="CancelRetention"/>, so the prompt registers cancelled.
+    /// </summary>
     public bool TryCancel(Guid requestId, string appId, string userId)
     {
-        if (_entries.TryGetValue(requestId, out var entry) && entry.AppId == appId && entry.UserId == userId)
+        lock (_gate)
         {
-            entry.CancelledByUser = true;
-            entry.Source.Cancel();
-            return true;
+            if (_entries.TryGetValue(requestId, out var entry))
+            {
+                if (entry.AppId != appId || entry.UserId != userId)
+                {
+                    return false;
+                }
+
+                // Cancelling under the lock keeps Registration.Dispose from disposing the source in between.
+                entry.CancelledByUser = true;
+                entry.Source.Cancel();
+                return true;
+            }
+
+            RememberCancel(new CancelKey(requestId, appId, userId));
+            return false;
+        }
+    }
+
+    private void RememberCancel(CancelKey key)
+    {
+        long now = clock.GetTimestamp();
+        if (_remembered.Remove(key, out var existing))
+        {
+            _rememberedOldestFirst.Remove(existing);
         }
 
-        return false;
+        _remembered[key] = _rememberedOldestFirst.AddLast(new RememberedCancel(key, now));
+        RemoveExpiredCancels();
+        while (_remembered.Count > MaxRememberedCancels)
+        {
+            RemoveOldestCancel();
+        }
     }
+
+    private void RemoveExpiredCancels()
+    {
+        while (_rememberedOldestFirst.First is { } oldest && clock.GetElapsedTime(oldest.Value.RememberedAt) >= CancelRetention)
+        {
+            RemoveOldestCancel();
+        }
+    }
+
+    private void RemoveOldestCancel()
+    {
+        var oldest = _rememberedOldestFirst.First!;
+        _rememberedOldestFirst.RemoveFirst();
+        _remembered.Remove(oldest.Value.Key);
+    }
+
+    private readonly record struct CancelKey(Guid RequestId, string AppId, string UserId);
+
+    private sealed record RememberedCancel(CancelKey Key, long RememberedAt);
 
     public sealed class Registration(InFlightPrompts owner, Guid requestId, Entry entry) : IDisposable
     {
@@ -37,7 +134,14 @@ public sealed class InFlightPrompts
 
         public void Dispose()
         {
-            owner._entries.TryRemove(new KeyValuePair<Guid, Entry>(requestId, entry));
+            lock (owner._gate)
+            {
+                if (owner._entries.TryGetValue(requestId, out var current) && current == entry)
+                {
+                    owner._entries.Remove(requestId);
+                }
+            }
+
             entry.Source.Dispose();
         }
     }
