@@ -205,6 +205,170 @@ public sealed class StreamingTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task StreamedFailureBeforeFirstPieceUsesHttpStatus()
+    {
+        // The add-on can be switched on only with an active key, so the app loses its key after activation.
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-compat-gone-" + Guid.NewGuid().ToString("N"));
+        using (var developer = system.CreateClient(SystemFixture.Basic(app)))
+        using (var deleted = await developer.DeleteAsync($"/api/apps/{app.AppId}/openai-key"))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, deleted.StatusCode);
+        }
+
+        using var caller = system.CreateClient(new AuthenticationHeaderValue("Bearer", $"{app.AppId}.{app.Secret}"));
+
+        using var plain = await caller.PostAsJsonAsync("/v1/chat/completions",
+            new { messages = new object[] { new { role = "user", content = "no key, plain" } } });
+        using var streamed = await caller.PostAsJsonAsync("/v1/chat/completions",
+            new { stream = true, messages = new object[] { new { role = "user", content = "no key, streamed" } } });
+        var plainBody = await plain.Content.ReadFromJsonAsync<JsonElement>();
+        var streamedBody = await streamed.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.FailedDependency, plain.StatusCode);
+        Assert.Equal("no_key_configured", plainBody.GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal(HttpStatusCode.FailedDependency, streamed.StatusCode);
+        Assert.Equal("no_key_configured", streamedBody.GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal("application/json", streamed.Content.Headers.ContentType?.MediaType);
+    }
+
+    [Fact]
+    public async Task StreamedUpstreamRateLimitKeepsRetryAfter()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-compat-limited-" + Guid.NewGuid().ToString("N"));
+        using var caller = system.CreateClient(new AuthenticationHeaderValue("Bearer", $"{app.AppId}.{app.Secret}"));
+        string prompt = "limited stream " + Guid.NewGuid().ToString("N");
+
+        // 600 seconds is above the worker's Retry-After cap (Upstream:MaxRetryAfterSeconds, 20 by default), so the
+        // worker fails at once instead of waiting.
+        system.Upstream.Responder = r => r.LastUserMessage == prompt ? ScriptedResponse.RateLimited("600") : null;
+        using var response = await caller.PostAsJsonAsync("/v1/chat/completions",
+            new { stream = true, messages = new object[] { new { role = "user", content = prompt } } });
+        system.Upstream.Responder = null;
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, response.StatusCode);
+        Assert.Equal(TimeSpan.FromSeconds(600), response.Headers.RetryAfter?.Delta);
+        Assert.Equal("upstream_rate_limited", body.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task StreamedFailureAfterFirstPieceStaysInStream()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-compat-filtered-" + Guid.NewGuid().ToString("N"));
+        using var caller = system.CreateClient(new AuthenticationHeaderValue("Bearer", $"{app.AppId}.{app.Secret}"));
+        string prompt = "filtered stream " + Guid.NewGuid().ToString("N");
+
+        // The pieces are 500 ms apart, so the first one reaches Ingress well before the failure that ends the
+        // completion.
+        system.Upstream.Responder = r => r.LastUserMessage == prompt
+            ? ScriptedResponse.Streamed(["first ", "second "], TimeSpan.FromMilliseconds(500), finishReason: "content_filter")
+            : null;
+        using var response = await caller.PostAsJsonAsync("/v1/chat/completions",
+            new { stream = true, messages = new object[] { new { role = "user", content = prompt } } });
+        system.Upstream.Responder = null;
+        string body = await response.Content.ReadAsStringAsync();
+        var events = body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => e["data: ".Length..]).ToList();
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
+        Assert.Contains(events, e => e.Contains("\"content\":\"first \"", StringComparison.Ordinal));
+        Assert.Equal("content_filtered", JsonDocument.Parse(events[^2]).RootElement.GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal("[DONE]", events[^1]);
+    }
+
+    [Fact]
+    public async Task TextPartsAreJoinedWithNewlines()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-compat-parts-" + Guid.NewGuid().ToString("N"));
+        using var caller = system.CreateClient(new AuthenticationHeaderValue("Bearer", $"{app.AppId}.{app.Secret}"));
+        string first = "first part " + Guid.NewGuid().ToString("N");
+
+        using var response = await caller.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            messages = new object[]
+            {
+                new { role = "user", content = new object[] { new { type = "text", text = first }, new { type = "text", text = "second part" } } },
+            },
+        });
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+        var upstream = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage?.StartsWith(first, StringComparison.Ordinal) == true, Patience);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(first + "\nsecond part", upstream.LastUserMessage);
+        Assert.Equal("Echo: " + first + "\nsecond part", body.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+    }
+
+    [Fact]
+    public async Task TextPartsCountTowardPromptLimit()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "long-parts");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        var half = new { type = "text", text = new string('a', 8_000) };
+
+        // 8,000 + 1 newline + 8,000 characters is one above the 16,000 limit.
+        using var response = await user.PostAsJsonAsync("/v1/chat/completions",
+            new { messages = new object[] { new { role = "user", content = new object[] { half, half } } } });
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        Assert.Equal("prompt_too_long", body.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task ImagePartIsRejected()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "image-sender");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        using var response = await user.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            messages = new object[]
+            {
+                new
+                {
+                    role = "user",
+                    content = new object[]
+                    {
+                        new { type = "text", text = "What is in this picture?" },
+                        new { type = "image_url", image_url = new { url = "data:image/png;base64,iVBORw0KGgo=" } },
+                    },
+                },
+            },
+        });
+        var error = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", error.GetProperty("code").GetString());
+        Assert.Contains("'image_url'", error.GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.Contains("Only text parts are accepted", error.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("{\"type\":\"sk-proj-zz9canary9zz\",\"text\":\"hi\"}")]
+    [InlineData("{\"type\":\"text\"}")]
+    [InlineData("\"just a string in an array\"")]
+    public async Task MalformedContentPartIsRejected(string part)
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "odd-parts");
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        string json = "{\"messages\":[{\"role\":\"user\",\"content\":[" + part + "]}]}";
+
+        using var response = await user.PostAsync("/v1/chat/completions", new StringContent(json, System.Text.Encoding.UTF8, "application/json"));
+        var error = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", error.GetProperty("code").GetString());
+        Assert.DoesNotContain("zz9canary9zz", error.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task TwoIngressAndTwoWorkersShareWork()
     {
         var app = await system.CreateAppAsync();

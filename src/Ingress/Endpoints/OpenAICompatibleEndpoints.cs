@@ -39,6 +39,9 @@ public static class OpenAICompatibleEndpoints
 
     private const string TimedOut = "The request timed out before a response arrived. Send it again.";
 
+    private const string MessageShape =
+        "Each message needs a role of system, developer, user or assistant and a content that is a string or an array of text parts.";
+
     public static IEndpointRouteBuilder MapOpenAICompatibleEndpoints(this IEndpointRouteBuilder endpoints)
     {
         endpoints.MapPost("/v1/chat/completions", CompleteAsync).RequireAuthorization(AuthSchemes.AnyCaller);
@@ -94,16 +97,20 @@ public static class OpenAICompatibleEndpoints
         }
 
         var turns = new List<ChatTurn>();
-        foreach (var message in request.Messages ?? [])
+        var messages = request.Messages ?? [];
+        for (int index = 0; index < messages.Count; index++)
         {
-            if (message.Role is not ("system" or "user" or "assistant" or "developer") || message.Content.ValueKind != JsonValueKind.String)
+            var message = messages[index];
+            var (content, problem) = message.Role is "system" or "user" or "assistant" or "developer"
+                ? ReadContent(message.Content, index)
+                : (null, MessageShape);
+            if (problem is not null)
             {
-                await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
-                    "Each message needs a role of system, developer, user or assistant and a text content.");
+                await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, problem);
                 return;
             }
 
-            turns.Add(new ChatTurn(message.Role == "developer" ? "system" : message.Role, message.Content.GetString()!));
+            turns.Add(new ChatTurn(message.Role == "developer" ? "system" : message.Role!, content!));
         }
 
         var lastUser = turns.LastOrDefault(t => t.Role == "user");
@@ -144,12 +151,7 @@ public static class OpenAICompatibleEndpoints
         {
             if (submission.Error is { } rejected)
             {
-                if (submission.RetryAfterSeconds is { } retryAfter)
-                {
-                    http.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                }
-
-                await WriteErrorAsync(http, submission.Status, rejected.Code, rejected.Message);
+                await WriteErrorAsync(http, submission.Status, rejected.Code, rejected.Message, submission.RetryAfterSeconds);
                 return;
             }
 
@@ -212,23 +214,21 @@ public static class OpenAICompatibleEndpoints
                     }, SnakeCase, cancellationToken);
                     return;
                 case PromptFailed failed:
-                    if (failed.RetryAfterSeconds is { } retryAfter)
-                    {
-                        http.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
-                    }
-
-                    await WriteErrorAsync(http, StatusFor(failed.Code), failed.Code, failed.Message);
+                    await WriteFailureAsync(http, failed);
                     return;
             }
         }
     }
 
+    /// <summary>
+    /// Streams the completion as server-sent events. The status and headers go out with the first event only, so a
+    /// failure that arrives before any piece still gets its own HTTP status and Retry-After header instead of an
+    /// error event inside a 200. A failure after that point can only be an error event in the stream.
+    /// </summary>
     private static async Task StreamAsync(
         HttpContext http, System.Threading.Channels.ChannelReader<object> reader, Guid requestId, string model, bool includeUsage,
         CancellationToken cancellationToken)
     {
-        http.Response.ContentType = "text/event-stream";
-        http.Response.Headers.CacheControl = "no-cache";
         string id = "chatcmpl-" + requestId.ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         int sent = 0;
@@ -251,10 +251,12 @@ public static class OpenAICompatibleEndpoints
             switch (await reader.ReadAsync(cancellationToken))
             {
                 case PromptPiece piece:
+                    StartEventStream(http.Response);
                     await WriteEventAsync(http, Chunk(id, created, model, Delta(piece.Text), null), cancellationToken);
                     sent += piece.Text.Length;
                     break;
                 case PromptCompleted done:
+                    StartEventStream(http.Response);
                     if (done.Text.Length > sent || !roleSent)
                     {
                         // A non-streamed or partly streamed answer: send what the pieces did not carry.
@@ -269,6 +271,9 @@ public static class OpenAICompatibleEndpoints
                     }
 
                     await http.Response.WriteAsync("data: [DONE]\n\n", cancellationToken);
+                    return;
+                case PromptFailed failed when !http.Response.HasStarted:
+                    await WriteFailureAsync(http, failed);
                     return;
                 case PromptFailed failed:
                     await WriteEventAsync(http, new { error = new { message = failed.Message, type = "addonevents_error", code = failed.Code } }, cancellationToken);
@@ -294,17 +299,92 @@ public static class OpenAICompatibleEndpoints
         total_tokens = usage.TotalTokens,
     };
 
+    /// <summary>Sets the event-stream headers, once, before the first event sends them with the status.</summary>
+    private static void StartEventStream(HttpResponse response)
+    {
+        if (!response.HasStarted)
+        {
+            response.ContentType = "text/event-stream";
+            response.Headers.CacheControl = "no-cache";
+        }
+    }
+
     private static async Task WriteEventAsync(HttpContext http, object payload, CancellationToken cancellationToken)
     {
         await http.Response.WriteAsync("data: " + JsonSerializer.Serialize(payload, SnakeCase) + "\n\n", cancellationToken);
         await http.Response.Body.FlushAsync(cancellationToken);
     }
 
-    /// <summary>Writes an error in OpenAI's shape, which OpenAI SDKs parse, with the stable code of this product.</summary>
-    private static async Task WriteErrorAsync(HttpContext http, int status, string code, string message)
+    /// <summary>Writes a worker's failure as an error response, the same way for streamed and non-streamed requests.</summary>
+    private static Task WriteFailureAsync(HttpContext http, PromptFailed failed) =>
+        WriteErrorAsync(http, StatusFor(failed.Code), failed.Code, failed.Message, failed.RetryAfterSeconds);
+
+    /// <summary>
+    /// Writes an error in OpenAI's shape, which OpenAI SDKs parse, with the stable code of this product and a
+    /// Retry-After header in seconds when the failure has a retry time.
+    /// </summary>
+    private static async Task WriteErrorAsync(HttpContext http, int status, string code, string message, int? retryAfterSeconds = null)
     {
         http.Response.StatusCode = status;
+        if (retryAfterSeconds is { } retryAfter)
+        {
+            http.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+
         await http.Response.WriteAsJsonAsync(new { error = new { message, type = "addonevents_error", code, param = (string?)null } });
+    }
+
+    /// <summary>
+    /// Reads the text of <c>messages[index].content</c>, which is either a string or an array of text parts. The
+    /// parts are joined with newlines. Returns the text, or the error message when the content has another shape.
+    /// </summary>
+    private static (string? Text, string? Error) ReadContent(JsonElement content, int index)
+    {
+        if (content.ValueKind == JsonValueKind.String)
+        {
+            return (content.GetString(), null);
+        }
+
+        if (content.ValueKind != JsonValueKind.Array)
+        {
+            return (null, MessageShape);
+        }
+
+        var texts = new List<string>();
+        foreach (var part in content.EnumerateArray())
+        {
+            if (part.ValueKind != JsonValueKind.Object
+                || !part.TryGetProperty("type", out var type)
+                || type.ValueKind != JsonValueKind.String)
+            {
+                return (null, MessageShape);
+            }
+
+            string partType = type.GetString()!;
+            if (partType != "text")
+            {
+                return (null, UnsupportedPart(partType, index));
+            }
+
+            if (!part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+            {
+                return (null, MessageShape);
+            }
+
+            texts.Add(text.GetString()!);
+        }
+
+        return (string.Join('\n', texts), null);
+    }
+
+    private static string UnsupportedPart(string partType, int index)
+    {
+        // Only a name shaped like OpenAI's part types (image_url, input_audio, file) is repeated, because the field
+        // can contain anything the caller pasted, such as an API key, and error responses can end up in logs.
+        bool nameable = partType.Length is > 0 and <= 32 && partType.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_');
+        string description = nameable ? $"a part of type '{partType}'" : "a part whose type is not 'text'";
+        return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"messages[{index}].content contains {description}, which is not supported. Only text parts are accepted.");
     }
 
     private static int StatusFor(string code) => code switch
