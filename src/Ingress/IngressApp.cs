@@ -59,6 +59,7 @@ public static class IngressApp
         services.AddSingleton<AppStore>();
         services.AddSingleton<UserTokens>();
         services.AddSingleton<ConfirmedPublisher>();
+        services.AddBrowserOrigins(configuration);
         services.AddSingleton<PromptSubmitter>();
         services.AddSingleton<PromptLimiter>();
         services.AddSingleton<PromptCanceller>();
@@ -91,6 +92,9 @@ public static class IngressApp
         app.UseIngressHttps();
         app.UseDefaultFiles();
         app.UseStaticFiles();
+
+        // Before authentication, because a browser's preflight carries no token.
+        app.UseCors();
         app.UseAuthentication();
         app.UseAuthorization();
         app.MapAddOnEventsHealth();
@@ -101,7 +105,7 @@ public static class IngressApp
         app.MapAddonEndpoints();
         app.MapDemoHostEndpoints(app.Configuration);
         // A connection lives past its token otherwise, so a token that expired or was meant to be short keeps working.
-        app.MapHub<AddOnHub>(AddOnHub.Path, hub => hub.CloseOnAuthenticationExpiration = true);
+        app.MapHub<AddOnHub>(AddOnHub.Path, hub => hub.CloseOnAuthenticationExpiration = true).RequireCors(BrowserOrigins.PolicyName);
         return app;
     }
 

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
@@ -369,4 +370,71 @@ public sealed class ApiInputTests(SystemFixture system)
 
     private static async Task<string?> CodeOf(HttpResponseMessage response) =>
         (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString();
+    [Theory]
+    [InlineData("/api/prompts", "POST")]
+    [InlineData("/hubs/addon/negotiate?negotiateVersion=1", "POST")]
+    [InlineData("/api/me/usage", "GET")]
+    [InlineData("/v1/chat/completions", "POST")]
+    public async Task PreflightFromHostOriginIsAllowed(string path, string method)
+    {
+        using var response = await PreflightAsync(path, method, SystemFixture.HostOrigin);
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal(SystemFixture.HostOrigin, Assert.Single(response.Headers.GetValues("Access-Control-Allow-Origin")));
+        Assert.False(response.Headers.Contains("Access-Control-Allow-Credentials"));
+    }
+
+    [Theory]
+    [InlineData("/api/prompts", "http://elsewhere.test")]
+    [InlineData("/api/admin/apps", SystemFixture.HostOrigin)]
+    [InlineData("/api/apps/app_x/openai-key", SystemFixture.HostOrigin)]
+    public async Task PreflightIsNotAllowedElsewhere(string path, string origin)
+    {
+        using var response = await PreflightAsync(path, "POST", origin);
+
+        Assert.False(response.Headers.Contains("Access-Control-Allow-Origin"));
+    }
+
+    [Fact]
+    public async Task CrossOriginPromptExposesRetryAfter()
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "cross-origin")));
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/api/prompts") { Content = JsonContent.Create(new { prompt = "hello" }) };
+        request.Headers.Add("Origin", SystemFixture.HostOrigin);
+
+        using var response = await user.SendAsync(request);
+
+        Assert.Equal(SystemFixture.HostOrigin, Assert.Single(response.Headers.GetValues("Access-Control-Allow-Origin")));
+        Assert.Contains("Retry-After", string.Join(",", response.Headers.GetValues("Access-Control-Expose-Headers")), StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Theory]
+    [InlineData("https://app.example.com/path")]
+    [InlineData("app.example.com")]
+    [InlineData("ftp://app.example.com")]
+    [InlineData("https://user@app.example.com")]
+    public void InvalidAllowedOriginIsRejected(string origin)
+    {
+        var error = Assert.Throws<InvalidOperationException>(() => BrowserOrigins.Parse([origin]));
+
+        Assert.Contains(origin, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void AllowedOriginIsNormalized()
+    {
+        Assert.Equal(["https://app.example.com", "http://127.0.0.1:8080", "*"], BrowserOrigins.Parse(["https://App.Example.com/", " http://127.0.0.1:8080 ", "*", ""]));
+    }
+
+    private async Task<HttpResponseMessage> PreflightAsync(string path, string method, string origin)
+    {
+        using var anonymous = system.CreateClient();
+        using var request = new HttpRequestMessage(HttpMethod.Options, path);
+        request.Headers.Add("Origin", origin);
+        request.Headers.Add("Access-Control-Request-Method", method);
+        request.Headers.Add("Access-Control-Request-Headers", "authorization,content-type");
+        return await anonymous.SendAsync(request);
+    }
+
 }

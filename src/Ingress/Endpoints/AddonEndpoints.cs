@@ -3,6 +3,7 @@ using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Prompts;
 using AddOnEvents.Ingress.Webhooks;
 using Microsoft.Extensions.Options;
@@ -27,7 +28,7 @@ public static class AddonEndpoints
         app.MapPut("/users/{userId}/controls", SetUserControlsAsync);
         app.MapGet("/users/{userId}", GetUserDataAsync);
         app.MapDelete("/users/{userId}", EraseUserAsync);
-        endpoints.MapGet("/api/me/usage", GetOwnUsageAsync).RequireAuthorization(AuthSchemes.UserToken);
+        endpoints.MapGet("/api/me/usage", GetOwnUsageAsync).RequireAuthorization(AuthSchemes.UserToken).RequireCors(BrowserOrigins.PolicyName);
         return endpoints;
     }
 

@@ -4,6 +4,7 @@ using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Options;
 using AddOnEvents.Ingress.Prompts;
 using Microsoft.Extensions.Options;
@@ -40,7 +41,7 @@ public static class ApiEndpoints
         endpoints.MapPost("/api/apps/{appId}/user-tokens", IssueUserToken).RequireAuthorization(AuthSchemes.AppCredentials);
         endpoints.MapGet("/api/apps/{appId}/usage", GetUsageAsync).RequireAuthorization(AuthSchemes.AppCredentials);
 
-        var prompts = endpoints.MapGroup("/api/prompts").RequireAuthorization(AuthSchemes.UserToken);
+        var prompts = endpoints.MapGroup("/api/prompts").RequireAuthorization(AuthSchemes.UserToken).RequireCors(BrowserOrigins.PolicyName);
         prompts.MapPost("", SubmitPromptAsync);
         prompts.MapGet("/{requestId:guid}", GetPromptResultAsync);
         prompts.MapPost("/{requestId:guid}/cancel", CancelPromptAsync);

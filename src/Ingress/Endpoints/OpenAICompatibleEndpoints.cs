@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Options;
 using AddOnEvents.Ingress.Prompts;
 using Microsoft.Extensions.Options;
@@ -44,8 +45,8 @@ public static class OpenAICompatibleEndpoints
 
     public static IEndpointRouteBuilder MapOpenAICompatibleEndpoints(this IEndpointRouteBuilder endpoints)
     {
-        endpoints.MapPost("/v1/chat/completions", CompleteAsync).RequireAuthorization(AuthSchemes.AnyCaller);
-        endpoints.MapGet("/v1/models", ListModelsAsync).RequireAuthorization(AuthSchemes.AnyCaller);
+        endpoints.MapPost("/v1/chat/completions", CompleteAsync).RequireAuthorization(AuthSchemes.AnyCaller).RequireCors(BrowserOrigins.PolicyName);
+        endpoints.MapGet("/v1/models", ListModelsAsync).RequireAuthorization(AuthSchemes.AnyCaller).RequireCors(BrowserOrigins.PolicyName);
         return endpoints;
     }
 
@@ -389,7 +390,9 @@ public static class OpenAICompatibleEndpoints
 
     private static int StatusFor(string code) => code switch
     {
-        ErrorCodes.RateLimited or ErrorCodes.QuotaExceeded or ErrorCodes.UpstreamRateLimited => StatusCodes.Status429TooManyRequests,
+        ErrorCodes.RateLimited or ErrorCodes.QuotaExceeded or ErrorCodes.UpstreamRateLimited or ErrorCodes.UpstreamQuotaExhausted =>
+            StatusCodes.Status429TooManyRequests,
+        ErrorCodes.UpstreamForbidden => StatusCodes.Status403Forbidden,
         ErrorCodes.ModelNotFound => StatusCodes.Status404NotFound,
         ErrorCodes.UpstreamBadRequest or ErrorCodes.ContentFiltered or ErrorCodes.Refused or ErrorCodes.InvalidRequest => StatusCodes.Status400BadRequest,
         ErrorCodes.NoKeyConfigured or ErrorCodes.KeyInvalid or ErrorCodes.KeyUnreadable or ErrorCodes.UpstreamAuthFailed =>

@@ -3,10 +3,16 @@ using AddOnEvents.Common.Storage;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Endpoints;
 using AddOnEvents.Tests.Fixtures;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Playwright;
 
 namespace AddOnEvents.Tests.Browser;
@@ -30,6 +36,11 @@ public sealed class BrowserFixture : SystemFixture
     ];
 
     private IPlaywright? _playwright;
+    private WebApplication? _hostPages;
+    private string _hostPageHtml = "";
+
+    /// <summary>Origin of the server that serves another site's host page. Ingress allows it.</summary>
+    public string HostPageOrigin { get; private set; } = "";
 
     public IBrowser Browser { get; private set; } = null!;
 
@@ -56,6 +67,10 @@ public sealed class BrowserFixture : SystemFixture
         // Ingress reads Demo:* once at start, so the app must exist first. run.sh creates it through the admin API and
         // restarts Ingress; here it goes into the database through the same AppStore, before Ingress starts.
         DemoApp = await CreateDemoAppAsync();
+
+        // A real server on another loopback port. A page that Playwright itself fulfilled could not load Ingress's
+        // script in Chromium.
+        _hostPages = await StartHostPageServerAsync();
         await base.InitializeAsync();
 
         // Playwright's own install step would fetch a browser; this run uses Debian's and must not try.
@@ -80,6 +95,11 @@ public sealed class BrowserFixture : SystemFixture
         }
 
         _playwright?.Dispose();
+        if (_hostPages is not null)
+        {
+            await _hostPages.DisposeAsync();
+        }
+
         await base.DisposeAsync();
     }
 
@@ -90,6 +110,7 @@ public sealed class BrowserFixture : SystemFixture
 
         // The shortest lifetime Ingress allows, so the page renews its token within a test.
         ["Auth:DefaultTokenLifetimeSeconds"] = "30",
+        ["Ingress:AllowedOrigins:1"] = HostPageOrigin,
     };
 
     /// <summary>Opens <paramref name="path"/> of Ingress in a fresh browser context (its own storage and cookies).</summary>
@@ -107,6 +128,37 @@ public sealed class BrowserFixture : SystemFixture
         var page = await context.NewPageAsync();
         var browserPage = new BrowserPage(context, page, ScreenshotDirectory);
         await page.GotoAsync(path);
+        return browserPage;
+    }
+
+    private async Task<WebApplication> StartHostPageServerAsync()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        var app = builder.Build();
+        app.Run(context =>
+        {
+            context.Response.ContentType = "text/html; charset=utf-8";
+            return context.Response.WriteAsync(_hostPageHtml);
+        });
+        await app.StartAsync();
+        HostPageOrigin = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First().TrimEnd('/');
+        return app;
+    }
+
+    /// <summary>
+    /// Opens <paramref name="html"/> as a page of another site than Ingress (<see cref="HostPageOrigin"/>), so the page
+    /// calls Ingress across origins as an embedding host page does.
+    /// </summary>
+    public async Task<BrowserPage> OpenOnHostPageOriginAsync(string html)
+    {
+        _hostPageHtml = html;
+        var context = await Browser.NewContextAsync(new BrowserNewContextOptions { Locale = "en-US", TimezoneId = "UTC" });
+        context.SetDefaultTimeout((float)Timeout.TotalMilliseconds);
+        var page = await context.NewPageAsync();
+        var browserPage = new BrowserPage(context, page, ScreenshotDirectory);
+        await page.GotoAsync(HostPageOrigin + "/editor.html");
         return browserPage;
     }
 

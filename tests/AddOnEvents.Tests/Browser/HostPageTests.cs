@@ -1,3 +1,5 @@
+using System.Net.Http.Json;
+using System.Text.Json;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.Playwright;
 using static Microsoft.Playwright.Assertions;
@@ -153,6 +155,33 @@ public sealed class HostPageTests(BrowserFixture system)
         await Expect(page.Locator(".turn").Last.Locator(".answer-text")).ToHaveTextAsync("Green.");
         Assert.Equal(2, system.Upstream.Requests.Count(r => r.LastUserMessage == "Name a colour."));
         await host.ScreenshotAsync("host-7-regenerated");
+    }
+
+    [Fact]
+    public async Task AddOnAnswersOnPageOfAnotherOrigin()
+    {
+        await system.EnsureDemoKeyActiveAsync();
+        using var developer = system.CreateClient(SystemFixture.Basic(system.DemoApp));
+        using var issued = await developer.PostAsJsonAsync($"/api/apps/{system.DemoApp.AppId}/user-tokens",
+            new { userId = UniqueUser("elsewhere"), ttlSeconds = 600 });
+        string token = (await issued.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("token").GetString()!;
+        string html = $$"""
+            <!doctype html>
+            <html lang="en"><head><title>Another site's editor</title></head>
+            <body>
+              <div id="assistant"></div>
+              <script src="{{system.IngressUrl}}addon/addonevents.js"></script>
+              <script>AddOnEvents.mount(document.getElementById("assistant"), { getToken: async () => "{{token}}", locale: "en-US" });</script>
+            </body></html>
+            """;
+
+        await using var host = await system.OpenOnHostPageOriginAsync(html);
+        var page = host.Page;
+        await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
+        await AskAsync(page, "Hello from another site");
+
+        await Expect(page.Locator(".turn").Last.Locator(".answer-text")).ToHaveTextAsync("Echo: Hello from another site");
+        Assert.Equal(system.HostPageOrigin, await page.EvaluateAsync<string>("location.origin"));
     }
 
     private static string UniqueUser(string name) => $"{name}-{Guid.NewGuid():N}";

@@ -167,7 +167,12 @@ public class SystemFixture : IAsyncLifetime
 
         // The webhook receivers of the tests listen on loopback.
         ["Webhooks:AllowPrivateAddresses"] = "true",
+
+        ["Ingress:AllowedOrigins:0"] = HostOrigin,
     };
+
+    /// <summary>An origin of host pages that Ingress allows to call its end-user endpoints in the tests.</summary>
+    public const string HostOrigin = "http://host.test";
 
     /// <summary>Gives a service builder the test's settings and log capture; the settings win over every other source.</summary>
     public void Configure(WebApplicationBuilder builder, IDictionary<string, string?> settings)

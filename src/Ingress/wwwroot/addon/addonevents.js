@@ -471,7 +471,9 @@
 
     function buildConnection() {
       const hub = new signalR.HubConnectionBuilder()
-        .withUrl(`${baseUrl}/hubs/addon`, { accessTokenFactory: () => currentToken() })
+        // The token travels in a header or the query string, never in cookies, and a page on another origin may only
+        // call Ingress without credentials.
+        .withUrl(`${baseUrl}/hubs/addon`, { accessTokenFactory: () => currentToken(), withCredentials: false })
         .withAutomaticReconnect({
           nextRetryDelayInMilliseconds: (context) =>
             RECONNECT_DELAYS_MS[Math.min(context.previousRetryCount, RECONNECT_DELAYS_MS.length - 1)],
