@@ -12,6 +12,10 @@ internal static partial class Log
     [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "Broker did not confirm a {MessageType} publish: {ExceptionType}")]
     public static partial void PublishFailed(ILogger logger, string messageType, string exceptionType);
 
+    [LoggerMessage(EventId = 1012, Level = LogLevel.Warning,
+        Message = "Gave up pushing {Method} after {Seconds} s: a connection of its user does not read")]
+    public static partial void PushTimedOut(ILogger logger, string method, double seconds);
+
     [LoggerMessage(EventId = 1011, Level = LogLevel.Information,
         Message = "Erased an end user of app {AppId}: {UsageCounters} usage counters, {Results} results")]
     public static partial void UserErased(ILogger logger, string appId, long usageCounters, long results);

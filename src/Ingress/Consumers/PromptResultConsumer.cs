@@ -19,6 +19,9 @@ public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingRepli
     // Every result of a request comes to this one instance, so remembering the delivered ones here is enough.
     private static readonly TimeSpan RememberFor = TimeSpan.FromMinutes(15);
 
+    /// <summary>Longest wait for a user's connections to take one message.</summary>
+    private static readonly TimeSpan PushTimeout = TimeSpan.FromSeconds(5);
+
     public async Task Consume(ConsumeContext<PromptPiece> context)
     {
         var m = context.Message;
@@ -28,7 +31,7 @@ public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingRepli
         }
 
         pending.Deliver(m.RequestId, m);
-        await hub.Clients.User(m.UserId).SendAsync("PromptPiece", new PiecePayload(m.RequestId, m.Sequence, m.Text), context.CancellationToken);
+        await PushAsync(m.UserId, "PromptPiece", new PiecePayload(m.RequestId, m.Sequence, m.Text), context.CancellationToken);
     }
 
     public async Task Consume(ConsumeContext<PromptCompleted> context)
@@ -41,8 +44,7 @@ public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingRepli
 
         pending.Deliver(m.RequestId, m);
         var usage = new UsagePayload(m.Usage.PromptTokens, m.Usage.CompletionTokens, m.Usage.TotalTokens);
-        await hub.Clients.User(m.UserId).SendAsync("PromptCompleted", new AnswerPayload(m.RequestId, m.Text, m.FinishReason, usage),
-            context.CancellationToken);
+        await PushAsync(m.UserId, "PromptCompleted", new AnswerPayload(m.RequestId, m.Text, m.FinishReason, usage), context.CancellationToken);
         Log.ResultDelivered(logger, "answer", m.RequestId);
     }
 
@@ -55,9 +57,28 @@ public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingRepli
         }
 
         pending.Deliver(m.RequestId, m);
-        await hub.Clients.User(m.UserId).SendAsync("PromptFailed", new FailurePayload(m.RequestId, m.Code, m.Message, m.RetryAfterSeconds),
+        await PushAsync(m.UserId, "PromptFailed", new FailurePayload(m.RequestId, m.Code, m.Message, m.RetryAfterSeconds),
             context.CancellationToken);
         Log.ResultDelivered(logger, "failure", m.RequestId);
+    }
+
+    /// <summary>
+    /// Sends to every connection of the user, giving up after <see cref="PushTimeout"/>. A client that stops reading
+    /// fills its connection's buffer, and waiting for it would hold one of the consumer's slots, so the answers of
+    /// other users would wait too. A client that missed a result fetches it by request id.
+    /// </summary>
+    private async Task PushAsync(string userId, string method, object payload, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(PushTimeout);
+        try
+        {
+            await hub.Clients.User(userId).SendAsync(method, payload, timeout.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            Log.PushTimedOut(logger, method, PushTimeout.TotalSeconds);
+        }
     }
 
     /// <summary>Records the request as finished; false when a final result for it was already delivered.</summary>
