@@ -238,6 +238,25 @@ public sealed class AddonControlTests(SystemFixture system)
         Assert.Single(staying.GetProperty("usage").EnumerateArray());
     }
 
+    [Fact]
+    public async Task UserIdWithSlashReachesThatUser()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-slash-" + Guid.NewGuid().ToString("N"));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        using var set = await developer.PutAsJsonAsync($"/api/apps/{app.AppId}/users/team%2Falice/controls", new { addonDisabled = true });
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "team/alice")));
+
+        using var prompt = await user.PostAsJsonAsync("/api/prompts", new { prompt = "am I switched off?" });
+        var data = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/users/team%2Falice");
+
+        Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, prompt.StatusCode);
+        Assert.Equal("addon_disabled_for_user", await CodeOf(prompt));
+        Assert.Equal("team/alice", data.GetProperty("userId").GetString());
+        Assert.True(data.GetProperty("controls").GetProperty("addonDisabled").GetBoolean());
+    }
+
     /// <summary>Reads a user's stored data once the usage of their answer is counted, which may follow the answer by a moment.</summary>
     private static async Task<JsonElement> UserDataWithUsageAsync(HttpClient developer, TestApp app, string userId)
     {

@@ -6,6 +6,7 @@ using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Prompts;
 using AddOnEvents.Ingress.Webhooks;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 
 namespace AddOnEvents.Ingress.Endpoints;
@@ -102,9 +103,9 @@ public static class AddonEndpoints
     private static async Task<IResult> SetUserControlsAsync(string appId, string userId, HttpContext http, UserControlStore store, UserTokens tokens,
         TimeProvider clock)
     {
-        if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
+        if (CheckUser(http, appId, ref userId) is { } rejected)
         {
-            return forbidden;
+            return rejected;
         }
 
         var (input, error) = await JsonBody.ReadAsync<UserControlsInput>(http.Request);
@@ -136,7 +137,7 @@ public static class AddonEndpoints
     /// the host's controls, the monthly usage counters and the answers still kept.
     /// </summary>
     private static Task<IResult> GetUserDataAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores) =>
-        ForUserAsync(http, appId, userId, stores, async (pseudonym, cancellationToken) =>
+        ForUserAsync(http, appId, userId, stores, async (userId, pseudonym, cancellationToken) =>
         {
             var controls = await stores.Controls.FindAsync(appId, pseudonym, cancellationToken);
             var months = await stores.Usage.GetUserMonthsAsync(appId, pseudonym, cancellationToken);
@@ -165,7 +166,7 @@ public static class AddonEndpoints
     /// </summary>
     private static Task<IResult> EraseUserAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores,
         ILogger<ApiLogCategory> logger) =>
-        ForUserAsync(http, appId, userId, stores, async (pseudonym, cancellationToken) =>
+        ForUserAsync(http, appId, userId, stores, async (userId, pseudonym, cancellationToken) =>
         {
             bool controls = await stores.Controls.DeleteAsync(appId, pseudonym, cancellationToken);
             long counters = await stores.Usage.DeleteUserAsync(appId, pseudonym, cancellationToken);
@@ -174,21 +175,32 @@ public static class AddonEndpoints
             return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = answers } });
         });
 
-    /// <summary>Checks the caller and the user id in the path, then runs the action with the user's pseudonym.</summary>
+    /// <summary>Checks the caller and the user id in the path, then runs the action with the decoded user id and its pseudonym.</summary>
     private static async Task<IResult> ForUserAsync(HttpContext http, string appId, string userId, UserDataStores stores,
-        Func<string, CancellationToken, Task<IResult>> action)
+        Func<string, string, CancellationToken, Task<IResult>> action)
+    {
+        return CheckUser(http, appId, ref userId) ?? await action(userId, stores.Tokens.Pseudonym(appId, userId), http.RequestAborted);
+    }
+
+    /// <summary>
+    /// Checks the caller and the user id of the path, and returns the error to send, or null. Routing leaves "%2F"
+    /// encoded in a route value, so the id is decoded from the raw path; otherwise an id with "/" would name another
+    /// user than the one in the user's token.
+    /// </summary>
+    private static IResult? CheckUser(HttpContext http, string appId, ref string userId)
     {
         if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
         {
             return forbidden;
         }
 
-        if (ApiEndpoints.UserIdProblem(userId) is { } problem)
+        string[] segments = (http.Features.Get<IHttpRequestFeature>()?.RawTarget ?? "").Split('?')[0].Split('/');
+        if (segments.Length > 5 && string.Equals(segments[4], "users", StringComparison.OrdinalIgnoreCase))
         {
-            return ApiErrors.BadRequest(problem);
+            userId = Uri.UnescapeDataString(segments[5]);
         }
 
-        return await action(stores.Tokens.Pseudonym(appId, userId), http.RequestAborted);
+        return ApiEndpoints.UserIdProblem(userId) is { } problem ? ApiErrors.BadRequest(problem) : null;
     }
 
     /// <summary>Token service that derives user pseudonyms, and the stores that contain data of one end user.</summary>
