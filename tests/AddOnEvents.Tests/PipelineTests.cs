@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
 using AddOnEvents.Tests.Fixtures;
+using Microsoft.AspNetCore.SignalR;
 using Microsoft.AspNetCore.SignalR.Client;
 using MongoDB.Bson;
 
@@ -49,6 +50,26 @@ public sealed class PipelineTests(SystemFixture system)
 
         Assert.Equal("PromptCompleted", result.Kind);
         Assert.Equal("Echo: Hello over the hub", result.Text);
+    }
+
+    [Fact]
+    public async Task HubRejectionComesBackAsData()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-hub-reject-" + Guid.NewGuid().ToString("N"));
+        await using var client = await system.ConnectAsync(await system.IssueUserTokenAsync(app, "hub-reject"));
+
+        var empty = await client.Connection.InvokeAsync<JsonElement>("SubmitPrompt", new { prompt = "" }).WaitAsync(Patience);
+        var missing = await client.Connection.InvokeAsync<JsonElement>("SubmitPrompt", (object?)null).WaitAsync(Patience);
+        var thrown = await Record.ExceptionAsync(() => client.Connection.InvokeAsync<Guid>("SendPrompt", (object?)null).WaitAsync(Patience));
+        var accepted = await client.Connection.InvokeAsync<JsonElement>("SubmitPrompt", new { prompt = "Hello as data" }).WaitAsync(Patience);
+        var result = await client.WaitForResultAsync(accepted.GetProperty("requestId").GetGuid(), Patience);
+
+        Assert.Equal("invalid_request", empty.GetProperty("code").GetString());
+        Assert.Equal(JsonValueKind.Null, empty.GetProperty("requestId").ValueKind);
+        Assert.Equal("invalid_request", missing.GetProperty("code").GetString());
+        Assert.StartsWith("invalid_request: ", Assert.IsType<HubException>(thrown).Message.Split("HubException: ").Last(), StringComparison.Ordinal);
+        Assert.Equal("Echo: Hello as data", result.Text);
     }
 
     [Fact]

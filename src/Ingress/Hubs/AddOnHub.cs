@@ -1,3 +1,4 @@
+using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Prompts;
 using Microsoft.AspNetCore.Authorization;
@@ -13,6 +14,12 @@ public sealed record UsagePayload(int PromptTokens, int CompletionTokens, int To
 /// <summary>Payload of the client method <c>PromptPiece</c>: consecutive sequence numbers from 0 per request.</summary>
 public sealed record PiecePayload(Guid RequestId, int Sequence, string Text);
 
+/// <summary>
+/// Result of <c>SubmitPrompt</c>: the request id that the answer will carry, or the stable error code, message and
+/// retry time of a rejected prompt.
+/// </summary>
+public sealed record SubmitResult(Guid? RequestId, string? Code = null, string? Message = null, int? RetryAfterSeconds = null);
+
 /// <summary>Payload of the client method <c>PromptFailed</c>.</summary>
 public sealed record FailurePayload(Guid RequestId, string Code, string Message, int? RetryAfterSeconds);
 
@@ -25,13 +32,32 @@ public sealed class AddOnHub(PromptSubmitter submitter, PromptCanceller cancelle
 {
     public const string Path = "/hubs/addon";
 
-    /// <summary>Sends a prompt over the connection; returns the request id that the answer will carry.</summary>
-    public async Task<Guid> SendPrompt(PromptInput input)
+    /// <summary>
+    /// Sends a prompt over the connection and returns the request id that the answer will carry. A rejected prompt
+    /// throws a HubException whose message is "code: message"; <see cref="SubmitPrompt"/> returns the same as data.
+    /// </summary>
+    public async Task<Guid> SendPrompt(PromptInput? input)
     {
+        var result = await SubmitPrompt(input);
+        return result.RequestId ?? throw new HubException($"{result.Code}: {result.Message}");
+    }
+
+    /// <summary>
+    /// Sends a prompt over the connection. A rejection comes back as a result with its code and retry time rather
+    /// than as an error, so a client reads it without parsing text, and a user's mistakes are not logged as
+    /// server errors.
+    /// </summary>
+    public async Task<SubmitResult> SubmitPrompt(PromptInput? input)
+    {
+        if (input is null)
+        {
+            return new SubmitResult(null, ErrorCodes.InvalidRequest, "Send the prompt as an object such as {\"prompt\": \"...\"}.");
+        }
+
         var submission = await submitter.SubmitAsync(Context.User!, input, Context.GetHttpContext()!);
         return submission.Error is { } error
-            ? throw new HubException($"{error.Code}: {error.Message}")
-            : submission.RequestId!.Value;
+            ? new SubmitResult(null, error.Code, error.Message, submission.RetryAfterSeconds)
+            : new SubmitResult(submission.RequestId);
     }
 
     /// <summary>Stops a running answer of this user; the answer then ends with PromptFailed and code "cancelled".</summary>

@@ -28,7 +28,7 @@
   const TOKEN_EXPIRY_GUARD_MS = 10_000;
   const TOKEN_RETRY_MS = 15_000;
 
-  // Hub events for requests this add-on does not know yet: the server can be faster than the SendPrompt result,
+  // Hub events for requests this add-on does not know yet: the server can be faster than the SubmitPrompt result,
   // and another tab of the same user receives events too. The cap bounds the second kind.
   const MAX_BUFFERED_REQUESTS = 100;
 
@@ -805,7 +805,7 @@
       announce("Answer stopped.");
     }
 
-    /** Routes a hub event to its entry, or holds it until SendPrompt has returned that request id. */
+    /** Routes a hub event to its entry, or holds it until SubmitPrompt has returned that request id. */
     function dispatch(kind, payload) {
       const requestId = normalizeId(payload?.requestId);
       if (!requestId) return;
@@ -866,18 +866,23 @@
       activeEntry = entry;
       updateControls();
 
-      let requestId;
+      let reply;
       try {
-        requestId = normalizeId(String(await connection.invoke("SendPrompt", { ...input, stream: true })));
+        reply = await connection.invoke("SubmitPrompt", { ...input, stream: true });
       } catch (error) {
+        reply = hubFailure(error);
+      }
+      if (!reply?.requestId) {
         if (entry.state === "stopped") return;
-        const failure = hubFailure(error);
+        const failure = { code: reply?.code ?? null, message: reply?.message ?? "", retryAfterSeconds: reply?.retryAfterSeconds };
         failEntry(entry, failure);
         if (!input.action && (failure.code === "prompt_too_long" || failure.code === "invalid_request")) {
           ui.prompt.value = input.prompt;
         }
         return;
       }
+
+      const requestId = normalizeId(String(reply.requestId));
 
       entry.requestId = requestId;
       if (entry.state === "stopped") {
