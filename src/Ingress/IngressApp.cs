@@ -59,6 +59,7 @@ public static class IngressApp
         services.AddSingleton<AppStore>();
         services.AddSingleton<UserTokens>();
         services.AddSingleton<ConfirmedPublisher>();
+        services.AddSingleton<UserConnections>();
         services.AddBrowserOrigins(configuration);
         services.AddSingleton<PromptSubmitter>();
         services.AddSingleton<PromptLimiter>();

@@ -13,8 +13,8 @@ internal static partial class Log
     public static partial void PublishFailed(ILogger logger, string messageType, string exceptionType);
 
     [LoggerMessage(EventId = 1012, Level = LogLevel.Warning,
-        Message = "Gave up pushing {Method} after {Seconds} s: a connection of its user does not read")]
-    public static partial void PushTimedOut(ILogger logger, string method, double seconds);
+        Message = "Gave up pushing {Method} after {Seconds} s because a connection of its user does not read; closed {Connections} connections of the user")]
+    public static partial void PushTimedOut(ILogger logger, string method, double seconds, int connections);
 
     [LoggerMessage(EventId = 1011, Level = LogLevel.Information,
         Message = "Erased an end user of app {AppId}: {UsageCounters} usage counters, {Results} results")]

@@ -12,7 +12,8 @@ namespace AddOnEvents.Ingress.Consumers;
 /// and to an HTTP caller waiting on this instance. Delivery is partitioned by request id, so the pieces of one
 /// answer keep their order while different answers go out in parallel.
 /// </summary>
-public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingReplies pending, IMemoryCache delivered, ILogger<PromptResultConsumer> logger)
+public sealed class PromptResultConsumer(
+    IHubContext<AddOnHub> hub, UserConnections connections, PendingReplies pending, IMemoryCache delivered, ILogger<PromptResultConsumer> logger)
     : IConsumer<PromptPiece>, IConsumer<PromptCompleted>, IConsumer<PromptFailed>
 {
     // The broker delivers at least once, so a final result can arrive twice (a lost confirm or acknowledgement).
@@ -20,7 +21,7 @@ public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingRepli
     private static readonly TimeSpan RememberFor = TimeSpan.FromMinutes(15);
 
     /// <summary>Longest wait for a user's connections to take one message.</summary>
-    private static readonly TimeSpan PushTimeout = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan PushTimeout = TimeSpan.FromSeconds(3);
 
     public async Task Consume(ConsumeContext<PromptPiece> context)
     {
@@ -64,8 +65,9 @@ public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingRepli
 
     /// <summary>
     /// Sends to every connection of the user, giving up after <see cref="PushTimeout"/>. A client that stops reading
-    /// fills its connection's buffer, and waiting for it would hold one of the consumer's slots, so the answers of
-    /// other users would wait too. A client that missed a result fetches it by request id.
+    /// fills its connection's buffer, and every push to it would then hold one of the consumer's slots, so the answers
+    /// of other users would wait too. So the user's connections are closed at the first push that gives up, and later
+    /// pushes to the user return at once. The client reconnects and fetches the results it missed by request id.
     /// </summary>
     private async Task PushAsync(string userId, string method, object payload, CancellationToken cancellationToken)
     {
@@ -77,7 +79,7 @@ public sealed class PromptResultConsumer(IHubContext<AddOnHub> hub, PendingRepli
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            Log.PushTimedOut(logger, method, PushTimeout.TotalSeconds);
+            Log.PushTimedOut(logger, method, PushTimeout.TotalSeconds, connections.Abort(userId));
         }
     }
 

@@ -28,9 +28,21 @@ public sealed record FailurePayload(Guid RequestId, string Code, string Message,
 /// connection id still receives answers to prompts it sent before the drop.
 /// </summary>
 [Authorize(AuthenticationSchemes = AuthSchemes.UserToken)]
-public sealed class AddOnHub(PromptSubmitter submitter, PromptCanceller canceller) : Hub
+public sealed class AddOnHub(PromptSubmitter submitter, PromptCanceller canceller, UserConnections connections) : Hub
 {
     public const string Path = "/hubs/addon";
+
+    public override Task OnConnectedAsync()
+    {
+        connections.Add(Context);
+        return base.OnConnectedAsync();
+    }
+
+    public override Task OnDisconnectedAsync(Exception? exception)
+    {
+        connections.Remove(Context);
+        return base.OnDisconnectedAsync(exception);
+    }
 
     /// <summary>
     /// Sends a prompt over the connection and returns the request id that the answer will carry. A rejected prompt

@@ -181,6 +181,9 @@ public sealed class HostPageTests(BrowserFixture system)
         await AskAsync(page, "Hello from another site");
 
         await Expect(page.Locator(".turn").Last.Locator(".answer-text")).ToHaveTextAsync("Echo: Hello from another site");
+
+        // The usage line comes from a plain cross-origin request, which only the allowed origin gets answered.
+        await Expect(page.Locator(".aoe-usage")).ToContainTextAsync("tokens used");
         Assert.Equal(system.HostPageOrigin, await page.EvaluateAsync<string>("location.origin"));
     }
 

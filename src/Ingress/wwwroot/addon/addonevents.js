@@ -472,8 +472,15 @@
     function buildConnection() {
       const hub = new signalR.HubConnectionBuilder()
         // The token travels in a header or the query string, never in cookies, and a page on another origin may only
-        // call Ingress without credentials.
-        .withUrl(`${baseUrl}/hubs/addon`, { accessTokenFactory: () => currentToken(), withCredentials: false })
+        // call Ingress without credentials. Without cookies a load balancer's affinity cookie cannot pin SignalR's
+        // negotiate request and the connection to one Ingress instance, so such a page opens the WebSocket at once.
+        .withUrl(`${baseUrl}/hubs/addon`, {
+          accessTokenFactory: () => currentToken(),
+          withCredentials: false,
+          ...(new URL(baseUrl, window.location.href).origin === window.location.origin
+            ? {}
+            : { skipNegotiation: true, transport: signalR.HttpTransportType.WebSockets }),
+        })
         .withAutomaticReconnect({
           nextRetryDelayInMilliseconds: (context) =>
             RECONNECT_DELAYS_MS[Math.min(context.previousRetryCount, RECONNECT_DELAYS_MS.length - 1)],
