@@ -396,10 +396,15 @@ public sealed class TenancyTests(SystemFixture system)
         var fresh = app with { Secret = newSecret };
         using var newWorks = await system.CreateClient(SystemFixture.Basic(fresh)).GetAsync($"/api/apps/{app.AppId}/usage");
 
+        // The old secret was verified moments ago, so only the revocation can refuse it now.
+        using var oldRevoked = await system.CreateClient(SystemFixture.Basic(app)).PostAsJsonAsync($"/api/apps/{app.AppId}/user-tokens",
+            new { userId = "after-revoke" });
+
         Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
         Assert.Equal(HttpStatusCode.OK, oldWorks.StatusCode);
         Assert.Equal(HttpStatusCode.NoContent, revoked.StatusCode);
         Assert.Equal(HttpStatusCode.OK, newWorks.StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, oldRevoked.StatusCode);
     }
 
     [Fact]
