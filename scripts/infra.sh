@@ -443,7 +443,7 @@ infra_start_service() {
     (
         cd "src/$name"
         exec env "${unset_args[@]}" dotnet "bin/Release/net10.0/AddOnEvents.$name.dll" --urls "http://127.0.0.1:$port"
-    ) </dev/null >"$dir/$name.log" 2>&1 &
+    ) </dev/null >>"$dir/$name.log" 2>&1 &
     echo "$!" >"$dir/$name.pid"
 }
 

@@ -85,6 +85,18 @@ public sealed class UpstreamCallerTests : IAsyncLifetime
     };
 
     [Theory]
+    [InlineData("https://api.openai.com/", "https://api.openai.com/")]
+    [InlineData("https://api.openai.com/v1", "https://api.openai.com/")]
+    [InlineData("https://api.openai.com/v1/", "https://api.openai.com/")]
+    [InlineData("http://127.0.0.1:8080", "http://127.0.0.1:8080/")]
+    [InlineData("https://gateway.example.com/openai/v1", "https://gateway.example.com/openai/")]
+    [InlineData("https://gateway.example.com/v1beta/", "https://gateway.example.com/v1beta/")]
+    public void BaseUrlIsServerRoot(string configured, string expected)
+    {
+        Assert.Equal(new Uri(expected), UpstreamClientFactory.ServerRoot(new Uri(configured)));
+    }
+
+    [Theory]
     [MemberData(nameof(OddAnswers))]
     public async Task OddAnswerMapsToStableCode(ScriptedResponse response, string expectedCode, bool retryable)
     {

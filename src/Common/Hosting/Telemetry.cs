@@ -6,6 +6,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging.Console;
 using OpenTelemetry.Exporter;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
@@ -50,6 +51,14 @@ public static class Telemetry
     {
         var options = ReadOptions(builder.Configuration);
         var configuration = builder.Configuration;
+
+        // Console lines carry no time by default, which makes a service log useless for matching an incident.
+        // Logging:Console:FormatterOptions:TimestampFormat still overrides this.
+        builder.Services.PostConfigure<SimpleConsoleFormatterOptions>(console =>
+        {
+            console.TimestampFormat ??= "yyyy-MM-ddTHH:mm:ss.fffZ ";
+            console.UseUtcTimestamp = true;
+        });
         builder.Services.AddAddOnEventsMetrics();
         var telemetry = builder.Services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService(serviceName, serviceNamespace: "addonevents"))

@@ -13,7 +13,10 @@ public sealed class UpstreamOptions
 {
     public const string SectionName = "Upstream";
 
-    /// <summary>Base URL ending in '/'; requests go to <c>{BaseUrl}v1/...</c>.</summary>
+    /// <summary>
+    /// Base URL of the server; requests go to <c>{BaseUrl}v1/...</c>. The form OpenAI SDKs take, ending in "/v1", is
+    /// accepted too, and a missing final '/' is added.
+    /// </summary>
     [Required]
     public Uri BaseUrl { get; set; } = new("https://api.openai.com/");
 
@@ -67,10 +70,28 @@ public sealed class UpstreamClientFactory(IHttpMessageHandlerFactory handlers, I
             http);
     }
 
+    /// <summary>Returns the base URL with a final '/' and without a final "v1" segment, or unchanged when it is not absolute.</summary>
+    public static Uri ServerRoot(Uri baseUrl)
+    {
+        if (baseUrl is null || !baseUrl.IsAbsoluteUri || baseUrl.Query.Length > 0 || baseUrl.Fragment.Length > 0)
+        {
+            return baseUrl!;
+        }
+
+        string path = baseUrl.AbsolutePath.TrimEnd('/');
+        if (path.EndsWith("/v1", StringComparison.OrdinalIgnoreCase))
+        {
+            path = path[..^3];
+        }
+
+        return new UriBuilder(baseUrl) { Path = path + "/" }.Uri;
+    }
+
     public static IServiceCollection AddUpstream(IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<UpstreamOptions>()
             .Bind(configuration.GetSection(UpstreamOptions.SectionName))
+            .PostConfigure(o => o.BaseUrl = ServerRoot(o.BaseUrl))
             .ValidateDataAnnotations()
             .Validate(o => o.BaseUrl.IsAbsoluteUri && o.BaseUrl.AbsolutePath.EndsWith('/'),
                 "Upstream:BaseUrl must be an absolute URL that ends with '/', for example https://api.openai.com/.")

@@ -23,6 +23,9 @@ public sealed class WebhookOptions
 /// </summary>
 public static class WebhookAddresses
 {
+    /// <summary>Longest webhook URL accepted.</summary>
+    public const int MaxUrlLength = 2048;
+
     /// <summary>
     /// Returns what is wrong with a webhook URL, or null when it may be stored: its form first, then, unless private
     /// addresses are allowed, where its host name resolves now.
@@ -33,6 +36,11 @@ public static class WebhookAddresses
     /// <summary>Returns what is wrong with the form of a webhook URL, or null, without resolving its host name.</summary>
     public static string? Problem(string url, bool allowPrivate)
     {
+        if (url.Length > MaxUrlLength)
+        {
+            return $"url must be at most {MaxUrlLength} characters long.";
+        }
+
         if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || (uri.Scheme != Uri.UriSchemeHttps && uri.Scheme != Uri.UriSchemeHttp))
         {
             return "url must be an absolute https:// URL, or null to remove the webhook.";

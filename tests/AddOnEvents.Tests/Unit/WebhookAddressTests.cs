@@ -62,6 +62,14 @@ public sealed class WebhookAddressTests
     }
 
     [Fact]
+    public void OverlongUrlIsRejected()
+    {
+        string url = "https://hooks.example.com/" + new string('a', WebhookAddresses.MaxUrlLength);
+
+        Assert.Contains("at most 2048 characters", WebhookAddresses.Problem(url, allowPrivate: false), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void OwnInterfaceAddressesAreNotPublic()
     {
         var own = NetworkInterface.GetAllNetworkInterfaces()
