@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Caching.Memory;
 using MongoDB.Bson.Serialization.Attributes;
 using MongoDB.Driver;
 
@@ -21,8 +22,11 @@ public sealed class UserControls
     public DateTime UpdatedAt { get; set; }
 }
 
-public sealed class UserControlStore(IMongoDatabase database)
+public sealed class UserControlStore(IMongoDatabase database, IMemoryCache cache)
 {
+    // As long as the app's own cache in AppStore, so a change reaches every instance within the same few seconds.
+    private static readonly TimeSpan CacheLifetime = TimeSpan.FromSeconds(5);
+
     private readonly IMongoCollection<UserControls> _controls = database.GetCollection<UserControls>("userControls");
 
     public static string IdOf(string appId, string pseudonym) => appId + "|" + pseudonym;
@@ -31,6 +35,23 @@ public sealed class UserControlStore(IMongoDatabase database)
     {
         string id = IdOf(appId, pseudonym);
         return _controls.Find(c => c.Id == id).FirstOrDefaultAsync(cancellationToken)!;
+    }
+
+    /// <summary>
+    /// Returns the user's controls, or null when the host set none, from a cache of a few seconds, so admitting a
+    /// prompt costs no database read. Changes made through this instance apply at once.
+    /// </summary>
+    public async Task<UserControls?> FindCachedAsync(string appId, string pseudonym, CancellationToken cancellationToken)
+    {
+        string key = CacheKey(appId, pseudonym);
+        if (cache.TryGetValue(key, out UserControls? cached))
+        {
+            return cached;
+        }
+
+        var controls = await FindAsync(appId, pseudonym, cancellationToken);
+        cache.Set(key, controls, CacheLifetime);
+        return controls;
     }
 
     /// <summary>Deletes the controls of every user of an app: the ids from "appId|" up to, not including, "appId}".</summary>
@@ -42,9 +63,16 @@ public sealed class UserControlStore(IMongoDatabase database)
     public async Task<bool> DeleteAsync(string appId, string pseudonym, CancellationToken cancellationToken)
     {
         string id = IdOf(appId, pseudonym);
-        return (await _controls.DeleteOneAsync(c => c.Id == id, cancellationToken)).DeletedCount > 0;
+        bool deleted = (await _controls.DeleteOneAsync(c => c.Id == id, cancellationToken)).DeletedCount > 0;
+        cache.Remove(CacheKey(appId, pseudonym));
+        return deleted;
     }
 
-    public Task SaveAsync(UserControls controls, CancellationToken cancellationToken) =>
-        _controls.ReplaceOneAsync(c => c.Id == controls.Id, controls, new ReplaceOptions { IsUpsert = true }, cancellationToken);
+    public async Task SaveAsync(UserControls controls, CancellationToken cancellationToken)
+    {
+        await _controls.ReplaceOneAsync(c => c.Id == controls.Id, controls, new ReplaceOptions { IsUpsert = true }, cancellationToken);
+        cache.Remove("controls:" + controls.Id);
+    }
+
+    private static string CacheKey(string appId, string pseudonym) => "controls:" + IdOf(appId, pseudonym);
 }

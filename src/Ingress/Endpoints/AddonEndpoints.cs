@@ -99,7 +99,10 @@ public static class AddonEndpoints
         return Results.Ok(new { appId, url = input.Url, signingSecret = secret });
     }
 
-    /// <summary>Stores the host's controls for one end user; they apply to the user's next prompt, whatever token they hold.</summary>
+    /// <summary>
+    /// Stores the host's controls for one end user. They apply to the user's next prompt whatever token it holds, at
+    /// once on this instance and within 5 seconds on the others.
+    /// </summary>
     private static async Task<IResult> SetUserControlsAsync(string appId, string userId, HttpContext http, UserControlStore store, UserTokens tokens,
         TimeProvider clock)
     {

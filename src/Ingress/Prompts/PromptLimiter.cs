@@ -39,7 +39,7 @@ public sealed class PromptLimiter(
                 "The add-on is switched off for this app. The developer can switch it on in the console.");
         }
 
-        var controls = await userControls.FindAsync(appId, pseudonym, cancellationToken);
+        var controls = await userControls.FindCachedAsync(appId, pseudonym, cancellationToken);
         if (controls?.AddonDisabled == true || ClaimBool(user, UserTokens.AddonDisabledClaim))
         {
             return Reject(StatusCodes.Status403Forbidden, ErrorCodes.AddonDisabledForUser, "The add-on is switched off for your account.");
