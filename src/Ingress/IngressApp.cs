@@ -96,6 +96,7 @@ public static class IngressApp
 
         // Before authentication, because a browser's preflight carries no token.
         app.UseCors();
+        app.UseHubOriginCheck(AddOnHub.Path);
         app.UseAuthentication();
         app.UseAuthorization();
         app.MapAddOnEventsHealth();

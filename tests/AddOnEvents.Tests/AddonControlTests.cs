@@ -249,12 +249,14 @@ public sealed class AddonControlTests(SystemFixture system)
 
         using var prompt = await user.PostAsJsonAsync("/api/prompts", new { prompt = "am I switched off?" });
         var data = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/users/team%2Falice");
+        var escapedSegment = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/%75sers/team%2Falice");
 
         Assert.Equal(HttpStatusCode.OK, set.StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, prompt.StatusCode);
         Assert.Equal("addon_disabled_for_user", await CodeOf(prompt));
         Assert.Equal("team/alice", data.GetProperty("userId").GetString());
         Assert.True(data.GetProperty("controls").GetProperty("addonDisabled").GetBoolean());
+        Assert.Equal("team/alice", escapedSegment.GetProperty("userId").GetString());
     }
 
     /// <summary>Reads a user's stored data once the usage of their answer is counted, which may follow the answer by a moment.</summary>

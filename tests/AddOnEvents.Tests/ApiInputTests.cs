@@ -396,6 +396,35 @@ public sealed class ApiInputTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task HubRejectsPagesOfOtherOrigins()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "origin-check");
+        using var anonymous = system.CreateClient();
+
+        using var foreign = await NegotiateAsync(anonymous, "http://elsewhere.test");
+        using var listed = await NegotiateAsync(anonymous, SystemFixture.HostOrigin);
+        using var own = await NegotiateAsync(anonymous, system.IngressUrl.GetLeftPart(UriPartial.Authority));
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        socket.Options.SetRequestHeader("Origin", "http://elsewhere.test");
+        var address = new UriBuilder(system.IngressUrl) { Scheme = "ws", Path = "/hubs/addon", Query = "access_token=" + token }.Uri;
+        var upgrade = await Record.ExceptionAsync(() => socket.ConnectAsync(address, CancellationToken.None).WaitAsync(SystemFixture.Patience));
+
+        Assert.Equal(HttpStatusCode.Forbidden, foreign.StatusCode);
+        Assert.Equal("forbidden", (await foreign.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        Assert.Equal(HttpStatusCode.Unauthorized, listed.StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, own.StatusCode);
+        Assert.IsType<System.Net.WebSockets.WebSocketException>(upgrade);
+    }
+
+    private static async Task<HttpResponseMessage> NegotiateAsync(HttpClient client, string origin)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/hubs/addon/negotiate?negotiateVersion=1");
+        request.Headers.Add("Origin", origin);
+        return await client.SendAsync(request);
+    }
+
+    [Fact]
     public async Task CrossOriginPromptExposesRetryAfter()
     {
         var app = await system.CreateAppAsync();

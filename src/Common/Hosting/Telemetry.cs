@@ -53,7 +53,9 @@ public static class Telemetry
         var configuration = builder.Configuration;
 
         // Console lines carry no time by default, which makes a service log useless for matching an incident.
-        // Logging:Console:FormatterOptions:TimestampFormat still overrides this.
+        // Logging:Console:FormatterOptions:TimestampFormat still overrides this. Without a formatter name the console
+        // logger copies its own older settings over the formatter's, so the name is set too.
+        builder.Services.PostConfigure<ConsoleLoggerOptions>(console => console.FormatterName ??= ConsoleFormatterNames.Simple);
         builder.Services.PostConfigure<SimpleConsoleFormatterOptions>(console =>
         {
             console.TimestampFormat ??= "yyyy-MM-ddTHH:mm:ss.fffZ ";

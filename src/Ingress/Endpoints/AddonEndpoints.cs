@@ -187,8 +187,9 @@ public static class AddonEndpoints
 
     /// <summary>
     /// Checks the caller and the user id of the path, and returns the error to send, or null. Routing leaves "%2F"
-    /// encoded in a route value, so the id is decoded from the raw path; otherwise an id with "/" would name another
-    /// user than the one in the user's token.
+    /// encoded in a route value, so an id with "/" would name another user than the one in the user's token. The id
+    /// is therefore decoded from the raw path when that path has the routed shape, else "%2F" is decoded in the
+    /// route value.
     /// </summary>
     private static IResult? CheckUser(HttpContext http, string appId, ref string userId)
     {
@@ -198,11 +199,11 @@ public static class AddonEndpoints
         }
 
         string[] segments = (http.Features.Get<IHttpRequestFeature>()?.RawTarget ?? "").Split('?')[0].Split('/');
-        if (segments.Length > 5 && string.Equals(segments[4], "users", StringComparison.OrdinalIgnoreCase))
-        {
-            userId = Uri.UnescapeDataString(segments[5]);
-        }
-
+        bool routedShape = segments.Length > 5 && string.Equals(segments[4], "users", StringComparison.OrdinalIgnoreCase)
+            && string.Equals(segments[3], appId, StringComparison.Ordinal);
+        userId = routedShape
+            ? Uri.UnescapeDataString(segments[5])
+            : userId.Replace("%2F", "/", StringComparison.OrdinalIgnoreCase);
         return ApiEndpoints.UserIdProblem(userId) is { } problem ? ApiErrors.BadRequest(problem) : null;
     }
 

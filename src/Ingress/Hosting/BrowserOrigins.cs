@@ -1,3 +1,4 @@
+using AddOnEvents.Contracts;
 using Microsoft.AspNetCore.Cors.Infrastructure;
 
 namespace AddOnEvents.Ingress.Hosting;
@@ -17,7 +18,30 @@ public static class BrowserOrigins
     public static IServiceCollection AddBrowserOrigins(this IServiceCollection services, IConfiguration configuration)
     {
         string[] origins = Parse(configuration.GetSection(Setting).Get<string[]>() ?? []);
+        services.AddSingleton(new AllowedOriginList(origins));
         return services.AddCors(cors => cors.AddPolicy(PolicyName, policy => Configure(policy, origins)));
+    }
+
+    /// <summary>
+    /// Rejects requests to the hub from browser pages of other origins than Ingress's own and the allowed ones. CORS
+    /// does not cover WebSocket connections, so without this a page of any site could open the hub with a token it
+    /// got hold of. Clients that are not browsers send no Origin header and pass.
+    /// </summary>
+    public static IApplicationBuilder UseHubOriginCheck(this IApplicationBuilder app, PathString hubPath)
+    {
+        var allowed = app.ApplicationServices.GetRequiredService<AllowedOriginList>();
+        return app.Use((context, next) =>
+        {
+            var request = context.Request;
+            if (request.Path.StartsWithSegments(hubPath) && request.Headers.Origin.ToString() is { Length: > 0 } origin
+                && !allowed.Allows(origin, request.Host))
+            {
+                return ApiErrors.WriteAsync(context, StatusCodes.Status403Forbidden, ErrorCodes.Forbidden,
+                    "Pages of this origin may not open the add-on's connection. The operator lists allowed origins in Ingress:AllowedOrigins.");
+            }
+
+            return next(context);
+        });
     }
 
     /// <summary>Returns the origins in the form browsers send them, or throws naming the first invalid entry.</summary>
@@ -43,6 +67,16 @@ public static class BrowserOrigins
         }
 
         return [.. origins];
+    }
+
+    /// <summary>The origins from <c>Ingress:AllowedOrigins</c>, as browsers send them.</summary>
+    private sealed record AllowedOriginList(string[] Origins)
+    {
+        /// <summary>Tells whether a page of the origin may call Ingress: it is listed, or it is Ingress's own host and port.</summary>
+        public bool Allows(string origin, HostString host) =>
+            Origins.Contains("*")
+            || Origins.Contains(origin, StringComparer.OrdinalIgnoreCase)
+            || (Uri.TryCreate(origin, UriKind.Absolute, out var uri) && string.Equals(uri.Authority, host.Value, StringComparison.OrdinalIgnoreCase));
     }
 
     private static void Configure(CorsPolicyBuilder policy, string[] origins)
