@@ -36,6 +36,9 @@ public static class IngressApp
         // Request logs at Information include query strings, and SignalR puts the user's token there.
         builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.AspNetCore.Http.Connections", LogLevel.Information);
+
+        // Every malformed or foreign bearer (an app credential on /v1 is one) logs a stack trace at Information.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Authentication.JwtBearer", LogLevel.Warning);
         configure?.Invoke(builder);
         builder.AddIngressHttps();
         builder.AddAddOnEventsTelemetry("ingress");

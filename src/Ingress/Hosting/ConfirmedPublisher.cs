@@ -34,7 +34,10 @@ public sealed class ConfirmedPublisher(
 
         bool? succeeded = null;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
-        timeout.CancelAfter(TimeSpan.FromSeconds(options.Value.PublishTimeoutSeconds));
+        // A trial while the broker is known to be down waits no longer than the interval between trials, because
+        // the request that carries it would otherwise be the one that waits out the whole timeout.
+        var limit = TimeSpan.FromSeconds(options.Value.PublishTimeoutSeconds);
+        timeout.CancelAfter(trial && TrialInterval < limit ? TrialInterval : limit);
         try
         {
             await bus.Publish(message, publish =>
