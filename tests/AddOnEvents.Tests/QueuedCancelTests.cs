@@ -40,7 +40,7 @@ public sealed class QueuedCancelTests(QueuedCancelFixture system) : IClassFixtur
         int remembered = RememberedCancelCount();
         var queuedId = await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt = queued }).WaitAsync(Patience);
         await client.Connection.InvokeAsync("CancelPrompt", queuedId).WaitAsync(Patience);
-        await WaitForAsync(() => RememberedCancelCount() > remembered);
+        await SystemFixture.WaitUntilAsync(() => RememberedCancelCount() > remembered);
         var blockerResult = await client.WaitForResultAsync(blockerId, Patience);
         var result = await client.WaitForResultAsync(queuedId, Patience);
         system.Upstream.Responder = null;
@@ -68,7 +68,7 @@ public sealed class QueuedCancelTests(QueuedCancelFixture system) : IClassFixtur
         int remembered = RememberedCancelCount();
         var queuedId = await owner.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt = queued }).WaitAsync(Patience);
         await stranger.Connection.InvokeAsync("CancelPrompt", queuedId).WaitAsync(Patience);
-        await WaitForAsync(() => RememberedCancelCount() > remembered);
+        await SystemFixture.WaitUntilAsync(() => RememberedCancelCount() > remembered);
         var result = await owner.WaitForResultAsync(queuedId, Patience);
         system.Upstream.Responder = null;
 
@@ -120,18 +120,4 @@ public sealed class QueuedCancelTests(QueuedCancelFixture system) : IClassFixtur
 
     private int RememberedCancelCount() =>
         system.ServicesOf(nameof(PromptWorker)).GetRequiredService<InFlightPrompts>().RememberedCancelCount;
-
-    private static async Task WaitForAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException("The condition did not hold in time.");
-            }
-
-            await Task.Delay(20);
-        }
-    }
 }

@@ -61,7 +61,7 @@ public sealed class StreamingTests(SystemFixture system)
 
         var requestId = await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt }).WaitAsync(Patience);
         var upstream = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
-        await WaitForAsync(() => client.Pieces.Any(p => p.RequestId == requestId));
+        await SystemFixture.WaitUntilAsync(() => client.Pieces.Any(p => p.RequestId == requestId));
         await client.Connection.InvokeAsync("CancelPrompt", requestId).WaitAsync(Patience);
         var result = await client.WaitForResultAsync(requestId, Patience);
         await upstream.Completion.WaitAsync(Patience);
@@ -440,19 +440,5 @@ public sealed class StreamingTests(SystemFixture system)
         await system.RegisterActiveKeyAsync(app, "sk-stream-" + Guid.NewGuid().ToString("N"));
         string token = await system.IssueUserTokenAsync(app, "streamer");
         return (token, await system.ConnectAsync(token));
-    }
-
-    private static async Task WaitForAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException("The condition did not hold in time.");
-            }
-
-            await Task.Delay(20);
-        }
     }
 }

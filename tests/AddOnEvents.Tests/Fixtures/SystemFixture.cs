@@ -273,6 +273,21 @@ public class SystemFixture : IAsyncLifetime
         return (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("token").GetString()!;
     }
 
+    /// <summary>Polls the condition until it holds, or throws after <see cref="Patience"/>.</summary>
+    public static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Patience;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException("The condition did not hold in time.");
+            }
+
+            await Task.Delay(20);
+        }
+    }
+
     public Task<AddOnClient> ConnectAsync(string token) => AddOnClient.ConnectAsync(IngressUrl, token, Http);
 
     /// <summary>Posts a prompt with an end-user token; returns the request id of the 202.</summary>
