@@ -341,18 +341,8 @@ infra_start_jongodb() {
     echo "$pid" >"$dir/jongodb.pid"
 
     # jongodb prints its connection string once it accepts connections.
-    local uri="" tick
-    for ((tick = 0; tick < 150; tick++)); do
-        uri=$(sed -n 's/^JONGODB_URI=//p' "$dir/jongodb.out" | head -n 1) || uri=""
-        [[ -n $uri ]] && break
-        if ! kill -0 "$pid" 2>/dev/null; then
-            infra_error "jongodb exited during start; see $dir/jongodb.err"
-            return 1
-        fi
-        sleep 0.1
-    done
-    if [[ -z $uri ]]; then
-        infra_error "jongodb printed no JONGODB_URI within 15 s; see $dir/jongodb.out and $dir/jongodb.err"
+    local uri
+    if ! uri=$(infra_wait_for_announcement "$dir/jongodb.out" JONGODB_URI "$pid" jongodb "$dir/jongodb.out and $dir/jongodb.err"); then
         infra_stop_jongodb "$dir"
         return 1
     fi
@@ -451,25 +441,32 @@ infra_start_service() {
 # background, with the extra ARGS, logging to DIR/FakeUpstream.log and writing its pid to DIR/FakeUpstream.pid.
 # Prints its base URL once it listens, within 15 s.
 infra_start_fake_upstream() {
-    local dir=$1 port=$2 dll=$3 url="" tick
+    local dir=$1 port=$2 dll=$3
     shift 3
     dotnet "$dll" fake-upstream --port "$port" "$@" </dev/null >"$dir/FakeUpstream.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$dir/FakeUpstream.pid"
+    infra_wait_for_announcement "$dir/FakeUpstream.log" FAKE_UPSTREAM_URL "$pid" "the fake upstream" "$dir/FakeUpstream.log"
+}
+
+# Waits up to 15 s for process PID to write a line KEY=VALUE into FILE, and prints the first VALUE. Fails, naming
+# WHAT and pointing at LOGS, when the process exits first or writes no such line in time.
+infra_wait_for_announcement() {
+    local file=$1 key=$2 pid=$3 what=$4 logs=$5 value="" tick
     for ((tick = 0; tick < 150; tick++)); do
-        url=$(sed -n 's/^FAKE_UPSTREAM_URL=//p' "$dir/FakeUpstream.log") || url=""
-        [[ -n $url ]] && break
+        value=$(sed -n "s/^$key=//p" "$file" | head -n 1) || value=""
+        if [[ -n $value ]]; then
+            echo "$value"
+            return 0
+        fi
         if ! kill -0 "$pid" 2>/dev/null; then
-            infra_error "the fake upstream exited during start; see $dir/FakeUpstream.log"
+            infra_error "$what exited during start; see $logs"
             return 1
         fi
         sleep 0.1
     done
-    if [[ -z $url ]]; then
-        infra_error "the fake upstream printed no URL within 15 s; see $dir/FakeUpstream.log"
-        return 1
-    fi
-    echo "$url"
+    infra_error "$what printed no $key within 15 s; see $logs"
+    return 1
 }
 
 # Waits until URL answers 200, for up to TIMEOUT seconds. Fails early, showing the end of LOG, when the
