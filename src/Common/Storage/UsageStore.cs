@@ -97,11 +97,13 @@ public sealed class UsageStore
 
     private static string AppMonthId(string appId, DateTime now) => $"{appId}|month|{Month(now)}";
 
-    private static string UserMonthId(string appId, string userId, DateTime now) => $"{appId}|user|{userId}|{Month(now)}";
+    private static string UserMonthId(string appId, string userId, DateTime now) => UserPrefix(appId, userId) + Month(now);
 
-    /// <summary>Matches the ids from "appId|user|userId|" up to, not including, "appId|user|userId}", that is every month of the user.</summary>
+    /// <summary>Returns the start shared by the ids of every monthly counter of one user.</summary>
+    private static string UserPrefix(string appId, string userId) => $"{appId}|user|{userId}|";
+
     private static FilterDefinition<UsageCounter> UserCounters(string appId, string userId) =>
-        Builders<UsageCounter>.Filter.Gte(u => u.Id, $"{appId}|user|{userId}|") & Builders<UsageCounter>.Filter.Lt(u => u.Id, $"{appId}|user|{userId}}}");
+        IdRange.StartingWith<UsageCounter>(u => u.Id, UserPrefix(appId, userId));
 
     private static CounterIncrement AppDay(string appId, long tokens, DateTime now) =>
         new(AppDayId(appId, now), appId, "day", Day(now), tokens, 1, now.Date.AddDays(3));

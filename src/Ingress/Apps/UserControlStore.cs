@@ -1,3 +1,4 @@
+using AddOnEvents.Common.Storage;
 using Microsoft.Extensions.Caching.Memory;
 using MongoDB.Bson.Serialization.Attributes;
 using MongoDB.Driver;
@@ -43,7 +44,7 @@ public sealed class UserControlStore(IMongoDatabase database, IMemoryCache cache
     /// </summary>
     public async Task<UserControls?> FindCachedAsync(string appId, string pseudonym, CancellationToken cancellationToken)
     {
-        string key = CacheKey(appId, pseudonym);
+        string key = CacheKey(IdOf(appId, pseudonym));
         if (cache.TryGetValue(key, out UserControls? cached))
         {
             return cached;
@@ -54,25 +55,23 @@ public sealed class UserControlStore(IMongoDatabase database, IMemoryCache cache
         return controls;
     }
 
-    /// <summary>Deletes the controls of every user of an app: the ids from "appId|" up to, not including, "appId}".</summary>
+    /// <summary>Deletes the controls of every user of an app.</summary>
     public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) =>
-        _controls.DeleteManyAsync(
-            Builders<UserControls>.Filter.Gte(c => c.Id, appId + "|") & Builders<UserControls>.Filter.Lt(c => c.Id, appId + "}"),
-            cancellationToken);
+        _controls.DeleteManyAsync(IdRange.StartingWith<UserControls>(c => c.Id, appId + "|"), cancellationToken);
 
     public async Task<bool> DeleteAsync(string appId, string pseudonym, CancellationToken cancellationToken)
     {
         string id = IdOf(appId, pseudonym);
         bool deleted = (await _controls.DeleteOneAsync(c => c.Id == id, cancellationToken)).DeletedCount > 0;
-        cache.Remove(CacheKey(appId, pseudonym));
+        cache.Remove(CacheKey(id));
         return deleted;
     }
 
     public async Task SaveAsync(UserControls controls, CancellationToken cancellationToken)
     {
         await _controls.ReplaceOneAsync(c => c.Id == controls.Id, controls, new ReplaceOptions { IsUpsert = true }, cancellationToken);
-        cache.Remove("controls:" + controls.Id);
+        cache.Remove(CacheKey(controls.Id));
     }
 
-    private static string CacheKey(string appId, string pseudonym) => "controls:" + IdOf(appId, pseudonym);
+    private static string CacheKey(string id) => "controls:" + id;
 }

@@ -140,7 +140,7 @@ public static class OpenAICompatibleEndpoints
         }
 
         bool stream = request.Stream ?? false;
-        var input = new PromptInput(lastUser.Content, request.Model, request.MaxCompletionTokens ?? request.MaxTokens, stream) { Messages = turns };
+        var input = new PromptInput(lastUser.Content, request.Model, maxTokens, stream) { Messages = turns };
         Guid? requestId = null;
         System.Threading.Channels.ChannelReader<object>? reader = null;
         var submission = await submitter.SubmitAsync(http.User, input, http, id =>
@@ -181,10 +181,7 @@ public static class OpenAICompatibleEndpoints
             }
             catch (OperationCanceledException)
             {
-                // A stream that started must still end the way SDKs expect: an error event, then [DONE].
-                await WriteEventAsync(http, new { error = new { message = TimedOut, type = "addonevents_error", code = ErrorCodes.RequestExpired } },
-                    CancellationToken.None);
-                await http.Response.WriteAsync("data: [DONE]\n\n", CancellationToken.None);
+                await EndStreamWithErrorAsync(http, ErrorCodes.RequestExpired, TimedOut, CancellationToken.None);
             }
         }
         finally
@@ -277,8 +274,7 @@ public static class OpenAICompatibleEndpoints
                     await WriteFailureAsync(http, failed);
                     return;
                 case PromptFailed failed:
-                    await WriteEventAsync(http, new { error = new { message = failed.Message, type = "addonevents_error", code = failed.Code } }, cancellationToken);
-                    await http.Response.WriteAsync("data: [DONE]\n\n", cancellationToken);
+                    await EndStreamWithErrorAsync(http, failed.Code, failed.Message, cancellationToken);
                     return;
             }
         }
@@ -314,6 +310,13 @@ public static class OpenAICompatibleEndpoints
     {
         await http.Response.WriteAsync("data: " + JsonSerializer.Serialize(payload, SnakeCase) + "\n\n", cancellationToken);
         await http.Response.Body.FlushAsync(cancellationToken);
+    }
+
+    /// <summary>Ends a stream that already started the way SDKs expect after a failure: an error event, then [DONE].</summary>
+    private static async Task EndStreamWithErrorAsync(HttpContext http, string code, string message, CancellationToken cancellationToken)
+    {
+        await WriteEventAsync(http, new { error = new { message, type = "addonevents_error", code } }, cancellationToken);
+        await http.Response.WriteAsync("data: [DONE]\n\n", cancellationToken);
     }
 
     /// <summary>Writes a worker's failure as an error response, the same way for streamed and non-streamed requests.</summary>
