@@ -12,6 +12,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "Broker did not confirm a {MessageType} publish: {ExceptionType}")]
     public static partial void PublishFailed(ILogger logger, string messageType, string exceptionType);
 
+    [LoggerMessage(EventId = 1013, Level = LogLevel.Information, Message = "Rejected a hub request from a page of an origin that is not allowed")]
+    public static partial void HubOriginRejected(ILogger logger);
+
     [LoggerMessage(EventId = 1012, Level = LogLevel.Warning,
         Message = "Gave up pushing {Method} after {Seconds} s because a connection of its user does not read; closed {Connections} connections of the user")]
     public static partial void PushTimedOut(ILogger logger, string method, double seconds, int connections);

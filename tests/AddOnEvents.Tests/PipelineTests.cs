@@ -126,13 +126,13 @@ public sealed class PipelineTests(SystemFixture system)
         string marker = "forbidden model " + Guid.NewGuid().ToString("N");
         system.Upstream.Responder = r => r.LastUserMessage == marker ? ScriptedResponse.Error(403, "model_not_available") : null;
 
-        var refused = await client.WaitForResultAsync(await system.PostPromptAsync(token, marker), Patience);
+        var forbidden = await client.WaitForResultAsync(await system.PostPromptAsync(token, marker), Patience);
         var next = await client.WaitForResultAsync(await system.PostPromptAsync(token, "and now a normal one"), Patience);
         system.Upstream.Responder = null;
         using var developer = system.CreateClient(SystemFixture.Basic(app));
         var status = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/openai-key");
 
-        Assert.Equal("upstream_forbidden", refused.Code);
+        Assert.Equal("upstream_forbidden", forbidden.Code);
         Assert.Equal("PromptCompleted", next.Kind);
         Assert.Equal("active", status.GetProperty("state").GetString());
     }

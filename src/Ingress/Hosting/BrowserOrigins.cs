@@ -30,12 +30,15 @@ public static class BrowserOrigins
     public static IApplicationBuilder UseHubOriginCheck(this IApplicationBuilder app, PathString hubPath)
     {
         var allowed = app.ApplicationServices.GetRequiredService<AllowedOriginList>();
+        var logger = app.ApplicationServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(BrowserOrigins).FullName!);
         return app.Use((context, next) =>
         {
             var request = context.Request;
             if (request.Path.StartsWithSegments(hubPath) && request.Headers.Origin.ToString() is { Length: > 0 } origin
                 && !allowed.Allows(origin, request.Host))
             {
+                // The origin is not logged: it is text of the caller's choosing.
+                Log.HubOriginRejected(logger);
                 return ApiErrors.WriteAsync(context, StatusCodes.Status403Forbidden, ErrorCodes.Forbidden,
                     "Pages of this origin may not open the add-on's connection. The operator lists allowed origins in Ingress:AllowedOrigins.");
             }

@@ -58,7 +58,7 @@ public sealed class ConfirmedPublisher(
         }
         finally
         {
-            // A cancelled request tells nothing about the broker, so the state stays as it was.
+            // A cancelled request does not show whether the broker is up, so the state stays as it was.
             Finish(trial, succeeded);
         }
     }

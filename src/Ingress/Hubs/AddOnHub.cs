@@ -63,7 +63,7 @@ public sealed class AddOnHub(PromptSubmitter submitter, PromptCanceller cancelle
     {
         if (input is null)
         {
-            return new SubmitResult(null, ErrorCodes.InvalidRequest, "Send the prompt as an object such as {\"prompt\": \"...\"}.");
+            return new SubmitResult(null, ErrorCodes.InvalidRequest, "The prompt is missing: send an object such as {\"prompt\": \"...\"}.");
         }
 
         var submission = await submitter.SubmitAsync(Context.User!, input, Context.GetHttpContext()!);

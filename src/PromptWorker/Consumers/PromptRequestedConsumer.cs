@@ -278,7 +278,8 @@ public sealed partial class PromptRequestedConsumer(
 
     /// <summary>
     /// Stores the result, then publishes it and counts its usage once. Usage that a quota checks is counted before
-    /// the publish, so the user's next prompt sees it; other usage after, so the answer does not wait for it.
+    /// the publish, because the check of the user's next prompt must include it. Other usage is counted after, so
+    /// the answer does not wait for it.
     /// </summary>
     private async Task PublishAsync(ConsumeContext<PromptRequested> context, object result, bool storeFirst)
     {
@@ -320,7 +321,10 @@ public sealed partial class PromptRequestedConsumer(
             clock.GetElapsedTime(_started) - _waitedOnUpstream);
     }
 
-    /// <summary>Adds the answer's tokens to the app's and the user's counters and tells the host when the user's allowance threshold is crossed.</summary>
+    /// <summary>
+    /// Adds the answer's tokens to the app's and the user's counters, and publishes the threshold event when the
+    /// user's allowance threshold is crossed.
+    /// </summary>
     private async Task CountUsageAsync(ConsumeContext<PromptRequested> context, PromptCompleted answer)
     {
         var prompt = context.Message;

@@ -2,8 +2,8 @@ namespace AddOnEvents.PromptWorker.Prompts;
 
 /// <summary>
 /// The prompts this process is answering now, so a user's cancel can abort the upstream request. It also keeps the
-/// cancels that arrive before their prompt is registered, so a prompt cancelled while queued never reaches the
-/// upstream.
+/// cancels that arrive before their prompt is registered, so this process does not send a prompt upstream that
+/// was cancelled while queued.
 /// </summary>
 public sealed class InFlightPrompts(TimeProvider clock)
 {

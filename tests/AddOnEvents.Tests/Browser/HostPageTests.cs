@@ -182,7 +182,7 @@ public sealed class HostPageTests(BrowserFixture system)
 
         await Expect(page.Locator(".turn").Last.Locator(".answer-text")).ToHaveTextAsync("Echo: Hello from another site");
 
-        // The usage line comes from a plain cross-origin request, which only the allowed origin gets answered.
+        // The usage line comes from a plain cross-origin request, which the browser completes only for an allowed origin.
         await Expect(page.Locator(".aoe-usage")).ToContainTextAsync("tokens used");
         Assert.Equal(system.HostPageOrigin, await page.EvaluateAsync<string>("location.origin"));
     }

@@ -812,7 +812,7 @@
       announce("Answer stopped.");
     }
 
-    /** Routes a hub event to its entry, or holds it until SubmitPrompt has returned that request id. */
+    /** Routes a hub event to its entry, or keeps it until SubmitPrompt has returned that request id. */
     function dispatch(kind, payload) {
       const requestId = normalizeId(payload?.requestId);
       if (!requestId) return;
