@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Security.Claims;
 using System.Text.Json;
+using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.Extensions.DependencyInjection;
@@ -236,7 +237,8 @@ public sealed class TenancyTests(SystemFixture system)
         var app = await system.CreateAppAsync();
         await system.RegisterActiveKeyAsync(app, "sk-expiry-" + Guid.NewGuid().ToString("N"));
         var tokens = system.ServicesOf(nameof(Ingress)).GetRequiredService<UserTokens>();
-        var (token, _) = tokens.Issue(app.AppId, "short-lived", TimeSpan.FromSeconds(3));
+        var stored = await system.ServicesOf(nameof(Ingress)).GetRequiredService<AppStore>().FindAsync(app.AppId, CancellationToken.None);
+        var (token, _) = tokens.Issue(app.AppId, "short-lived", stored!.Secrets[0].Id, TimeSpan.FromSeconds(3));
         await using var client = await system.ConnectAsync(token);
         var closed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         client.Connection.Closed += _ =>
@@ -369,6 +371,7 @@ public sealed class TenancyTests(SystemFixture system)
     [InlineData("expired")]
     [InlineData("wrong-audience")]
     [InlineData("wrong-key")]
+    [InlineData("no-secret-id")]
     public async Task BadTokensAreRejectedOnHttpAndHub(string kind)
     {
         var app = await system.CreateAppAsync();
@@ -419,6 +422,30 @@ public sealed class TenancyTests(SystemFixture system)
         using var old = await system.CreateClient(SystemFixture.Basic(app)).GetAsync($"/api/apps/{app.AppId}/usage");
 
         Assert.Equal(HttpStatusCode.Unauthorized, old.StatusCode);
+    }
+
+    [Fact]
+    public async Task RevokedSecretEndsItsTokens()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-revoke-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "leaked-user");
+        await using var client = await system.ConnectAsync(token);
+        var before = await client.Connection.InvokeAsync<JsonElement>("SubmitPrompt", new { prompt = "before the revoke" }).WaitAsync(Patience);
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using var rotated = await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds = 0 });
+        var fresh = app with { Secret = (await rotated.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appSecret").GetString()! };
+
+        var overOpenConnection = await client.Connection.InvokeAsync<JsonElement>("SubmitPrompt", new { prompt = "after the revoke" })
+            .WaitAsync(Patience);
+        using var overHttp = await system.CreateClient(SystemFixture.Bearer(token)).PostAsJsonAsync("/api/prompts", new { prompt = "after" });
+        using var withNewToken = await system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(fresh, "leaked-user")))
+            .PostAsJsonAsync("/api/prompts", new { prompt = "with a token from the new secret" });
+
+        Assert.Equal(JsonValueKind.String, before.GetProperty("requestId").ValueKind);
+        Assert.Equal("unauthorized", overOpenConnection.GetProperty("code").GetString());
+        Assert.Equal(HttpStatusCode.Unauthorized, overHttp.StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, withNewToken.StatusCode);
     }
 
     private string ForgeToken(string appId, string kind)

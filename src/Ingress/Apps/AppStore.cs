@@ -31,6 +31,13 @@ public sealed class AppDocument
     public string? WebhookSecret { get; set; }
 
     public DateTime CreatedAt { get; set; }
+
+    /// <summary>
+    /// Tells whether the secret with this id still works. End-user tokens name the secret that issued them, so
+    /// revoking a leaked secret also ends the tokens minted with it.
+    /// </summary>
+    public bool HasActiveSecret(string? secretId, DateTime now) =>
+        secretId is not null && Secrets.Any(s => s.IsActive(now) && s.Id == secretId);
 }
 
 /// <summary>Limits the operator sets per app; null means unlimited. They hold across every Ingress instance.</summary>
@@ -63,6 +70,12 @@ public sealed class AppSecretHash
 
     /// <summary>End of the grace period after a rotation; null while the secret is current.</summary>
     public DateTime? ExpiresAt { get; set; }
+
+    /// <summary>Names the secret in tokens without revealing anything about it: a digest of its random salt.</summary>
+    [BsonIgnore]
+    public string Id => Convert.ToBase64String(SHA256.HashData(Salt), 0, 12).Replace('+', '-').Replace('/', '_');
+
+    public bool IsActive(DateTime now) => ExpiresAt is null || ExpiresAt > now;
 }
 
 /// <summary>Creates apps and verifies app credentials.</summary>
@@ -163,7 +176,7 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
 
         var now = clock.GetUtcNow().UtcDateTime;
         string secret = NewSecret();
-        foreach (var old in app.Secrets.Where(s => s.ExpiresAt is null || s.ExpiresAt > now + grace))
+        foreach (var old in app.Secrets.Where(s => s.IsActive(now + grace)))
         {
             old.ExpiresAt = now + grace;
         }
@@ -193,37 +206,37 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
         return true;
     }
 
-    public async Task<bool> VerifyAsync(string appId, string secret, CancellationToken cancellationToken)
+    /// <summary>Returns the id of the app's secret that <paramref name="secret"/> is, or null when it is none of them.</summary>
+    public async Task<string?> VerifyAsync(string appId, string secret, CancellationToken cancellationToken)
     {
         string cacheKey = "app-secret:" + Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(appId + "\n" + secret)));
         var now = clock.GetUtcNow().UtcDateTime;
-        if (cache.TryGetValue(cacheKey, out byte[]? verifiedSalt))
+        if (cache.TryGetValue(cacheKey, out string? verifiedId))
         {
             // The app's own short cache is dropped when the app is removed or its secrets change, so a removed app or
             // a revoked secret stops working at once here and within seconds on other instances.
             var cached = await FindCachedAsync(appId, cancellationToken);
-            return cached is not null
-                && cached.Secrets.Any(s => s.Salt.AsSpan().SequenceEqual(verifiedSalt) && (s.ExpiresAt is null || s.ExpiresAt > now));
+            return cached is not null && cached.HasActiveSecret(verifiedId, now) ? verifiedId : null;
         }
 
         var app = await FindAsync(appId, cancellationToken);
         if (app is null)
         {
-            return false;
+            return null;
         }
 
         byte[] secretBytes = Encoding.UTF8.GetBytes(secret);
-        foreach (var stored in app.Secrets.Where(s => s.ExpiresAt is null || s.ExpiresAt > now))
+        foreach (var stored in app.Secrets.Where(s => s.IsActive(now)))
         {
             byte[] candidate = Rfc2898DeriveBytes.Pbkdf2(secretBytes, stored.Salt, stored.Iterations, HashAlgorithmName.SHA256, stored.Hash.Length);
             if (CryptographicOperations.FixedTimeEquals(candidate, stored.Hash))
             {
-                cache.Set(cacheKey, stored.Salt, VerifiedCacheLifetime);
-                return true;
+                cache.Set(cacheKey, stored.Id, VerifiedCacheLifetime);
+                return stored.Id;
             }
         }
 
-        return false;
+        return null;
     }
 
     private static AppSecretHash Hash(string secret, DateTime now)

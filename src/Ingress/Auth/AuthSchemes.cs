@@ -30,6 +30,9 @@ public static class AuthSchemes
     public const string AppIdClaim = "app_id";
 
     public const string UserIdClaim = "sub";
+
+    /// <summary>Claim naming the app secret that authenticated the caller or issued the token.</summary>
+    public const string SecretIdClaim = "app_secret_id";
 }
 
 /// <summary>Authenticates <c>Authorization: Basic base64(appId:appSecret)</c> against the stored secret hashes.</summary>
@@ -70,13 +73,17 @@ public sealed class AppCredentialsHandler(
             return AuthenticateResult.NoResult();
         }
 
-        if (appId is null || secret is null || !await apps.VerifyAsync(appId, secret, Context.RequestAborted))
+        string? secretId = appId is null || secret is null ? null : await apps.VerifyAsync(appId, secret, Context.RequestAborted);
+        if (secretId is null)
         {
             return AuthenticateResult.Fail("The app id or app secret is wrong.");
         }
 
         var identity = new ClaimsIdentity(
-            [new Claim(AuthSchemes.AppIdClaim, appId), new Claim(AuthSchemes.UserIdClaim, AuthSchemes.AppAsUser)], Scheme.Name);
+            [
+                new Claim(AuthSchemes.AppIdClaim, appId!), new Claim(AuthSchemes.UserIdClaim, AuthSchemes.AppAsUser),
+                new Claim(AuthSchemes.SecretIdClaim, secretId),
+            ], Scheme.Name);
         return AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), Scheme.Name));
     }
 

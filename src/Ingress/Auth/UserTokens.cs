@@ -40,8 +40,9 @@ public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock
     /// <summary>Claim set to true when the host allows only preset actions, no free-form prompts, for this user.</summary>
     public const string FreeformDisabledClaim = "freeform_disabled";
 
+    /// <param name="secretId">The app secret that asks for the token; revoking that secret ends the token too.</param>
     public (string Token, DateTimeOffset ExpiresAt) Issue(
-        string appId, string userId, TimeSpan lifetime, int? requestsPerMinute = null, long? monthlyTokens = null,
+        string appId, string userId, string secretId, TimeSpan lifetime, int? requestsPerMinute = null, long? monthlyTokens = null,
         UserTokenControls? controls = null)
     {
         var now = clock.GetUtcNow();
@@ -53,19 +54,20 @@ public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock
             IssuedAt = now.UtcDateTime,
             NotBefore = now.UtcDateTime,
             Expires = expires.UtcDateTime,
-            Claims = Claims(appId, userId, requestsPerMinute, monthlyTokens, controls),
+            Claims = Claims(appId, userId, secretId, requestsPerMinute, monthlyTokens, controls),
             SigningCredentials = new SigningCredentials(_signingKey, SecurityAlgorithms.HmacSha256),
         });
         return (token, expires);
     }
 
     private static Dictionary<string, object> Claims(
-        string appId, string userId, int? requestsPerMinute, long? monthlyTokens, UserTokenControls? controls)
+        string appId, string userId, string secretId, int? requestsPerMinute, long? monthlyTokens, UserTokenControls? controls)
     {
         var claims = new Dictionary<string, object>
         {
             [AuthSchemes.AppIdClaim] = appId,
             [AuthSchemes.UserIdClaim] = userId,
+            [AuthSchemes.SecretIdClaim] = secretId,
         };
         if (requestsPerMinute is { } rpm)
         {

@@ -199,7 +199,8 @@ public static class ApiEndpoints
                 "requestsPerMinute must be positive, monthlyTokenAllowance not negative and allowanceThresholdPercent 1 to 100.");
         }
 
-        var (token, expiresAt) = tokens.Issue(appId, userId, TimeSpan.FromSeconds(seconds), input.RequestsPerMinute, input.MonthlyTokenAllowance,
+        var (token, expiresAt) = tokens.Issue(appId, userId, http.User.FindFirstValue(AuthSchemes.SecretIdClaim)!, TimeSpan.FromSeconds(seconds),
+            input.RequestsPerMinute, input.MonthlyTokenAllowance,
             new UserTokenControls(input.AddonDisabled, input.FreeformDisabled, input.AllowanceThresholdPercent));
         return Results.Ok(new { token, expiresAt });
     }

@@ -63,14 +63,14 @@ public static class DemoHostEndpoints
         }
 
         // The same check the host API makes on the app's credentials, so a stale Demo:AppSecret shows up here.
-        if (!await apps.VerifyAsync(demoApp.AppId, demoApp.AppSecret, http.RequestAborted))
+        if (await apps.VerifyAsync(demoApp.AppId, demoApp.AppSecret, http.RequestAborted) is not { } secretId)
         {
             return ApiErrors.Result(StatusCodes.Status503ServiceUnavailable, Contracts.ErrorCodes.ServiceUnavailable,
                 "The demo host's app credentials (Demo:AppId, Demo:AppSecret) are not accepted. Restart run.sh to create a new demo app.");
         }
 
         var lifetime = TimeSpan.FromSeconds(options.DefaultTokenLifetimeSeconds);
-        var (token, expiresAt) = tokens.Issue(demoApp.AppId, userId, lifetime, monthlyTokens: input.MonthlyTokenAllowance,
+        var (token, expiresAt) = tokens.Issue(demoApp.AppId, userId, secretId, lifetime, monthlyTokens: input.MonthlyTokenAllowance,
             controls: new UserTokenControls(input.AddonDisabled, input.FreeformDisabled, input.AllowanceThresholdPercent));
         http.Response.Headers.CacheControl = "no-store";
         return Results.Ok(new { token, expiresAt, userId, appId = demoApp.AppId });

@@ -33,6 +33,13 @@ public sealed class PromptLimiter(
             return Reject(StatusCodes.Status403Forbidden, ErrorCodes.Forbidden, "The app of this token no longer exists.");
         }
 
+        // A hub connection proves its token once, when it opens; this catches a secret revoked since.
+        if (!app.HasActiveSecret(user.FindFirstValue(AuthSchemes.SecretIdClaim), clock.GetUtcNow().UtcDateTime))
+        {
+            return Reject(StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
+                "The app secret that issued this token was revoked. Fetch a new token from the host application.");
+        }
+
         if (!app.AddonActive)
         {
             return Reject(StatusCodes.Status403Forbidden, ErrorCodes.AddonInactive,
