@@ -97,6 +97,11 @@ public static class BusSetup
             // service that stores other people's keys sends nothing to third parties that its operator did not choose.
             bus.DisableUsageTelemetry();
             registerConsumers(bus);
+            // NOTE: MassTransit 8.5.12 (ReceiveTransport, RabbitMqHostConfiguration) restarts each receive endpoint after
+            // a lost connection on a schedule that no setting changes. Each attempt waits 1 s plus a delay that grows from
+            // about 6 s to 30 s over four failed attempts, with 25% jitter. A reconnect does not reset it, so consumers can
+            // resume up to about 40 s after the broker is back. Restarts of a local node that was down for about 8 s
+            // measured 0-14 s per endpoint.
             bus.UsingRabbitMq((context, rabbit) =>
             {
                 var options = context.GetRequiredService<IOptions<RabbitMqOptions>>().Value;
