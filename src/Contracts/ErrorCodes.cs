@@ -12,6 +12,7 @@ public static class ErrorCodes
     public const string Forbidden = "forbidden";
     public const string ModelNotAllowed = "model_not_allowed";
     public const string NotFound = "not_found";
+    public const string Conflict = "conflict";
     public const string MethodNotAllowed = "method_not_allowed";
     public const string AddonInactive = "addon_inactive";
     public const string AddonDisabledForUser = "addon_disabled_for_user";

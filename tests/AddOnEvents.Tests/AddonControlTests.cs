@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Webhooks;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.AspNetCore.Builder;
@@ -208,12 +209,14 @@ public sealed class AddonControlTests(SystemFixture system)
 
         foreach (string userId in new[] { "leaving user", "staying user" })
         {
-            string token = await IssueAsync(developer, app, new { userId });
+            // A per-minute limit makes the prompt leave a rate counter named by the user's pseudonym.
+            string token = await IssueAsync(developer, app, new { userId, requestsPerMinute = 100 });
             await using var client = await system.ConnectAsync(token);
             await client.WaitForResultAsync(await system.PostPromptAsync(token, "remember me " + userId), Patience);
         }
 
         var before = await UserDataWithUsageAsync(developer, app, "leaving user");
+        long rateCountersBefore = await CountRateCountersAsync(app, "leaving user");
         using var foreign = await otherDeveloper.GetAsync($"/api/apps/{app.AppId}/users/leaving%20user");
         using var foreignErase = await otherDeveloper.DeleteAsync($"/api/apps/{app.AppId}/users/leaving%20user");
         using var invalid = await developer.DeleteAsync($"/api/apps/{app.AppId}/users/%40leading-at");
@@ -221,8 +224,12 @@ public sealed class AddonControlTests(SystemFixture system)
         var deleted = (await erase.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("deleted");
         var after = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/users/leaving%20user");
         var staying = await UserDataWithUsageAsync(developer, app, "staying user");
+        long rateCountersAfter = await CountRateCountersAsync(app, "leaving user");
+        long stayingRateCounters = await CountRateCountersAsync(app, "staying user");
 
         Assert.Equal(JsonValueKind.Object, before.GetProperty("controls").ValueKind);
+        Assert.Equal(1, rateCountersBefore);
+        Assert.Single(before.GetProperty("rateCounters").EnumerateArray());
         Assert.Equal("Echo: remember me leaving user", Assert.Single(before.GetProperty("results").EnumerateArray()).GetProperty("text").GetString());
         Assert.Equal(HttpStatusCode.Forbidden, foreign.StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, foreignErase.StatusCode);
@@ -231,6 +238,10 @@ public sealed class AddonControlTests(SystemFixture system)
         Assert.True(deleted.GetProperty("controls").GetBoolean());
         Assert.Equal(1, deleted.GetProperty("usageCounters").GetInt64());
         Assert.Equal(1, deleted.GetProperty("results").GetInt64());
+        Assert.Equal(1, deleted.GetProperty("rateCounters").GetInt64());
+        Assert.Equal(0, rateCountersAfter);
+        Assert.Equal(1, stayingRateCounters);
+        Assert.Empty(after.GetProperty("rateCounters").EnumerateArray());
         Assert.Equal(JsonValueKind.Null, after.GetProperty("controls").ValueKind);
         Assert.Empty(after.GetProperty("usage").EnumerateArray());
         Assert.Empty(after.GetProperty("results").EnumerateArray());
@@ -273,6 +284,14 @@ public sealed class AddonControlTests(SystemFixture system)
 
             await Task.Delay(100);
         }
+    }
+
+    /// <summary>Counts the per-minute rate counter rows of one end user, read straight from the database.</summary>
+    private async Task<long> CountRateCountersAsync(TestApp app, string userId)
+    {
+        string pseudonym = system.ServicesOf(nameof(Ingress)).GetRequiredService<UserTokens>().Pseudonym(app.AppId, userId);
+        var counters = await system.ReadCollectionsAsync("rateCounters").WaitAsync(Patience);
+        return counters.Count(c => c["_id"].AsString.StartsWith($"user|{app.AppId}|{pseudonym}|", StringComparison.Ordinal));
     }
 
     private static async Task<string> IssueAsync(HttpClient host, TestApp app, object body)

@@ -10,6 +10,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.AspNetCore.SignalR.Client;
 using Microsoft.IdentityModel.Tokens;
 using MongoDB.Bson;
+using MongoDB.Driver;
 
 namespace AddOnEvents.Tests;
 
@@ -425,6 +426,59 @@ public sealed class TenancyTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task ConcurrentRotationsKeepEverySecret()
+    {
+        var app = await system.CreateAppAsync();
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        var rotations = await Task.WhenAll(Enumerable.Range(0, 6).Select(_ => RotateAsync(admin, app, graceSeconds: 600)));
+        var statuses = new List<HttpStatusCode>();
+        foreach (var (_, secret) in rotations.Where(r => r.Status == HttpStatusCode.OK))
+        {
+            using var developer = system.CreateClient(SystemFixture.Basic(app with { Secret = secret! }));
+            using var response = await developer.GetAsync($"/api/apps/{app.AppId}/usage");
+            statuses.Add(response.StatusCode);
+        }
+
+        Assert.All(rotations, r => Assert.Equal(HttpStatusCode.OK, r.Status));
+        Assert.All(statuses, s => Assert.Equal(HttpStatusCode.OK, s));
+    }
+
+    [Fact]
+    public async Task AppStoredWithoutVersionRotates()
+    {
+        var app = await system.CreateAppAsync();
+        var apps = system.Database.GetCollection<BsonDocument>("apps");
+        var stored = await apps.Find(new BsonDocument("_id", app.AppId)).SingleAsync().WaitAsync(Patience);
+        stored.Remove("version");
+        await apps.ReplaceOneAsync(new BsonDocument("_id", app.AppId), stored).WaitAsync(Patience);
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        var (status, secret) = await RotateAsync(admin, app, graceSeconds: 600);
+        using var newWorks = await system.CreateClient(SystemFixture.Basic(app with { Secret = secret ?? "" })).GetAsync($"/api/apps/{app.AppId}/usage");
+        using var oldWorks = await system.CreateClient(SystemFixture.Basic(app)).GetAsync($"/api/apps/{app.AppId}/usage");
+
+        Assert.False(stored.Contains("version"));
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal(HttpStatusCode.OK, newWorks.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, oldWorks.StatusCode);
+    }
+
+    [Fact]
+    public async Task RevokeWithSingleSecretConflicts()
+    {
+        var app = await system.CreateAppAsync();
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        using var revoked = await admin.DeleteAsync($"/api/admin/apps/{app.AppId}/secrets/previous");
+
+        Assert.Equal(HttpStatusCode.Conflict, revoked.StatusCode);
+        var body = await revoked.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal("conflict", body.GetProperty("code").GetString());
+        Assert.Contains("graceSeconds", body.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task RevokedSecretEndsItsTokens()
     {
         var app = await system.CreateAppAsync();
@@ -446,6 +500,16 @@ public sealed class TenancyTests(SystemFixture system)
         Assert.Equal("unauthorized", overOpenConnection.GetProperty("code").GetString());
         Assert.Equal(HttpStatusCode.Unauthorized, overHttp.StatusCode);
         Assert.Equal(HttpStatusCode.Accepted, withNewToken.StatusCode);
+    }
+
+    /// <summary>Rotates the app's secret and returns the status with the new secret, which is null unless the status is 200.</summary>
+    private static async Task<(HttpStatusCode Status, string? Secret)> RotateAsync(HttpClient admin, TestApp app, int graceSeconds)
+    {
+        using var response = await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds });
+        string? secret = response.StatusCode == HttpStatusCode.OK
+            ? (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appSecret").GetString()
+            : null;
+        return (response.StatusCode, secret);
     }
 
     private string ForgeToken(string appId, string kind)

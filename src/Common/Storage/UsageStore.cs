@@ -225,7 +225,18 @@ public sealed class RateCounterStore(IMongoDatabase database)
     public async Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
         (await _counters.DeleteManyAsync(u => u.ExpiresAt < now, cancellationToken)).DeletedCount;
 
+    /// <summary>Returns the per-minute counters still kept for one end user of an app, oldest first.</summary>
+    public Task<List<UsageCounter>> GetUserAsync(string appId, string pseudonym, CancellationToken cancellationToken) =>
+        _counters.Find(UserCounters(appId, pseudonym)).SortBy(c => c.Period).ToListAsync(cancellationToken);
+
+    public async Task<long> DeleteUserAsync(string appId, string pseudonym, CancellationToken cancellationToken) =>
+        (await _counters.DeleteManyAsync(UserCounters(appId, pseudonym), cancellationToken)).DeletedCount;
+
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) => ExpiryIndex.EnsureAsync(_counters, u => u.ExpiresAt, cancellationToken);
+
+    /// <summary>Matches one end user's counters by the scope the prompt limiter counts them under, "user|{appId}|{pseudonym}".</summary>
+    private static FilterDefinition<UsageCounter> UserCounters(string appId, string pseudonym) =>
+        IdRange.StartingWith<UsageCounter>(c => c.Id, $"user|{appId}|{pseudonym}|");
 }
 
 internal static class ExpiryIndex

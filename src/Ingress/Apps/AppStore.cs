@@ -16,6 +16,12 @@ public sealed class AppDocument
 
     public List<AppSecretHash> Secrets { get; set; } = [];
 
+    /// <summary>
+    /// Count of writes to <see cref="Secrets"/>. A write applies only if the version is still the one it read, so
+    /// two concurrent changes cannot both replace the list. Documents stored before this field existed read as 0.
+    /// </summary>
+    public long Version { get; set; }
+
     public AppLimits Limits { get; set; } = new();
 
     /// <summary>Off until the developer switches it on, which needs an active key; prompts are rejected while off.</summary>
@@ -78,6 +84,19 @@ public sealed class AppSecretHash
     public bool IsActive(DateTime now) => ExpiresAt is null || ExpiresAt > now;
 }
 
+/// <summary>Outcome of a change to an app's secrets.</summary>
+public enum SecretChange
+{
+    Done,
+    AppNotFound,
+
+    /// <summary>Revocation found no working secret besides the current one, so nothing was changed.</summary>
+    NoPreviousSecret,
+
+    /// <summary>Other changes to the app's secrets were written first on every attempt, so this one was not written.</summary>
+    Contended,
+}
+
 /// <summary>Creates apps and verifies app credentials.</summary>
 public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimeProvider clock)
 {
@@ -88,6 +107,10 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
     private const int Iterations = 600_000;
     private static readonly TimeSpan VerifiedCacheLifetime = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan AppCacheLifetime = TimeSpan.FromSeconds(5);
+
+    // Each failed attempt means another change to the secrets was written, so up to this many concurrent changes
+    // all get through.
+    private const int MaxSecretWriteAttempts = 10;
     private readonly IMongoCollection<AppDocument> _apps = database.GetCollection<AppDocument>("apps");
 
     public async Task<(string AppId, string Secret)> CreateAsync(string name, CancellationToken cancellationToken)
@@ -163,47 +186,92 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
     }
 
     /// <summary>
-    /// Adds a new secret and lets the current ones work for <paramref name="grace"/> more; returns the new secret,
-    /// or null when the app does not exist.
+    /// Adds a new secret and lets the current ones work for <paramref name="grace"/> more. Returns the new secret
+    /// when the result is <see cref="SecretChange.Done"/>, else null.
     /// </summary>
-    public async Task<string?> RotateSecretAsync(string appId, TimeSpan grace, CancellationToken cancellationToken)
+    public async Task<(SecretChange Result, string? Secret)> RotateSecretAsync(string appId, TimeSpan grace, CancellationToken cancellationToken)
     {
-        var app = await FindAsync(appId, cancellationToken);
-        if (app is null)
-        {
-            return null;
-        }
-
-        var now = clock.GetUtcNow().UtcDateTime;
+        // The slow hash runs once, before the first read, so the time between reading and writing the secrets stays short.
         string secret = NewSecret();
-        foreach (var old in app.Secrets.Where(s => s.IsActive(now + grace)))
+        var added = Hash(secret, clock.GetUtcNow().UtcDateTime);
+        var result = await UpdateSecretsAsync(appId, (secrets, now) =>
         {
-            old.ExpiresAt = now + grace;
-        }
+            foreach (var old in secrets.Where(s => s.IsActive(now + grace)))
+            {
+                old.ExpiresAt = now + grace;
+            }
 
-        app.Secrets.RemoveAll(s => s.ExpiresAt <= now);
-        app.Secrets.Add(Hash(secret, now));
-        await _apps.UpdateOneAsync(a => a.AppId == appId, Builders<AppDocument>.Update.Set(a => a.Secrets, app.Secrets),
-            cancellationToken: cancellationToken);
-        cache.Remove("app:" + appId);
-        return secret;
+            secrets.RemoveAll(s => s.ExpiresAt <= now);
+            added.CreatedAt = now;
+            secrets.Add(added);
+            return SecretChange.Done;
+        }, cancellationToken);
+        return (result, result == SecretChange.Done ? secret : null);
     }
 
-    /// <summary>Ends the grace period of every secret but the newest, at once.</summary>
-    public async Task<bool> RevokePreviousSecretsAsync(string appId, CancellationToken cancellationToken)
-    {
-        var app = await FindAsync(appId, cancellationToken);
-        if (app is null)
+    /// <summary>
+    /// Ends the grace period of every secret but the current one, at once. Returns
+    /// <see cref="SecretChange.NoPreviousSecret"/> without a change when no other secret still works.
+    /// </summary>
+    public Task<SecretChange> RevokePreviousSecretsAsync(string appId, CancellationToken cancellationToken) =>
+        UpdateSecretsAsync(appId, (secrets, now) =>
         {
-            return false;
+            // Rotation appends, so the last secret is the current one.
+            if (secrets.Count == 0 || !secrets.SkipLast(1).Any(s => s.IsActive(now)))
+            {
+                return SecretChange.NoPreviousSecret;
+            }
+
+            secrets.RemoveRange(0, secrets.Count - 1);
+            return SecretChange.Done;
+        }, cancellationToken);
+
+    /// <summary>
+    /// Reads the app's secrets, lets <paramref name="change"/> edit them and writes them back only if no other change
+    /// was written since the read. Otherwise it reads again and retries. Writes nothing when the change returns
+    /// anything but <see cref="SecretChange.Done"/>.
+    /// </summary>
+    private async Task<SecretChange> UpdateSecretsAsync(string appId, Func<List<AppSecretHash>, DateTime, SecretChange> change,
+        CancellationToken cancellationToken)
+    {
+        for (int attempt = 0; attempt < MaxSecretWriteAttempts; attempt++)
+        {
+            var app = await FindAsync(appId, cancellationToken);
+            if (app is null)
+            {
+                return SecretChange.AppNotFound;
+            }
+
+            var result = change(app.Secrets, clock.GetUtcNow().UtcDateTime);
+            if (result != SecretChange.Done)
+            {
+                return result;
+            }
+
+            var update = Builders<AppDocument>.Update.Set(a => a.Secrets, app.Secrets).Set(a => a.Version, app.Version + 1);
+            var written = await _apps.UpdateOneAsync(VersionFilter(appId, app.Version), update, cancellationToken: cancellationToken);
+            if (written.MatchedCount > 0)
+            {
+                cache.Remove("app:" + appId);
+                return SecretChange.Done;
+            }
         }
 
-        var newest = app.Secrets.MaxBy(s => s.CreatedAt);
-        app.Secrets.RemoveAll(s => !ReferenceEquals(s, newest));
-        await _apps.UpdateOneAsync(a => a.AppId == appId, Builders<AppDocument>.Update.Set(a => a.Secrets, app.Secrets),
-            cancellationToken: cancellationToken);
-        cache.Remove("app:" + appId);
-        return true;
+        return SecretChange.Contended;
+    }
+
+    /// <summary>Matches the app only while its version is still <paramref name="version"/>.</summary>
+    private static FilterDefinition<AppDocument> VersionFilter(string appId, long version)
+    {
+        var filter = Builders<AppDocument>.Filter;
+        var sameVersion = filter.Eq(a => a.Version, version);
+        if (version == 0)
+        {
+            // Documents stored before the version field existed have none, so they count as the first version.
+            sameVersion |= filter.Exists(a => a.Version, false);
+        }
+
+        return filter.Eq(a => a.AppId, appId) & sameVersion;
     }
 
     /// <summary>Returns the id of the app's secret that <paramref name="secret"/> is, or null when it is none of them.</summary>

@@ -145,6 +145,7 @@ public static class AddonEndpoints
             var controls = await stores.Controls.FindAsync(appId, pseudonym, cancellationToken);
             var months = await stores.Usage.GetUserMonthsAsync(appId, pseudonym, cancellationToken);
             var answers = await stores.Results.FindUserAsync(appId, pseudonym, cancellationToken);
+            var rateCounters = await stores.Rates.GetUserAsync(appId, pseudonym, cancellationToken);
             return Results.Ok(new
             {
                 appId,
@@ -160,12 +161,13 @@ public static class AddonEndpoints
                     requestId = r.RequestId, status = r.Status, text = r.Text, finishReason = r.FinishReason, code = r.Code, createdAt = r.CreatedAt,
                     deleteAfter = r.ExpiresAt,
                 }),
+                rateCounters = rateCounters.Select(c => new { minute = c.Period, requests = c.Requests, deleteAfter = c.ExpiresAt }),
             });
         });
 
     /// <summary>
-    /// Deletes everything stored about one end user of the app: controls, monthly counters and kept answers. The
-    /// app's own day and month totals keep the user's tokens, because they name no user.
+    /// Deletes everything stored about one end user of the app: controls, monthly counters, kept answers and
+    /// per-minute rate counters. The app's own day and month totals keep the user's tokens, because they name no user.
     /// </summary>
     private static Task<IResult> EraseUserAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores,
         ILogger<ApiLogCategory> logger) =>
@@ -174,8 +176,9 @@ public static class AddonEndpoints
             bool controls = await stores.Controls.DeleteAsync(appId, pseudonym, cancellationToken);
             long counters = await stores.Usage.DeleteUserAsync(appId, pseudonym, cancellationToken);
             long answers = await stores.Results.DeleteUserAsync(appId, pseudonym, cancellationToken);
+            long rateCounters = await stores.Rates.DeleteUserAsync(appId, pseudonym, cancellationToken);
             Log.UserErased(logger, appId, counters, answers);
-            return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = answers } });
+            return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = answers, rateCounters } });
         });
 
     /// <summary>Checks the caller and the user id in the path, then runs the action with the decoded user id and its pseudonym.</summary>
@@ -208,7 +211,8 @@ public static class AddonEndpoints
     }
 
     /// <summary>Token service that derives user pseudonyms, and the stores that contain data of one end user.</summary>
-    private readonly record struct UserDataStores(UserTokens Tokens, UserControlStore Controls, UsageStore Usage, PromptResultStore Results);
+    private readonly record struct UserDataStores(
+        UserTokens Tokens, UserControlStore Controls, UsageStore Usage, PromptResultStore Results, RateCounterStore Rates);
 
     /// <summary>Returns the end user's tokens this month and, when the host set an allowance, what is left of it.</summary>
     private static async Task<IResult> GetOwnUsageAsync(HttpContext http, UserTokens tokens, UsageStore usage, UserControlStore store, TimeProvider clock)

@@ -149,16 +149,27 @@ public static class ApiEndpoints
             return ApiErrors.BadRequest("graceSeconds must be between 0 and 2592000 (30 days).");
         }
 
-        string? secret = await apps.RotateSecretAsync(appId, TimeSpan.FromSeconds(grace), http.RequestAborted);
-        return secret is null
-            ? ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.")
-            : Results.Ok(new { appId, appSecret = secret, previousSecretsExpireInSeconds = grace });
+        var (result, secret) = await apps.RotateSecretAsync(appId, TimeSpan.FromSeconds(grace), http.RequestAborted);
+        return result == SecretChange.Done
+            ? Results.Ok(new { appId, appSecret = secret, previousSecretsExpireInSeconds = grace })
+            : SecretChangeError(appId, result);
     }
 
-    private static async Task<IResult> RevokePreviousSecretsAsync(string appId, HttpContext http, AppStore apps) =>
-        await apps.RevokePreviousSecretsAsync(appId, http.RequestAborted)
-            ? Results.NoContent()
-            : ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
+    private static async Task<IResult> RevokePreviousSecretsAsync(string appId, HttpContext http, AppStore apps)
+    {
+        var result = await apps.RevokePreviousSecretsAsync(appId, http.RequestAborted);
+        return result == SecretChange.Done ? Results.NoContent() : SecretChangeError(appId, result);
+    }
+
+    private static IResult SecretChangeError(string appId, SecretChange result) => result switch
+    {
+        SecretChange.AppNotFound => ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'."),
+        SecretChange.NoPreviousSecret => ApiErrors.Result(StatusCodes.Status409Conflict, ErrorCodes.Conflict,
+            $"App '{appId}' has no previous secret to revoke, so its current secret still works. To replace the current secret, "
+            + $"rotate it: POST /api/admin/apps/{appId}/secrets with graceSeconds 0 makes the old secret stop working at once."),
+        _ => ApiErrors.Result(StatusCodes.Status409Conflict, ErrorCodes.Conflict,
+            $"The secrets of app '{appId}' were changed by other requests at the same time, so this change was not made. Send the request again."),
+    };
 
     /// <summary>Checks a host's user id and returns what is wrong with it, or null.</summary>
     public static string? UserIdProblem(string userId) =>
