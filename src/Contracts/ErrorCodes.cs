@@ -19,6 +19,7 @@ public static class ErrorCodes
     public const string FreeformDisabled = "freeform_disabled";
     public const string KeyNotActive = "key_not_active";
     public const string RateLimited = "rate_limited";
+    public const string TooManyConnections = "too_many_connections";
     public const string QuotaExceeded = "quota_exceeded";
     public const string NoKeyConfigured = "no_key_configured";
     public const string KeyInvalid = "key_invalid";

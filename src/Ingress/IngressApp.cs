@@ -34,9 +34,18 @@ public static class IngressApp
     public static WebApplication Build(string[] args, Action<WebApplicationBuilder>? configure = null)
     {
         var builder = WebApplication.CreateBuilder(args);
-        // Request logs at Information include query strings, and SignalR puts the user's token there.
-        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.Warning);
+        // Request logs at Information include query strings, and SignalR puts the user's token there. The request
+        // scope of this category holds the path, which names host user ids, and a sink that writes scopes copies it
+        // into every line of the request. Its other lines report start-up failures, which also end the process with
+        // the exception on standard error.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Logging.AddFilter("Microsoft.AspNetCore.Http.Connections", LogLevel.Information);
+
+        // These floors hold even when an operator turns every log up to Trace: SignalR's Debug lines print each hub
+        // call with its arguments (the prompt text), and routing's quote request paths that carry host user ids.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.SignalR", LogLevel.Information);
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Routing", LogLevel.Information);
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Server.Kestrel.BadRequests", LogLevel.Information);
 
         // Every malformed or foreign bearer (an app credential on /v1 is one) logs a stack trace at Information.
         builder.Logging.AddFilter("Microsoft.AspNetCore.Authentication.JwtBearer", LogLevel.Warning);

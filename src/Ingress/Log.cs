@@ -15,6 +15,10 @@ internal static partial class Log
     [LoggerMessage(EventId = 1013, Level = LogLevel.Information, Message = "Rejected a hub request from a page of an origin that is not allowed")]
     public static partial void HubOriginRejected(ILogger logger);
 
+    [LoggerMessage(EventId = 1014, Level = LogLevel.Information,
+        Message = "Closed a new hub connection of app {AppId}: its user already has {Limit} connections open here")]
+    public static partial void TooManyConnections(ILogger logger, string appId, int limit);
+
     [LoggerMessage(EventId = 1012, Level = LogLevel.Warning,
         Message = "Gave up pushing {Method} after {Seconds} s because a connection of its user does not read; closed {Connections} connections of the user")]
     public static partial void PushTimedOut(ILogger logger, string method, double seconds, int connections);

@@ -1,3 +1,5 @@
+using System.Net;
+using System.Text.Json;
 using AddOnEvents.PromptWorker.Prompts;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.AspNetCore.SignalR.Client;
@@ -50,6 +52,32 @@ public sealed class QueuedCancelTests(QueuedCancelFixture system) : IClassFixtur
         Assert.Equal("cancelled", result.Code);
         Assert.Equal("The answer was stopped.", result.Message);
         Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == queued);
+    }
+
+    [Fact]
+    public async Task CancelFloodIsLimitedPerUser()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-cancel-flood-" + Guid.NewGuid().ToString("N"));
+        string floodToken = await system.IssueUserTokenAsync(app, "flooder");
+        await using var flooder = await system.ConnectAsync(floodToken);
+        await using var victim = await system.ConnectAsync(await system.IssueUserTokenAsync(app, "victim"));
+
+        var answers = new List<JsonElement>();
+        for (int i = 0; i < 40; i++)
+        {
+            answers.Add(await flooder.Connection.InvokeAsync<JsonElement>("CancelPrompt", Guid.NewGuid()).WaitAsync(Patience));
+        }
+
+        using var overHttp = await system.CreateClient(SystemFixture.Bearer(floodToken)).PostAsync($"/api/prompts/{Guid.NewGuid()}/cancel", null);
+        var victimsOwn = Guid.NewGuid();
+        var victimAnswer = await victim.Connection.InvokeAsync<JsonElement>("CancelPrompt", victimsOwn).WaitAsync(Patience);
+
+        Assert.Equal(30, answers.Count(a => a.GetProperty("requestId").ValueKind == JsonValueKind.String));
+        Assert.Equal(10, answers.Count(a => a.GetProperty("code").GetString() == "rate_limited"));
+        Assert.Equal(HttpStatusCode.TooManyRequests, overHttp.StatusCode);
+        Assert.NotNull(overHttp.Headers.RetryAfter);
+        Assert.Equal(victimsOwn, victimAnswer.GetProperty("requestId").GetGuid());
     }
 
     [Fact]

@@ -352,6 +352,97 @@ public sealed class TenancyTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task NoisyUserLeavesAppBudgetToOthers()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-noisy-" + Guid.NewGuid().ToString("N"));
+        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
+        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { requestsPerMinute = 5, userRequestsPerMinute = 2 }))
+        {
+            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        }
+
+        using var noisy = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "noisy")));
+        using var quiet = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "quiet")));
+        while (DateTime.UtcNow.Second > 50)
+        {
+            await Task.Delay(500);
+        }
+
+        var noisyStatuses = new List<HttpStatusCode>();
+        for (int i = 0; i < 8; i++)
+        {
+            using var response = await noisy.PostAsJsonAsync("/api/prompts", new { prompt = "again " + i });
+            noisyStatuses.Add(response.StatusCode);
+        }
+
+        using var quietResponse = await quiet.PostAsJsonAsync("/api/prompts", new { prompt = "my first this minute" });
+
+        Assert.Equal(2, noisyStatuses.Count(s => s == HttpStatusCode.Accepted));
+        Assert.Equal(HttpStatusCode.Accepted, quietResponse.StatusCode);
+    }
+
+    [Fact]
+    public async Task TraceLogsHoldNoPromptOrUserId()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-private-" + Guid.NewGuid().ToString("N"));
+        string userId = "private-person-" + Guid.NewGuid().ToString("N");
+        string prompt = "my private question " + Guid.NewGuid().ToString("N");
+        await using var client = await system.ConnectAsync(await system.IssueUserTokenAsync(app, userId));
+
+        var submitted = await client.Connection.InvokeAsync<JsonElement>("SubmitPrompt", new { prompt }).WaitAsync(Patience);
+        await client.WaitForResultAsync(submitted.GetProperty("requestId").GetGuid(), Patience);
+        using var host = system.CreateClient(SystemFixture.Basic(app));
+        using var export = await host.GetAsync($"/api/apps/{app.AppId}/users/{userId}");
+
+        Assert.Equal(HttpStatusCode.OK, export.StatusCode);
+        Assert.DoesNotContain(system.Logs.Entries, entry => entry.Contains(prompt, StringComparison.Ordinal));
+        Assert.DoesNotContain(system.Logs.Entries, entry => entry.Contains(userId, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task ConnectionsPerUserAreCapped()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "many-tabs");
+        var open = new List<AddOnClient>();
+        try
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                open.Add(await system.ConnectAsync(token));
+            }
+
+            await using var extra = AddOnClient.Create(system.IngressUrl, token);
+            var rejected = new TaskCompletionSource<JsonElement>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var closed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            extra.Connection.On<JsonElement>("ConnectionRejected", payload => rejected.TrySetResult(payload.Clone()));
+            extra.Connection.Closed += _ =>
+            {
+                closed.TrySetResult();
+                return Task.CompletedTask;
+            };
+            await extra.Connection.StartAsync().WaitAsync(Patience);
+            var reason = await rejected.Task.WaitAsync(Patience);
+            await closed.Task.WaitAsync(Patience);
+            await using var otherUser = await system.ConnectAsync(await system.IssueUserTokenAsync(app, "one-tab"));
+
+            Assert.Equal("too_many_connections", reason.GetProperty("code").GetString());
+            Assert.Equal(HubConnectionState.Disconnected, extra.Connection.State);
+            Assert.All(open, client => Assert.Equal(HubConnectionState.Connected, client.Connection.State));
+            Assert.Equal(HubConnectionState.Connected, otherUser.Connection.State);
+        }
+        finally
+        {
+            foreach (var client in open)
+            {
+                await client.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
     public async Task DisallowedModelIsRejected()
     {
         var app = await system.CreateAppAsync();

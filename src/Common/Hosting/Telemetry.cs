@@ -66,7 +66,11 @@ public static class Telemetry
             .ConfigureResource(resource => resource.AddService(serviceName, serviceNamespace: "addonevents"))
             .WithTracing(tracing => tracing
                 .AddSource(Name, MassTransitName)
-                .AddAspNetCoreInstrumentation(aspNet => aspNet.Filter = context => !IsOperatorPath(context.Request.Path))
+                .AddAspNetCoreInstrumentation(aspNet =>
+                {
+                    aspNet.Filter = context => !IsOperatorPath(context.Request.Path);
+                    aspNet.EnrichWithHttpResponse = WithoutUserIdInPath;
+                })
                 .AddHttpClientInstrumentation())
             .WithMetrics(metrics => metrics
                 .AddMeter(Name, MassTransitName)
@@ -146,6 +150,19 @@ public static class Telemetry
     }
 
     /// <summary>Probes and scrapes arrive every few seconds and would bury the traces of real requests.</summary>
+    /// <summary>
+    /// Replaces the span's path with the route template when the route names a host user id, because host user ids
+    /// may be email addresses and spans must not carry them.
+    /// </summary>
+    private static void WithoutUserIdInPath(Activity activity, HttpResponse response)
+    {
+        if (response.HttpContext.GetEndpoint() is RouteEndpoint { RoutePattern.RawText: { } template }
+            && template.Contains("{userId}", StringComparison.Ordinal))
+        {
+            activity.SetTag("url.path", template);
+        }
+    }
+
     private static bool IsOperatorPath(PathString path) =>
         path.StartsWithSegments("/health", StringComparison.OrdinalIgnoreCase)
         || path.StartsWithSegments(MetricsPath, StringComparison.OrdinalIgnoreCase);

@@ -234,9 +234,11 @@ public sealed class RateCounterStore(IMongoDatabase database)
 
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) => ExpiryIndex.EnsureAsync(_counters, u => u.ExpiresAt, cancellationToken);
 
-    /// <summary>Matches one end user's counters by the scope the prompt limiter counts them under, "user|{appId}|{pseudonym}".</summary>
+    /// <summary>Returns the scope under which one end user's requests are counted.</summary>
+    public static string UserScope(string appId, string pseudonym) => $"user|{appId}|{pseudonym}";
+
     private static FilterDefinition<UsageCounter> UserCounters(string appId, string pseudonym) =>
-        IdRange.StartingWith<UsageCounter>(c => c.Id, $"user|{appId}|{pseudonym}|");
+        IdRange.StartingWith<UsageCounter>(c => c.Id, UserScope(appId, pseudonym) + "|");
 }
 
 internal static class ExpiryIndex

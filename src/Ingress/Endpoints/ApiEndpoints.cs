@@ -272,7 +272,12 @@ public static class ApiEndpoints
 
     private static async Task<IResult> CancelPromptAsync(Guid requestId, HttpContext http, PromptCanceller canceller)
     {
-        await canceller.CancelAsync(http.User, requestId, http.RequestAborted);
+        if (await canceller.CancelAsync(http.User, requestId, http.RequestAborted) is { } retryAfter)
+        {
+            return Rejected(http, Submission.Rejected(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited,
+                PromptCanceller.TooManyCancels, retryAfter));
+        }
+
         return Results.Accepted();
     }
 

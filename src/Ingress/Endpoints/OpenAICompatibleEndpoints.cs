@@ -173,7 +173,7 @@ public static class OpenAICompatibleEndpoints
             catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
             {
                 // The client went away: stop the upstream request instead of paying for an answer nobody reads.
-                await canceller.CancelAsync(http.User, requestId!.Value, CancellationToken.None);
+                await canceller.CancelAbandonedAsync(http.User, requestId!.Value, CancellationToken.None);
             }
             catch (OperationCanceledException) when (!http.Response.HasStarted)
             {

@@ -1,8 +1,12 @@
+using System.Globalization;
+using System.Security.Claims;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Options;
 using AddOnEvents.Ingress.Prompts;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.SignalR;
+using Microsoft.Extensions.Options;
 
 namespace AddOnEvents.Ingress.Hubs;
 
@@ -28,14 +32,29 @@ public sealed record FailurePayload(Guid RequestId, string Code, string Message,
 /// connection id still receives answers to prompts it sent before the drop.
 /// </summary>
 [Authorize(AuthenticationSchemes = AuthSchemes.UserToken)]
-public sealed class AddOnHub(PromptSubmitter submitter, PromptCanceller canceller, UserConnections connections) : Hub
+public sealed class AddOnHub(
+    PromptSubmitter submitter, PromptCanceller canceller, UserConnections connections, IOptions<PromptOptions> options, ILogger<AddOnHub> logger)
+    : Hub
 {
     public const string Path = "/hubs/addon";
 
-    public override Task OnConnectedAsync()
+    /// <summary>Client method that receives the reason a connection is closed right after it opens.</summary>
+    public const string ConnectionRejected = "ConnectionRejected";
+
+    public override async Task OnConnectedAsync()
     {
-        connections.Add(Context);
-        return base.OnConnectedAsync();
+        int limit = options.Value.MaxConnectionsPerUser;
+        if (!connections.TryAdd(Context, limit))
+        {
+            string appId = Context.User?.FindFirstValue(AuthSchemes.AppIdClaim) ?? "";
+            Log.TooManyConnections(logger, appId, limit);
+            await Clients.Caller.SendAsync(ConnectionRejected, new SubmitResult(null, ErrorCodes.TooManyConnections, string.Create(
+                CultureInfo.InvariantCulture, $"You have {limit} connections open already. Close another tab or window of the add-on and reconnect.")));
+            Context.Abort();
+            return;
+        }
+
+        await base.OnConnectedAsync();
     }
 
     public override Task OnDisconnectedAsync(Exception? exception)
@@ -72,6 +91,12 @@ public sealed class AddOnHub(PromptSubmitter submitter, PromptCanceller cancelle
             : new SubmitResult(submission.RequestId);
     }
 
-    /// <summary>Stops a running answer of this user; the answer then ends with PromptFailed and code "cancelled".</summary>
-    public Task CancelPrompt(Guid requestId) => canceller.CancelAsync(Context.User!, requestId, Context.ConnectionAborted);
+    /// <summary>
+    /// Stops a running request of this user, which then ends with PromptFailed and code "cancelled". Returns the
+    /// request id, or the code, message and retry time when the user sent too many cancels.
+    /// </summary>
+    public async Task<SubmitResult> CancelPrompt(Guid requestId) =>
+        await canceller.CancelAsync(Context.User!, requestId, Context.ConnectionAborted) is { } retryAfter
+            ? new SubmitResult(null, ErrorCodes.RateLimited, PromptCanceller.TooManyCancels, retryAfter)
+            : new SubmitResult(requestId);
 }

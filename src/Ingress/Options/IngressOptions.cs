@@ -28,6 +28,14 @@ public sealed class PromptOptions
     /// <summary>How long a request waits for the broker to confirm a publish before it answers 503.</summary>
     [Range(1, 120)]
     public int PublishTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>Cancels one end user may send per minute; more get 429 rate_limited.</summary>
+    [Range(1, 10_000)]
+    public int CancelsPerMinute { get; set; } = 30;
+
+    /// <summary>Hub connections one end user may hold on one Ingress instance; a further one is closed.</summary>
+    [Range(1, 10_000)]
+    public int MaxConnectionsPerUser { get; set; } = 20;
 }
 
 /// <summary>Credentials of the operator and the key that signs end-user tokens.</summary>

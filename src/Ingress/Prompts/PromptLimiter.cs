@@ -33,7 +33,7 @@ public sealed class PromptLimiter(
             return Reject(StatusCodes.Status403Forbidden, ErrorCodes.Forbidden, "The app of this token no longer exists.");
         }
 
-        // A hub connection proves its token once, when it opens; this catches a secret revoked since.
+        // A hub connection proves its token only when it opens, so this check catches a secret revoked since then.
         if (!app.HasActiveSecret(user.FindFirstValue(AuthSchemes.SecretIdClaim), clock.GetUtcNow().UtcDateTime))
         {
             return Reject(StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
@@ -73,20 +73,6 @@ public sealed class PromptLimiter(
         }
 
         var now = clock.GetUtcNow().UtcDateTime;
-        int secondsToNextMinute = 60 - now.Second;
-        if (limits.RequestsPerMinute is { } appRpm && await rates.HitAsync("app|" + appId, now, cancellationToken) > appRpm)
-        {
-            return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited,
-                "This app sent too many prompts this minute. Try again shortly.", secondsToNextMinute);
-        }
-
-        int? userRpm = Min(ClaimInt(user, UserTokens.UserRequestsPerMinuteClaim), limits.UserRequestsPerMinute);
-        if (userRpm is { } rpm && await rates.HitAsync("user|" + appId + "|" + pseudonym, now, cancellationToken) > rpm)
-        {
-            return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited,
-                "You sent too many prompts this minute. Try again shortly.", secondsToNextMinute);
-        }
-
         if (limits.TokensPerDay is not null || limits.TokensPerMonth is not null)
         {
             var (day, month) = await usage.GetAppUsageAsync(appId, now, cancellationToken);
@@ -109,6 +95,22 @@ public sealed class PromptLimiter(
         {
             return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
                 "You used your token allowance for this month.", SecondsToNextMonth(now));
+        }
+
+        // The rate counters come last and the user's before the app's, so that a prompt rejected for another
+        // reason uses no budget, and one user's rejected bursts do not use up the budget of the whole app.
+        int secondsToNextMinute = 60 - now.Second;
+        int? userRpm = Min(ClaimInt(user, UserTokens.UserRequestsPerMinuteClaim), limits.UserRequestsPerMinute);
+        if (userRpm is { } rpm && await rates.HitAsync(RateCounterStore.UserScope(appId, pseudonym), now, cancellationToken) > rpm)
+        {
+            return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited,
+                "You sent too many prompts this minute. Try again shortly.", secondsToNextMinute);
+        }
+
+        if (limits.RequestsPerMinute is { } appRpm && await rates.HitAsync("app|" + appId, now, cancellationToken) > appRpm)
+        {
+            return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited,
+                "This app sent too many prompts this minute. Try again shortly.", secondsToNextMinute);
         }
 
         int maxOutputTokens = requestedOutputTokens ?? Math.Min(options.Value.DefaultMaxOutputTokens, appCap);
