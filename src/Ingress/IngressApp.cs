@@ -64,7 +64,13 @@ public static class IngressApp
         services.AddOptions<KestrelServerOptions>().Configure<IOptions<PromptOptions>>((kestrel, prompts) =>
             kestrel.Limits.MaxRequestBodySize = Math.Max(64 * 1024, (long)prompts.Value.MaxPromptCharacters * 6 + 16 * 1024));
         services.AddOptions<AuthOptions>().Bind(configuration.GetSection(AuthOptions.SectionName)).ValidateDataAnnotations()
-            .Validate(o => TrySigningKey(o), "Auth:TokenSigningKey is invalid: it must be base64 of at least 32 bytes (openssl rand -base64 48).")
+            .Validate(o => IsValidKey(() => o.SigningKeyBytes()),
+                "Auth:TokenSigningKey is invalid: it must be base64 of at least 32 bytes (openssl rand -base64 48).")
+            .Validate(o => IsValidKey(() => o.UserIdKeyBytes()),
+                "Auth:UserIdKey is invalid: it must be base64 of at least 32 bytes (openssl rand -base64 48), "
+                + "or unset to derive user pseudonyms from Auth:TokenSigningKey.")
+            .Validate(o => IsValidKey(() => o.PreviousSigningKeyBytes()),
+                "Auth:PreviousTokenSigningKeys has an invalid entry: each must be base64 of at least 32 bytes, as Auth:TokenSigningKey was.")
             .ValidateOnStart();
         services.AddMongoStorage(configuration);
         services.AddSealingKey(configuration, privateKey: false);
@@ -137,7 +143,7 @@ public static class IngressApp
             {
                 ValidIssuer = UserTokens.Issuer,
                 ValidAudience = UserTokens.Audience,
-                IssuerSigningKey = tokens.SigningKey,
+                IssuerSigningKeys = tokens.ValidationKeys,
                 ValidAlgorithms = [SecurityAlgorithms.HmacSha256],
                 RequireExpirationTime = true,
                 ClockSkew = TimeSpan.FromSeconds(30),
@@ -247,11 +253,13 @@ public static class IngressApp
             });
     }
 
-    private static bool TrySigningKey(AuthOptions options)
+    /// <summary>Returns false when decoding a configured key throws because its value is malformed or too short.</summary>
+    private static bool IsValidKey(Func<object> decode)
     {
         try
         {
-            return options.SigningKeyBytes().Length >= 32;
+            decode();
+            return true;
         }
         catch (InvalidOperationException)
         {

@@ -19,11 +19,19 @@ public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock
     public const string Audience = "addonevents-addon";
 
     private readonly SymmetricSecurityKey _signingKey = new(options.Value.SigningKeyBytes());
-    private readonly byte[] _pseudonymKey = HKDF.DeriveKey(HashAlgorithmName.SHA256, options.Value.SigningKeyBytes(), 32,
+    private readonly SymmetricSecurityKey[] _previousSigningKeys =
+        [.. options.Value.PreviousSigningKeyBytes().Select(key => new SymmetricSecurityKey(key))];
+
+    // Derived from Auth:UserIdKey, not from the signing key, so that rotating the signing key keeps every pseudonym
+    // and with it the per-user data stored under it.
+    private readonly byte[] _pseudonymKey = HKDF.DeriveKey(HashAlgorithmName.SHA256, options.Value.UserIdKeyBytes(), 32,
         info: "addonevents user pseudonym v1"u8.ToArray());
     private readonly JsonWebTokenHandler _handler = new();
 
     public SecurityKey SigningKey => _signingKey;
+
+    /// <summary>Keys that validate end-user tokens: the current signing key first, then Auth:PreviousTokenSigningKeys.</summary>
+    public IReadOnlyList<SecurityKey> ValidationKeys => [_signingKey, .. _previousSigningKeys];
 
     /// <summary>Claim with the end user's own requests-per-minute limit, set by the host.</summary>
     public const string UserRequestsPerMinuteClaim = "user_rpm";

@@ -38,7 +38,7 @@ public sealed class PromptOptions
     public int MaxConnectionsPerUser { get; set; } = 20;
 }
 
-/// <summary>Credentials of the operator and the key that signs end-user tokens.</summary>
+/// <summary>Credentials of the operator, the keys of end-user tokens, and the key behind user pseudonyms.</summary>
 public sealed class AuthOptions
 {
     public const string SectionName = "Auth";
@@ -50,17 +50,44 @@ public sealed class AuthOptions
     [Required(ErrorMessage = "Auth:TokenSigningKey is missing: set it to base64 of at least 32 random bytes (openssl rand -base64 48).")]
     public string TokenSigningKey { get; set; } = "";
 
+    /// <summary>
+    /// Former signing keys, base64 like <see cref="TokenSigningKey"/>, whose tokens are still accepted but which never
+    /// sign new ones, so that a rotation need not end every open session at once.
+    /// </summary>
+    public List<string> PreviousTokenSigningKeys { get; set; } = [];
+
+    /// <summary>
+    /// Base64 key from which the user pseudonyms and the sealed user references derive. Unset or empty means
+    /// <see cref="TokenSigningKey"/>, as before this setting existed, so that rotating the signing key after setting
+    /// this to its old value keeps every user's stored controls, usage and prompt results.
+    /// </summary>
+    public string? UserIdKey { get; set; }
+
     [Range(30, 86_400)]
     public int DefaultTokenLifetimeSeconds { get; set; } = 600;
 
     [Range(30, 86_400)]
     public int MaxTokenLifetimeSeconds { get; set; } = 3600;
 
-    public byte[] SigningKeyBytes()
+    public byte[] SigningKeyBytes() => DecodeKey(TokenSigningKey, "Auth:TokenSigningKey");
+
+    /// <summary>Returns the keys of <see cref="PreviousTokenSigningKeys"/>, skipping empty entries.</summary>
+    public List<byte[]> PreviousSigningKeyBytes() =>
+        PreviousTokenSigningKeys
+            .Select((key, index) => (key, index))
+            .Where(entry => !string.IsNullOrWhiteSpace(entry.key))
+            .Select(entry => DecodeKey(entry.key, $"Auth:PreviousTokenSigningKeys:{entry.index}"))
+            .ToList();
+
+    /// <summary>Returns the key behind user pseudonyms: <see cref="UserIdKey"/> when set, else the signing key.</summary>
+    public byte[] UserIdKeyBytes() =>
+        string.IsNullOrWhiteSpace(UserIdKey) ? SigningKeyBytes() : DecodeKey(UserIdKey, "Auth:UserIdKey");
+
+    private static byte[] DecodeKey(string value, string setting)
     {
         byte[] buffer = new byte[512];
-        return Convert.TryFromBase64String(TokenSigningKey.Trim(), buffer, out int written) && written >= 32
+        return Convert.TryFromBase64String(value.Trim(), buffer, out int written) && written >= 32
             ? buffer[..written]
-            : throw new InvalidOperationException("Auth:TokenSigningKey is invalid: it must be base64 of at least 32 bytes.");
+            : throw new InvalidOperationException($"{setting} is invalid: it must be base64 of at least 32 bytes.");
     }
 }

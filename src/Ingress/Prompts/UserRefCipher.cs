@@ -6,13 +6,13 @@ using Microsoft.Extensions.Options;
 namespace AddOnEvents.Ingress.Prompts;
 
 /// <summary>
-/// Encrypts the host's user id for the round trip through the bus (AES-256-GCM under a key derived from the token
-/// signing key), so workers and queue readers see only a pseudonym while Ingress can still name the user to the
-/// host's webhook.
+/// Encrypts the host's user id for the round trip through the bus, so workers and queue readers see only a pseudonym
+/// while Ingress can still name the user to the host's webhook. The AES-256-GCM key derives from Auth:UserIdKey
+/// (by default the token signing key), so references in flight stay readable across a signing key rotation.
 /// </summary>
 public sealed class UserRefCipher(IOptions<AuthOptions> options)
 {
-    private readonly byte[] _key = HKDF.DeriveKey(HashAlgorithmName.SHA256, options.Value.SigningKeyBytes(), 32,
+    private readonly byte[] _key = HKDF.DeriveKey(HashAlgorithmName.SHA256, options.Value.UserIdKeyBytes(), 32,
         info: "addonevents user reference v1"u8.ToArray());
 
     public byte[] Seal(string appId, string userId)

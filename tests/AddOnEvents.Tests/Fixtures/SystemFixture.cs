@@ -73,8 +73,11 @@ public class SystemFixture : IAsyncLifetime
         await Upstream.DisposeAsync();
     }
 
-    /// <summary>Builds and starts one service by project name; returns its HTTP address.</summary>
-    public async Task<string> StartServiceAsync(string name)
+    /// <summary>
+    /// Builds and starts one service by project name; returns its HTTP address. An extra Ingress instance (a name such
+    /// as Ingress2) takes <paramref name="overrides"/> over the suite's settings; the other services ignore them.
+    /// </summary>
+    public async Task<string> StartServiceAsync(string name, IReadOnlyDictionary<string, string?>? overrides = null)
     {
         var app = name switch
         {
@@ -85,8 +88,11 @@ public class SystemFixture : IAsyncLifetime
                 Configure(b, IngressSettings());
                 ServePages(b);
             }),
-            _ when name.StartsWith(nameof(Ingress), StringComparison.Ordinal) => IngressApp.Build([], b => Configure(
-                b, new Dictionary<string, string?>(IngressSettings()) { ["Ingress:InstanceId"] = name.ToLowerInvariant() })),
+            _ when name.StartsWith(nameof(Ingress), StringComparison.Ordinal) => IngressApp.Build([], b =>
+            {
+                Configure(b, new Dictionary<string, string?>(IngressSettings()) { ["Ingress:InstanceId"] = name.ToLowerInvariant() });
+                b.Configuration.AddInMemoryCollection(overrides ?? new Dictionary<string, string?>());
+            }),
             _ when name.StartsWith(nameof(PromptWorker), StringComparison.Ordinal) =>
                 PromptWorkerApp.Build([], b => Configure(b, PromptWorkerSettings())),
             _ => throw new ArgumentException($"No service named {name}.", nameof(name)),
