@@ -64,6 +64,7 @@ rabbitmq_password=$(openssl rand -hex 24)
 mongo_password=$(openssl rand -hex 24)
 admin_token=$(openssl rand -hex 32)
 token_signing_key=$(openssl rand -base64 32)
+user_id_key=$(openssl rand -base64 32)
 master_key=$(openssl rand -base64 32)
 fingerprint_key=$(openssl rand -base64 32)
 
@@ -86,6 +87,7 @@ generated_value() {
         FINGERPRINT_KEY) printf '%s' "$fingerprint_key" ;;
         ADMIN_TOKEN) printf '%s' "$admin_token" ;;
         TOKEN_SIGNING_KEY) printf '%s' "$token_signing_key" ;;
+        USER_ID_KEY) printf '%s' "$user_id_key" ;;
         *) return 1 ;;
     esac
 }
@@ -105,10 +107,10 @@ while IFS= read -r line || [[ -n "$line" ]]; do
     content+="$line"$'\n'
 done < "$template"
 
-# generated_value handles eight names. Any other count means that the template
+# generated_value handles nine names. Any other count means that the template
 # and this script disagree, so the file would fail compose's checks.
-if ((filled_count != 8)); then
-    echo "error: filled $filled_count empty values in $template, expected 8." >&2
+if ((filled_count != 9)); then
+    echo "error: filled $filled_count empty values in $template, expected 9." >&2
     exit 1
 fi
 

@@ -372,7 +372,7 @@ infra_secrets() {
     local file=$dir/secrets.env
     mkdir -p "$dir" || return 1
 
-    local pem private_key public_key master_key fingerprint_key admin_token signing_key
+    local pem private_key public_key master_key fingerprint_key admin_token signing_key user_id_key
     pem=$(openssl ecparam -name prime256v1 -genkey -noout) || return 1
     private_key=$(printf '%s\n' "$pem" | openssl pkcs8 -topk8 -nocrypt -outform DER | base64 -w0)
     public_key=$(printf '%s\n' "$pem" | openssl pkey -pubout -outform DER | base64 -w0)
@@ -380,8 +380,9 @@ infra_secrets() {
     fingerprint_key=$(openssl rand -base64 32)
     admin_token=$(openssl rand -hex 32)
     signing_key=$(openssl rand -base64 48 | tr -d '\n')
+    user_id_key=$(openssl rand -base64 48 | tr -d '\n')
     local value
-    for value in "$private_key" "$public_key" "$master_key" "$fingerprint_key" "$admin_token" "$signing_key"; do
+    for value in "$private_key" "$public_key" "$master_key" "$fingerprint_key" "$admin_token" "$signing_key" "$user_id_key"; do
         if [[ -z $value ]]; then
             infra_error "openssl failed to generate a secret for the local run"
             return 1
@@ -400,6 +401,7 @@ infra_secrets() {
             echo "export Fingerprint__Key=$fingerprint_key"
             echo "export Auth__AdminToken=$admin_token"
             echo "export Auth__TokenSigningKey=$signing_key"
+            echo "export Auth__UserIdKey=$user_id_key"
         } >"$file"
     ) || return 1
     chmod 600 "$file"
@@ -414,9 +416,9 @@ infra_service_unset_args() {
     local names=()
     case $1 in
         Ingress) names=(Sealing__PrivateKey MasterKeys__CurrentKeyId MasterKeys__Keys__mk1 Fingerprint__Key) ;;
-        KeyWorker) names=(Sealing__PublicKey Auth__AdminToken Auth__TokenSigningKey) ;;
+        KeyWorker) names=(Sealing__PublicKey Auth__AdminToken Auth__TokenSigningKey Auth__UserIdKey) ;;
         PromptWorker) names=(Sealing__KeyId Sealing__PrivateKey Sealing__PublicKey Fingerprint__Key
-            Auth__AdminToken Auth__TokenSigningKey) ;;
+            Auth__AdminToken Auth__TokenSigningKey Auth__UserIdKey) ;;
     esac
     local name
     for name in "${names[@]}"; do
