@@ -79,6 +79,8 @@ public static class IngressApp
         services.AddSingleton<UserTokens>();
         services.AddSingleton<ConfirmedPublisher>();
         services.AddSingleton<UserConnections>();
+        services.AddSingleton<RevokedConnectionSweeper>();
+        services.AddHostedService(sp => sp.GetRequiredService<RevokedConnectionSweeper>());
         services.AddBrowserOrigins(configuration);
         services.AddSingleton<PromptSubmitter>();
         services.AddSingleton<PromptLimiter>();

@@ -15,6 +15,13 @@ internal static partial class Log
     [LoggerMessage(EventId = 1013, Level = LogLevel.Information, Message = "Rejected a hub request from a page of an origin that is not allowed")]
     public static partial void HubOriginRejected(ILogger logger);
 
+    [LoggerMessage(EventId = 1015, Level = LogLevel.Information,
+        Message = "Closed {Count} hub connections whose app secret was revoked")]
+    public static partial void RevokedConnectionsClosed(ILogger logger, int count);
+
+    [LoggerMessage(EventId = 1016, Level = LogLevel.Warning, Message = "Checking open hub connections for revoked secrets failed with {ExceptionType}")]
+    public static partial void ConnectionSweepFailed(ILogger logger, string exceptionType);
+
     [LoggerMessage(EventId = 1014, Level = LogLevel.Information,
         Message = "Closed a new hub connection of app {AppId}: its user already has {Limit} connections open here")]
     public static partial void TooManyConnections(ILogger logger, string appId, int limit);

@@ -503,6 +503,19 @@ public sealed class TenancyTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task RotationWithoutBodyUsesDefaultGrace()
+    {
+        var app = await system.CreateAppAsync();
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        using var rotated = await admin.PostAsync($"/api/admin/apps/{app.AppId}/secrets", null);
+        var body = await rotated.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
+        Assert.Equal(3600, body.GetProperty("previousSecretsExpireInSeconds").GetInt32());
+    }
+
+    [Fact]
     public async Task RevokedSecretStopsWorkingOnFreshInstance()
     {
         var app = await system.CreateAppAsync();
@@ -575,22 +588,45 @@ public sealed class TenancyTests(SystemFixture system)
         var app = await system.CreateAppAsync();
         await system.RegisterActiveKeyAsync(app, "sk-revoke-" + Guid.NewGuid().ToString("N"));
         string token = await system.IssueUserTokenAsync(app, "leaked-user");
-        await using var client = await system.ConnectAsync(token);
-        var before = await client.Connection.InvokeAsync<JsonElement>("SubmitPrompt", new { prompt = "before the revoke" }).WaitAsync(Patience);
-        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
-        using var rotated = await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds = 0 });
-        var fresh = app with { Secret = (await rotated.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appSecret").GetString()! };
+        var second = new Uri(await system.StartServiceAsync("Ingress2"));
+        try
+        {
+            await using var here = await system.ConnectAsync(token);
+            await using var elsewhere = await AddOnClient.ConnectAsync(second, token);
+            var closedHere = ClosedTask(here);
+            var closedElsewhere = ClosedTask(elsewhere);
+            var before = await here.Connection.InvokeAsync<JsonElement>("SubmitPrompt", new { prompt = "before the revoke" }).WaitAsync(Patience);
+            using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+            using var rotated = await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds = 0 });
+            var fresh = app with { Secret = (await rotated.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appSecret").GetString()! };
 
-        var overOpenConnection = await client.Connection.InvokeAsync<JsonElement>("SubmitPrompt", new { prompt = "after the revoke" })
-            .WaitAsync(Patience);
-        using var overHttp = await system.CreateClient(SystemFixture.Bearer(token)).PostAsJsonAsync("/api/prompts", new { prompt = "after" });
-        using var withNewToken = await system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(fresh, "leaked-user")))
-            .PostAsJsonAsync("/api/prompts", new { prompt = "with a token from the new secret" });
+            await closedHere.WaitAsync(Patience);
+            await closedElsewhere.WaitAsync(Patience);
+            using var overHttp = await system.CreateClient(SystemFixture.Bearer(token)).PostAsJsonAsync("/api/prompts", new { prompt = "after" });
+            using var withNewToken = await system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(fresh, "leaked-user")))
+                .PostAsJsonAsync("/api/prompts", new { prompt = "with a token from the new secret" });
 
-        Assert.Equal(JsonValueKind.String, before.GetProperty("requestId").ValueKind);
-        Assert.Equal("unauthorized", overOpenConnection.GetProperty("code").GetString());
-        Assert.Equal(HttpStatusCode.Unauthorized, overHttp.StatusCode);
-        Assert.Equal(HttpStatusCode.Accepted, withNewToken.StatusCode);
+            Assert.Equal(JsonValueKind.String, before.GetProperty("requestId").ValueKind);
+            Assert.Equal(HubConnectionState.Disconnected, here.Connection.State);
+            Assert.Equal(HubConnectionState.Disconnected, elsewhere.Connection.State);
+            Assert.Equal(HttpStatusCode.Unauthorized, overHttp.StatusCode);
+            Assert.Equal(HttpStatusCode.Accepted, withNewToken.StatusCode);
+        }
+        finally
+        {
+            await system.StopServiceAsync("Ingress2");
+        }
+    }
+
+    private static Task ClosedTask(AddOnClient client)
+    {
+        var closed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        client.Connection.Closed += _ =>
+        {
+            closed.TrySetResult();
+            return Task.CompletedTask;
+        };
+        return closed.Task;
     }
 
     /// <summary>Rotates the app's secret and returns the status with the new secret, which is null unless the status is 200.</summary>

@@ -4,8 +4,8 @@ using MongoDB.Driver;
 namespace AddOnEvents.Common.Storage;
 
 /// <summary>
-/// Reads whether an app's add-on is active, straight from the <c>apps</c> collection with no cache, so a
-/// deactivation stops upstream calls at once even where an Ingress instance still has the app cached.
+/// Reads whether an app exists and whether its add-on is active, straight from the <c>apps</c> collection with no
+/// cache, so a deactivation stops upstream calls at once even where an Ingress instance still has the app cached.
 /// </summary>
 public sealed class AddonActivation(IMongoDatabase database)
 {
@@ -18,4 +18,7 @@ public sealed class AddonActivation(IMongoDatabase database)
         var app = await _apps.Find(Builders<BsonDocument>.Filter.Eq("_id", appId)).FirstOrDefaultAsync(cancellationToken);
         return app is not null && app.TryGetValue(Field, out var active) && active.IsBoolean && active.AsBoolean;
     }
+
+    public async Task<bool> ExistsAsync(string appId, CancellationToken cancellationToken) =>
+        await _apps.Find(Builders<BsonDocument>.Filter.Eq("_id", appId)).Limit(1).AnyAsync(cancellationToken);
 }

@@ -145,6 +145,13 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
     public Task<AppDocument?> FindAsync(string appId, CancellationToken cancellationToken) =>
         _apps.Find(a => a.AppId == appId).FirstOrDefaultAsync(cancellationToken)!;
 
+    /// <summary>Returns the apps with these ids that exist, by id, read fresh from the database.</summary>
+    public async Task<Dictionary<string, AppDocument>> FindManyAsync(IEnumerable<string> appIds, CancellationToken cancellationToken)
+    {
+        var found = await _apps.Find(Builders<AppDocument>.Filter.In(a => a.AppId, appIds)).ToListAsync(cancellationToken);
+        return found.ToDictionary(a => a.AppId);
+    }
+
     /// <summary>Returns the app from a cache of a few seconds, so limits cost no database read per prompt.</summary>
     public async Task<AppDocument?> FindCachedAsync(string appId, CancellationToken cancellationToken)
     {
@@ -274,7 +281,7 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
         return filter.Eq(a => a.AppId, appId) & sameVersion;
     }
 
-    /// <summary>Returns the id of the app's secret that <paramref name="secret"/> is, or null when it is none of them.</summary>
+    /// <summary>Returns the id of the app's secret that <paramref name="secret"/> is, or null when it matches none of them.</summary>
     public async Task<string?> VerifyAsync(string appId, string secret, CancellationToken cancellationToken)
     {
         string cacheKey = "app-secret:" + Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(appId + "\n" + secret)));

@@ -5,6 +5,7 @@ using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Hosting;
+using AddOnEvents.Ingress.Hubs;
 using AddOnEvents.Ingress.Options;
 using AddOnEvents.Ingress.Prompts;
 using Microsoft.Extensions.Options;
@@ -100,11 +101,15 @@ public static class ApiEndpoints
             return ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
         }
 
+        // The app record goes last, so a removal that stopped halfway can be repeated. Usage is deleted once more
+        // after it: a worker that counts usage checks afterwards that the app still exists, so a counter written
+        // during the removal is deleted either here or by that worker.
         await keys.DeleteAsync(appId, cancellationToken);
         await usage.DeleteAppAsync(appId, cancellationToken);
         await results.DeleteAppAsync(appId, cancellationToken);
         await userControls.DeleteAppAsync(appId, cancellationToken);
         await apps.DeleteAsync(appId, cancellationToken);
+        await usage.DeleteAppAsync(appId, cancellationToken);
         Log.AppRemoved(logger, appId);
         return Results.NoContent();
     }
@@ -135,9 +140,12 @@ public static class ApiEndpoints
             : ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
     }
 
-    private static async Task<IResult> RotateSecretAsync(string appId, HttpContext http, AppStore apps)
+    private static async Task<IResult> RotateSecretAsync(string appId, HttpContext http, AppStore apps, RevokedConnectionSweeper sweeper)
     {
-        var (input, error) = await JsonBody.ReadAsync<SecretRotationInput>(http.Request);
+        // A request without a body gets the default grace period.
+        var (input, error) = http.Request.ContentLength == 0 || (http.Request.ContentLength is null && http.Request.ContentType is null)
+            ? (new SecretRotationInput(null), null)
+            : await JsonBody.ReadAsync<SecretRotationInput>(http.Request);
         if (error is not null)
         {
             return error;
@@ -150,15 +158,25 @@ public static class ApiEndpoints
         }
 
         var (result, secret) = await apps.RotateSecretAsync(appId, TimeSpan.FromSeconds(grace), http.RequestAborted);
-        return result == SecretChange.Done
-            ? Results.Ok(new { appId, appSecret = secret, previousSecretsExpireInSeconds = grace })
-            : SecretChangeError(appId, result);
+        if (result != SecretChange.Done)
+        {
+            return SecretChangeError(appId, result);
+        }
+
+        await sweeper.SweepAsync(appId, http.RequestAborted);
+        return Results.Ok(new { appId, appSecret = secret, previousSecretsExpireInSeconds = grace });
     }
 
-    private static async Task<IResult> RevokePreviousSecretsAsync(string appId, HttpContext http, AppStore apps)
+    private static async Task<IResult> RevokePreviousSecretsAsync(string appId, HttpContext http, AppStore apps, RevokedConnectionSweeper sweeper)
     {
         var result = await apps.RevokePreviousSecretsAsync(appId, http.RequestAborted);
-        return result == SecretChange.Done ? Results.NoContent() : SecretChangeError(appId, result);
+        if (result != SecretChange.Done)
+        {
+            return SecretChangeError(appId, result);
+        }
+
+        await sweeper.SweepAsync(appId, http.RequestAborted);
+        return Results.NoContent();
     }
 
     private static IResult SecretChangeError(string appId, SecretChange result) => result switch

@@ -26,6 +26,9 @@ public sealed class UserConnections
         return true;
     }
 
+    /// <summary>Every connection open on this instance.</summary>
+    public IEnumerable<HubCallerContext> All => _connections.Values;
+
     public void Remove(HubCallerContext connection)
     {
         if (_connections.TryRemove(connection.ConnectionId, out _) && connection.UserIdentifier is { } user)

@@ -345,6 +345,13 @@ public sealed partial class PromptRequestedConsumer(
             await usage.AddAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
         }
 
+        // Removing an app deletes its counters once more after its app record, so a counter written while the app
+        // was being removed is deleted either there or here, and none outlives the app.
+        if (!await activation.ExistsAsync(prompt.AppId, context.CancellationToken))
+        {
+            await usage.DeleteAppAsync(prompt.AppId, context.CancellationToken);
+        }
+
         metrics.TokensUsed(prompt.AppId, answer.Usage);
     }
 
