@@ -47,6 +47,32 @@ public sealed record PromptRequested(
     /// prompt is checked against it. Without a quota the answer goes out first.
     /// </summary>
     public bool UsageLimited { get; init; }
+
+    /// <summary>Sampling parameters of an OpenAI-style request, or null for prompts that set none, such as older messages.</summary>
+    public SamplingOptions? Sampling { get; init; }
+}
+
+/// <summary>
+/// OpenAI chat sampling parameters as the caller set them, checked by Ingress. A null field is left out of the
+/// upstream request, so the provider's default applies.
+/// </summary>
+public sealed record SamplingOptions
+{
+    public double? Temperature { get; init; }
+
+    public double? TopP { get; init; }
+
+    /// <summary>Up to 4 sequences at which the upstream stops generating.</summary>
+    public IReadOnlyList<string>? Stop { get; init; }
+
+    public int? Seed { get; init; }
+
+    public double? PresencePenalty { get; init; }
+
+    public double? FrequencyPenalty { get; init; }
+
+    /// <summary>The response_format type: "text" or "json_object".</summary>
+    public string? ResponseFormat { get; init; }
 }
 
 /// <summary>A token allowance per calendar month (UTC) and the share of it, in percent, at which the host is told.</summary>

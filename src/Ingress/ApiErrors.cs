@@ -34,8 +34,27 @@ public static class ApiErrors
         context.Response.StatusCode = status;
 
         // OpenAI SDKs read errors of the compatible endpoint in OpenAI's own shape.
-        return context.Request.Path.StartsWithSegments("/v1")
-            ? context.Response.WriteAsJsonAsync(new { error = new { message, type = "addonevents_error", code, param = (string?)null } })
-            : context.Response.WriteAsJsonAsync(new ApiError(code, message));
+        if (context.Request.Path.StartsWithSegments("/v1"))
+        {
+            MarkNotRetryable(context.Response, status, code);
+            return context.Response.WriteAsJsonAsync(new { error = new { message, type = "addonevents_error", code, param = (string?)null } });
+        }
+
+        return context.Response.WriteAsJsonAsync(new ApiError(code, message));
+    }
+
+    /// <summary>
+    /// Sets <c>x-should-retry: false</c>, a header that the official OpenAI SDKs check before their status-based retry rules,
+    /// on an error that a retry will not fix soon: quota_exceeded, and every 4xx except 408, 409 and a 429 for a rate
+    /// limit. Without it an SDK retries a 429 for a used-up quota although the quota resets only hours or days later.
+    /// </summary>
+    public static void MarkNotRetryable(HttpResponse response, int status, string code)
+    {
+        bool rateLimit = status == StatusCodes.Status429TooManyRequests && code is ErrorCodes.RateLimited or ErrorCodes.UpstreamRateLimited;
+        bool retryable = status is StatusCodes.Status408RequestTimeout or StatusCodes.Status409Conflict || rateLimit;
+        if (code == ErrorCodes.QuotaExceeded || (status is >= 400 and < 500 && !retryable))
+        {
+            response.Headers["x-should-retry"] = "false";
+        }
     }
 }

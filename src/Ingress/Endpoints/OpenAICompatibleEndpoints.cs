@@ -13,8 +13,19 @@ namespace AddOnEvents.Ingress.Endpoints;
 
 public sealed record OpenAIMessage(string? Role, JsonElement Content);
 
+/// <summary>One entry of <c>GET /v1/models</c>, in OpenAI's model object shape.</summary>
+public sealed record OpenAIModel(
+    string Id,
+    [property: JsonPropertyName("object")] string ObjectType,
+    long Created,
+    [property: JsonPropertyName("owned_by")] string OwnedBy);
+
 public sealed record OpenAIStreamOptions([property: JsonPropertyName("include_usage")] bool? IncludeUsage);
 
+/// <summary>
+/// The fields of an OpenAI chat request that AddOnEvents reads. OpenAI's <c>user</c> field is ignored, because the end
+/// user is already known from the token and a caller-chosen value must not stand in for it.
+/// </summary>
 public sealed record OpenAIChatRequest(
     string? Model,
     IReadOnlyList<OpenAIMessage>? Messages,
@@ -24,13 +35,23 @@ public sealed record OpenAIChatRequest(
     [property: JsonPropertyName("stream_options")] OpenAIStreamOptions? StreamOptions,
     int? N = null,
     JsonElement Tools = default,
-    JsonElement Functions = default);
+    JsonElement Functions = default,
+    double? Temperature = null,
+    [property: JsonPropertyName("top_p")] double? TopP = null,
+    JsonElement Stop = default,
+    long? Seed = null,
+    [property: JsonPropertyName("presence_penalty")] double? PresencePenalty = null,
+    [property: JsonPropertyName("frequency_penalty")] double? FrequencyPenalty = null,
+    [property: JsonPropertyName("response_format")] JsonElement ResponseFormat = default,
+    bool? Logprobs = null,
+    [property: JsonPropertyName("top_logprobs")] JsonElement TopLogprobs = default,
+    [property: JsonPropertyName("logit_bias")] JsonElement LogitBias = default);
 
 /// <summary>
 /// <c>POST /v1/chat/completions</c> in OpenAI's shape, served through the same bus, workers and keys, so an OpenAI
 /// SDK works by changing only its base URL and key (an end-user token, or <c>appId.appSecret</c>).
 /// </summary>
-public static class OpenAICompatibleEndpoints
+public static partial class OpenAICompatibleEndpoints
 {
     private static readonly JsonSerializerOptions SnakeCase = new(JsonSerializerDefaults.Web)
     {
@@ -47,6 +68,7 @@ public static class OpenAICompatibleEndpoints
     {
         endpoints.MapPost("/v1/chat/completions", CompleteAsync).RequireAuthorization(AuthSchemes.AnyCaller).RequireCors(BrowserOrigins.PolicyName);
         endpoints.MapGet("/v1/models", ListModelsAsync).RequireAuthorization(AuthSchemes.AnyCaller).RequireCors(BrowserOrigins.PolicyName);
+        endpoints.MapGet("/v1/models/{id}", GetModelAsync).RequireAuthorization(AuthSchemes.AnyCaller).RequireCors(BrowserOrigins.PolicyName);
         return endpoints;
     }
 
@@ -57,21 +79,55 @@ public static class OpenAICompatibleEndpoints
     /// </summary>
     private static async Task ListModelsAsync(HttpContext http, AppStore apps, IOptions<PromptOptions> options)
     {
+        var models = await FindModelsAsync(http, apps, options.Value);
+        if (models is not null)
+        {
+            await http.Response.WriteAsJsonAsync(new { @object = "list", data = models });
+        }
+    }
+
+    /// <summary>
+    /// Returns one model of the list that <c>GET /v1/models</c> returns, in the same shape, or 404 for any other id.
+    /// </summary>
+    private static async Task GetModelAsync(string id, HttpContext http, AppStore apps, IOptions<PromptOptions> options)
+    {
+        var models = await FindModelsAsync(http, apps, options.Value);
+        if (models is null)
+        {
+            return;
+        }
+
+        // NOTE: an app that allows any model lists only the default one, so any other id gets 404 here although a
+        // chat request may still use it.
+        var model = models.FirstOrDefault(m => string.Equals(m.Id, id, StringComparison.Ordinal));
+        if (model is null)
+        {
+            // The id is echoed only when it is shaped like a model name, because the path can contain anything.
+            string name = ModelNamePattern().IsMatch(id) ? $"'{id}'" : "with this id";
+            await WriteErrorAsync(http, StatusCodes.Status404NotFound, ErrorCodes.ModelNotFound,
+                $"The model {name} does not exist or this app may not use it. GET /v1/models lists the models it may use.", param: "model");
+            return;
+        }
+
+        await http.Response.WriteAsJsonAsync(model);
+    }
+
+    /// <summary>
+    /// Returns the models the caller's app allows, or null after writing 403 when the app no longer exists.
+    /// </summary>
+    private static async Task<IReadOnlyList<OpenAIModel>?> FindModelsAsync(HttpContext http, AppStore apps, PromptOptions options)
+    {
         string? appId = http.User.FindFirstValue(AuthSchemes.AppIdClaim);
         var app = appId is null ? null : await apps.FindCachedAsync(appId, http.RequestAborted);
         if (app is null)
         {
             await WriteErrorAsync(http, StatusCodes.Status403Forbidden, ErrorCodes.Forbidden, "The app of this credential no longer exists.");
-            return;
+            return null;
         }
 
-        var models = app.Limits.AllowedModels is { Count: > 0 } allowed ? allowed : [options.Value.DefaultModel];
+        var ids = app.Limits.AllowedModels is { Count: > 0 } allowed ? allowed : [options.DefaultModel];
         long created = new DateTimeOffset(DateTime.SpecifyKind(app.CreatedAt, DateTimeKind.Utc)).ToUnixTimeSeconds();
-        await http.Response.WriteAsJsonAsync(new
-        {
-            @object = "list",
-            data = models.Select(id => new { id, @object = "model", created, owned_by = "openai" }),
-        });
+        return ids.Select(id => new OpenAIModel(id, "model", created, "openai")).ToList();
     }
 
     private static async Task CompleteAsync(
@@ -84,13 +140,14 @@ public static class OpenAICompatibleEndpoints
             return;
         }
 
-        if (request!.N is > 1)
+        var (sampling, parameterError) = OpenAISampling.Read(request!);
+        if (parameterError is not null)
         {
-            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "n must be 1: AddOnEvents returns one choice per request.");
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, parameterError.Message, param: parameterError.Param);
             return;
         }
 
-        if (request.Tools is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined }
+        if (request!.Tools is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined }
             || request.Functions is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined })
         {
             await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "tools and functions are not supported; send the conversation as text messages.");
@@ -140,7 +197,7 @@ public static class OpenAICompatibleEndpoints
         }
 
         bool stream = request.Stream ?? false;
-        var input = new PromptInput(lastUser.Content, request.Model, maxTokens, stream) { Messages = turns };
+        var input = new PromptInput(lastUser.Content, request.Model, maxTokens, stream) { Messages = turns, Sampling = sampling };
         Guid? requestId = null;
         System.Threading.Channels.ChannelReader<object>? reader = null;
         var submission = await submitter.SubmitAsync(http.User, input, http, id =>
@@ -324,10 +381,12 @@ public static class OpenAICompatibleEndpoints
         WriteErrorAsync(http, StatusFor(failed.Code), failed.Code, failed.Message, failed.RetryAfterSeconds);
 
     /// <summary>
-    /// Writes an error in OpenAI's shape, which OpenAI SDKs parse, with the stable code of this product and a
-    /// Retry-After header in seconds when the failure has a retry time.
+    /// Writes an error in OpenAI's shape, which OpenAI SDKs parse, with the stable code of this product, the request
+    /// field at fault in <c>param</c> when there is one, a Retry-After header in seconds when the failure has a retry
+    /// time, and <c>x-should-retry: false</c> when a retry cannot fix it.
     /// </summary>
-    private static async Task WriteErrorAsync(HttpContext http, int status, string code, string message, int? retryAfterSeconds = null)
+    private static async Task WriteErrorAsync(
+        HttpContext http, int status, string code, string message, int? retryAfterSeconds = null, string? param = null)
     {
         http.Response.StatusCode = status;
         if (retryAfterSeconds is { } retryAfter)
@@ -335,7 +394,8 @@ public static class OpenAICompatibleEndpoints
             http.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
         }
 
-        await http.Response.WriteAsJsonAsync(new { error = new { message, type = "addonevents_error", code, param = (string?)null } });
+        ApiErrors.MarkNotRetryable(http.Response, status, code);
+        await http.Response.WriteAsJsonAsync(new { error = new { message, type = "addonevents_error", code, param } });
     }
 
     /// <summary>
@@ -390,6 +450,9 @@ public static class OpenAICompatibleEndpoints
         return string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"messages[{index}].content contains {description}, which is not supported. Only text parts are accepted.");
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex("^[A-Za-z0-9._:-]{1,100}$")]
+    private static partial System.Text.RegularExpressions.Regex ModelNamePattern();
 
     private static int StatusFor(string code) => code switch
     {

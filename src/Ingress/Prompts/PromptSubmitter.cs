@@ -38,6 +38,10 @@ public sealed record PromptInput(string? Prompt, string? Model, int? MaxOutputTo
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public IReadOnlyList<ChatTurn>? Messages { get; init; }
+
+    /// <summary>Checked OpenAI sampling parameters, set only by the compatible endpoint and never read from the add-on's JSON.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public SamplingOptions? Sampling { get; init; }
 }
 
 /// <summary>Either the accepted request id, or the status and error to return, with a retry time where one applies.</summary>
@@ -144,6 +148,7 @@ public sealed partial class PromptSubmitter(
         {
             Allowance = admission.Allowance,
             UsageLimited = admission.UsageLimited,
+            Sampling = input.Sampling,
             SealedUserRef = admission.Allowance is null ? null : userRefs.Seal(appId, user.FindFirstValue(AuthSchemes.UserIdClaim)!),
         };
         beforePublish?.Invoke(requestId);

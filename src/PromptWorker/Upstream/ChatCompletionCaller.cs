@@ -90,6 +90,7 @@ public sealed partial class ChatCompletionCaller(
             Messages = prompt.Messages.Select(turn => new ChatMessage(turn.Role, turn.Content)).ToList(),
             StreamOptions = streaming ? new StreamOptions { IncludeUsage = true } : null,
         };
+        ApplySampling(request, prompt.Sampling);
 
         var info = new UpstreamCallInfo { Streaming = streaming };
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -174,6 +175,28 @@ public sealed partial class ChatCompletionCaller(
         }
 
         return Finish(text.ToString(), finishReason ?? "stop", usage ?? new TokenUsage(0, 0, 0), info);
+    }
+
+    /// <summary>Copies the caller's sampling parameters onto the request, for streamed and non-streamed requests alike.</summary>
+    private static void ApplySampling(ChatCompletionCreateRequest request, SamplingOptions? sampling)
+    {
+        if (sampling is null)
+        {
+            return;
+        }
+
+        request.Temperature = (float?)sampling.Temperature;
+        request.TopP = (float?)sampling.TopP;
+        request.StopAsList = sampling.Stop?.ToList();
+        request.Seed = sampling.Seed;
+        request.PresencePenalty = (float?)sampling.PresencePenalty;
+        request.FrequencyPenalty = (float?)sampling.FrequencyPenalty;
+        request.ResponseFormat = sampling.ResponseFormat switch
+        {
+            "json_object" => new ResponseFormat { Type = Betalgo.Ranul.OpenAI.Contracts.Enums.ResponseFormat.JsonObject },
+            "text" => new ResponseFormat { Type = Betalgo.Ranul.OpenAI.Contracts.Enums.ResponseFormat.Text },
+            _ => null,
+        };
     }
 
     private static ChatOutcome MapAnswer(ChatCompletionCreateResponse response, UpstreamCallInfo info)
