@@ -18,6 +18,8 @@ public sealed class ApiInputTests(SystemFixture system)
     [InlineData("sk-with inner-space-0123456789abcdef", "invalid_key_format")]
     [InlineData("sk-zero\u200Bwidth-0123456789abcdef0123", "invalid_key_format")]
     [InlineData("sk-control\u0007-0123456789abcdef0123", "invalid_key_format")]
+    [InlineData("sk-proj-quote\"0123456789abcdef0123", "invalid_key_format")]
+    [InlineData("sk-proj-comma,0123456789abcdef0123", "invalid_key_format")]
     [InlineData("   ", "invalid_key_format")]
     public async Task MalformedKeyRejectedWithoutPublishing(string apiKey, string expectedCode)
     {

@@ -2,6 +2,7 @@ using AddOnEvents.Common.Crypto;
 using AddOnEvents.Common.Hosting;
 using AddOnEvents.Common.Upstream;
 using AddOnEvents.Contracts;
+using AddOnEvents.KeyWorker.Keys;
 using AddOnEvents.PromptWorker.Upstream;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.Extensions.Configuration;
@@ -50,6 +51,32 @@ public sealed class UpstreamCallerTests : IAsyncLifetime
 
         Assert.Equal(ErrorCodes.UpstreamAuthFailed, outcome.ErrorCode);
         Assert.False(outcome.Retryable);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task UnsendableKeyFailsWithoutQuotingIt(bool stream)
+    {
+        const string quoted = "sk-proj-QUOTED\"0123456789abcdef";
+
+        var outcome = await CallAsync(stream, apiKey: quoted);
+
+        Assert.Equal(ErrorCodes.KeyInvalid, outcome.ErrorCode);
+        Assert.DoesNotContain("QUOTED", outcome.ErrorMessage, StringComparison.Ordinal);
+        Assert.Empty(_upstream.Requests);
+    }
+
+    [Fact]
+    public async Task KeyCheckMarksUnsendableKeyInvalid()
+    {
+        var checker = new ProviderKeyChecker(_services.GetRequiredService<UpstreamClientFactory>());
+        using var key = new ProviderKey("sk-proj-COMMA,0123456789abcdef");
+
+        var result = await checker.CheckAsync(key, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(20));
+
+        Assert.Equal(KeyStates.Invalid, result.State);
+        Assert.Equal(ErrorCodes.InvalidKeyFormat, result.ReasonCode);
     }
 
     [Theory]
@@ -207,12 +234,12 @@ public sealed class UpstreamCallerTests : IAsyncLifetime
     private const string RefusalBody =
         "{\"id\":\"x\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"refusal\":\"I can't help with that.\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}";
 
-    private async Task<ChatOutcome> CallAsync(bool stream, string prompt = "hi", Func<string, Task>? onText = null)
+    private async Task<ChatOutcome> CallAsync(bool stream, string prompt = "hi", Func<string, Task>? onText = null, string apiKey = Key)
     {
         var caller = _services.GetRequiredService<ChatCompletionCaller>();
         var message = new PromptRequested(Guid.NewGuid(), Guid.NewGuid(), "app_test", "u_test", "route", "gpt-4o-mini", 100,
             [new ChatTurn("user", prompt)], DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddMinutes(5), stream);
-        using var key = new ProviderKey(Key);
+        using var key = new ProviderKey(apiKey);
         return await caller.CallAsync(key, message, stream ? onText ?? (_ => Task.CompletedTask) : null, CancellationToken.None)
             .WaitAsync(TimeSpan.FromSeconds(20));
     }

@@ -56,8 +56,14 @@ public sealed class UpstreamClientFactory(IHttpMessageHandlerFactory handlers, I
     /// a shared client would carry one app's key into another app's request. The connection pool underneath is
     /// shared; <paramref name="observed"/> receives what the HTTP layer sees of this call's responses.
     /// </summary>
+    /// <exception cref="UnusableProviderKeyException">The key is not a valid bearer credential.</exception>
     public OpenAIService Create(string apiKey, UpstreamCallInfo? observed = null)
     {
+        if (!ProviderKeyFormat.IsBearerCredential(apiKey))
+        {
+            throw new UnusableProviderKeyException();
+        }
+
         HttpMessageHandler handler = handlers.CreateHandler(HttpClientName);
         if (observed is not null)
         {

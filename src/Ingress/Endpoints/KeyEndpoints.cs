@@ -3,6 +3,7 @@ using System.Security.Claims;
 using System.Text;
 using AddOnEvents.Common.Crypto;
 using AddOnEvents.Common.Storage;
+using AddOnEvents.Common.Upstream;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Crypto;
@@ -147,6 +148,8 @@ public static partial class KeyEndpoints
             }
         }
 
-        return null;
+        return ProviderKeyFormat.IsBearerCredential(trimmed)
+            ? null
+            : $"apiKey contains a character that API keys do not have: only {ProviderKeyFormat.AllowedCharacters}. Paste the key again.";
     }
 }

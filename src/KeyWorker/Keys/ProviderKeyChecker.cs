@@ -35,6 +35,10 @@ public sealed class ProviderKeyChecker(UpstreamClientFactory upstream)
         {
             return new KeyCheckResult(KeyStates.Unverified, ErrorCodes.UpstreamTimeout);
         }
+        catch (UnusableProviderKeyException)
+        {
+            return new KeyCheckResult(KeyStates.Invalid, ErrorCodes.InvalidKeyFormat);
+        }
         catch (HttpRequestException ex) when (ex.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden)
         {
             // The SDK's model listing throws on an error status instead of returning an unsuccessful response.

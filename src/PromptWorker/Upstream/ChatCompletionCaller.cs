@@ -112,6 +112,12 @@ public sealed partial class ChatCompletionCaller(
             return ChatOutcome.Failure(ErrorCodes.UpstreamTimeout,
                 $"The AI provider did not answer within {upstream.Options.TimeoutSeconds} seconds. Try again later.", retryable: true);
         }
+        catch (UnusableProviderKeyException)
+        {
+            LogUpstreamFailed(prompt.RequestId, prompt.AppId, "unusable key");
+            return ChatOutcome.Failure(ErrorCodes.KeyInvalid,
+                "The app's OpenAI key has characters that keys do not have. The developer replaces it in the console.", retryable: false);
+        }
         catch (HttpRequestException)
         {
             LogUpstreamFailed(prompt.RequestId, prompt.AppId, "connection");

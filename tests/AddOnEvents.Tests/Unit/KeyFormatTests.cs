@@ -8,6 +8,7 @@ public sealed class KeyFormatTests
     [InlineData("sk-proj-abcdefghijklmnopqrstuvwxyz0123456789")]
     [InlineData("  sk-abcdefghijklmnopqrstuvwxyz0123  ")]
     [InlineData("\tsk-abcdefghijklmnopqrstuvwxyz0123\r\n")]
+    [InlineData("azure.Key_with~all+allowed/characters0123==")]
     public void WellFormedKeyIsAccepted(string key)
     {
         Assert.Null(KeyEndpoints.CheckKeyFormat(key, out string trimmed));
@@ -24,6 +25,10 @@ public sealed class KeyFormatTests
     [InlineData("sk-abcdefghij\uFEFFklmnopqrstuvwxyz0123")]
     [InlineData("sk-abcdefghij\u0000klmnopqrstuvwxyz0123")]
     [InlineData("sk-abcdéfghijklmnopqrstuvwxyz0123")]
+    [InlineData("sk-abcdefghij\"klmnopqrstuvwxyz0123")]
+    [InlineData("sk-abcdefghij,klmnopqrstuvwxyz0123")]
+    [InlineData("sk-abcdefghij;klmnopqrstuvwxyz0123")]
+    [InlineData("sk-abcdefghij=klmnopqrstuvwxyz0123")]
     public void MalformedKeyIsRejected(string? key)
     {
         string? problem = KeyEndpoints.CheckKeyFormat(key, out _);
