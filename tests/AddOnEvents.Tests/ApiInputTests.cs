@@ -36,6 +36,29 @@ public sealed class ApiInputTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task WebhookSecretStaysUntilRotated()
+    {
+        var app = await system.CreateAppAsync();
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        string url = $"http://127.0.0.1:9/hooks/{app.AppId}";
+
+        string? first = await SaveWebhookAsync(developer, app, new { url });
+        string? again = await SaveWebhookAsync(developer, app, new { url = url + "/moved" });
+        string? rotated = await SaveWebhookAsync(developer, app, new { url, rotateSecret = true });
+
+        Assert.StartsWith("whsec_", first, StringComparison.Ordinal);
+        Assert.Equal(first, again);
+        Assert.NotEqual(first, rotated);
+    }
+
+    private static async Task<string?> SaveWebhookAsync(HttpClient developer, TestApp app, object body)
+    {
+        using var response = await developer.PutAsJsonAsync($"/api/apps/{app.AppId}/webhook", body);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        return (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("signingSecret").GetString();
+    }
+
+    [Fact]
     public async Task SurroundingWhitespaceIsTrimmed()
     {
         var app = await system.CreateAppAsync();

@@ -181,10 +181,15 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
         return result.MatchedCount > 0;
     }
 
-    /// <summary>Sets the webhook URL and returns a new signing secret, or clears both when the URL is null.</summary>
-    public async Task<string?> SetWebhookAsync(string appId, string? url, CancellationToken cancellationToken)
+    /// <summary>
+    /// Sets the webhook URL and returns its signing secret, or clears both when the URL is null. The secret stays the
+    /// same unless <paramref name="rotateSecret"/> is set or there was none, so saving the form again does not break
+    /// the host's signature check.
+    /// </summary>
+    public async Task<string?> SetWebhookAsync(string appId, string? url, bool rotateSecret, CancellationToken cancellationToken)
     {
-        string? secret = url is null ? null : "whsec_" + Base64Url(RandomNumberGenerator.GetBytes(32));
+        string? current = rotateSecret || url is null ? null : (await FindAsync(appId, cancellationToken))?.WebhookSecret;
+        string? secret = url is null ? null : current ?? "whsec_" + Base64Url(RandomNumberGenerator.GetBytes(32));
         await _apps.UpdateOneAsync(a => a.AppId == appId,
             Builders<AppDocument>.Update.Set(a => a.WebhookUrl, url).Set(a => a.WebhookSecret, secret),
             cancellationToken: cancellationToken);

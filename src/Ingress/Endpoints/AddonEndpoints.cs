@@ -13,7 +13,8 @@ namespace AddOnEvents.Ingress.Endpoints;
 
 public sealed record ActivationInput(bool? Active);
 
-public sealed record WebhookInput(string? Url);
+/// <summary>The webhook URL, or null to remove it; <see cref="RotateSecret"/> asks for a new signing secret.</summary>
+public sealed record WebhookInput(string? Url, bool? RotateSecret);
 
 public sealed record UserControlsInput(bool? AddonDisabled, bool? FreeformDisabled, long? MonthlyTokenAllowance, int? AllowanceThresholdPercent);
 
@@ -95,7 +96,7 @@ public static class AddonEndpoints
             return ApiErrors.BadRequest(problem);
         }
 
-        string? secret = await apps.SetWebhookAsync(appId, input.Url, http.RequestAborted);
+        string? secret = await apps.SetWebhookAsync(appId, input.Url, input.RotateSecret == true, http.RequestAborted);
         return Results.Ok(new { appId, url = input.Url, signingSecret = secret });
     }
 
