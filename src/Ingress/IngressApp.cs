@@ -85,6 +85,7 @@ public static class IngressApp
         services.AddSingleton<PromptSubmitter>();
         services.AddSingleton<PromptLimiter>();
         services.AddSingleton<PromptCanceller>();
+        services.AddSingleton<LimitedPromptsInFlight>();
         services.AddSingleton<PendingReplies>();
         services.AddSingleton<UserControlStore>();
         services.AddSingleton<UserRefCipher>();

@@ -328,6 +328,49 @@ public sealed class TenancyTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task QuotaLimitedUserRunsFewPromptsAtOnce()
+    {
+        var limited = await system.CreateAppAsync();
+        var open = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(limited, "sk-in-flight-" + Guid.NewGuid().ToString("N"));
+        await system.RegisterActiveKeyAsync(open, "sk-no-quota-" + Guid.NewGuid().ToString("N"));
+        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
+        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{limited.AppId}/limits", new { tokensPerDay = 1_000_000 }))
+        {
+            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        }
+
+        string marker = "slow in flight " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage?.StartsWith(marker, StringComparison.Ordinal) == true
+            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(2), ScriptedResponse.Answer("done"))
+            : null;
+        string token = await system.IssueUserTokenAsync(limited, "busy");
+        await using var client = await system.ConnectAsync(token);
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        using var openUser = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(open, "busy")));
+
+        var limitedStatuses = new List<HttpStatusCode>();
+        var openStatuses = new List<HttpStatusCode>();
+        Guid? first = null;
+        for (int i = 0; i < 4; i++)
+        {
+            using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = $"{marker} {i}", stream = false });
+            limitedStatuses.Add(response.StatusCode);
+            first ??= (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("requestId").GetGuid();
+            using var openResponse = await openUser.PostAsJsonAsync("/api/prompts", new { prompt = $"{marker} open {i}", stream = false });
+            openStatuses.Add(openResponse.StatusCode);
+        }
+
+        await client.WaitForResultAsync(first!.Value, Patience);
+        using var afterOne = await user.PostAsJsonAsync("/api/prompts", new { prompt = $"{marker} after", stream = false });
+        system.Upstream.Responder = null;
+
+        Assert.Equal([HttpStatusCode.Accepted, HttpStatusCode.Accepted, HttpStatusCode.Accepted, HttpStatusCode.TooManyRequests], limitedStatuses);
+        Assert.All(openStatuses, status => Assert.Equal(HttpStatusCode.Accepted, status));
+        Assert.Equal(HttpStatusCode.Accepted, afterOne.StatusCode);
+    }
+
+    [Fact]
     public async Task UserRateLimitFromTokenApplies()
     {
         var app = await system.CreateAppAsync();

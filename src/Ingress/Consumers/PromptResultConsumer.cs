@@ -13,7 +13,12 @@ namespace AddOnEvents.Ingress.Consumers;
 /// answer keep their order while different answers go out in parallel.
 /// </summary>
 public sealed class PromptResultConsumer(
-    IHubContext<AddOnHub> hub, UserConnections connections, PendingReplies pending, IMemoryCache delivered, ILogger<PromptResultConsumer> logger)
+    IHubContext<AddOnHub> hub,
+    UserConnections connections,
+    PendingReplies pending,
+    LimitedPromptsInFlight limitedInFlight,
+    IMemoryCache delivered,
+    ILogger<PromptResultConsumer> logger)
     : IConsumer<PromptPiece>, IConsumer<PromptCompleted>, IConsumer<PromptFailed>
 {
     // The broker delivers at least once, so a final result can arrive twice (a lost confirm or acknowledgement).
@@ -93,6 +98,7 @@ public sealed class PromptResultConsumer(
         }
 
         delivered.Set(Key(requestId), true, RememberFor);
+        limitedInFlight.Finish(requestId);
         return true;
     }
 

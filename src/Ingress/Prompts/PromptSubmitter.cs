@@ -60,6 +60,7 @@ public sealed partial class PromptSubmitter(
     UserTokens tokens,
     ResultRoute route,
     PromptLimiter limiter,
+    LimitedPromptsInFlight limitedInFlight,
     UserRefCipher userRefs,
     IOptions<PromptOptions> options,
     TimeProvider clock,
@@ -151,9 +152,16 @@ public sealed partial class PromptSubmitter(
             Sampling = input.Sampling,
             SealedUserRef = admission.Allowance is null ? null : userRefs.Seal(appId, user.FindFirstValue(AuthSchemes.UserIdClaim)!),
         };
+        if (admission.UsageLimited && !limitedInFlight.TryStart(pseudonym, requestId, message.ExpiresAt, limits.MaxLimitedPromptsInFlight))
+        {
+            return Submission.Rejected(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited, string.Create(CultureInfo.InvariantCulture,
+                $"You have {limits.MaxLimitedPromptsInFlight} prompts running. Wait for one to finish, then send again."), 1);
+        }
+
         beforePublish?.Invoke(requestId);
         if (!await publisher.PublishAsync(message, http.RequestAborted, timeToLive))
         {
+            limitedInFlight.Finish(requestId);
             return Submission.Rejected(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable,
                 "The message broker did not confirm the prompt. Retry in a few seconds.", ApiErrors.OutageRetryAfterSeconds);
         }
