@@ -24,6 +24,9 @@ public static class ErrorCodes
     public const string NoKeyConfigured = "no_key_configured";
     public const string KeyInvalid = "key_invalid";
     public const string KeyUnreadable = "key_unreadable";
+
+    /// <summary>An unverified key stays unverified because the provider could not be reached in any re-check.</summary>
+    public const string KeyCheckAbandoned = "key_check_abandoned";
     public const string UpstreamAuthFailed = "upstream_auth_failed";
     public const string UpstreamForbidden = "upstream_forbidden";
     public const string UpstreamQuotaExhausted = "upstream_quota_exhausted";

@@ -22,6 +22,7 @@ public static class KeyWorkerApp
         AddServices(builder.Services, builder.Configuration);
         builder.Services.AddAddOnEventsBus(builder.Configuration, bus =>
             bus.AddConsumer<KeyRegisteredConsumer, KeyRegisteredConsumerDefinition>());
+        builder.Services.AddHostedService<UnverifiedKeyRechecker>();
 
         var app = builder.Build();
         app.MapAddOnEventsHealth();

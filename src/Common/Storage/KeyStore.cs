@@ -24,8 +24,22 @@ public sealed class KeyDocument
 
     public DateTime? CheckedAt { get; set; }
 
-    /// <summary>The key that prompts use; it lags behind <see cref="Version"/> while a replacement is pending.</summary>
+    /// <summary>
+    /// The key that prompts use. It lags behind <see cref="Version"/> while a replacement is pending and after a
+    /// replacement was rejected, so the previous key keeps serving until a replacement is stored.
+    /// </summary>
     public StoredKeyMaterial? Material { get; set; }
+
+    /// <summary>Re-checks of an unverified key made so far. Every registration resets it.</summary>
+    public int RecheckAttempts { get; set; }
+
+    /// <summary>Time at which KeyWorker checks the unverified key again, or null when no re-check is scheduled.</summary>
+    public DateTime? NextCheckAt { get; set; }
+
+    /// <summary>
+    /// Tells whether prompts can use the stored key: one is stored, and it is not the version the provider rejected.
+    /// </summary>
+    public bool HasUsableKey() => Material is not null && !(State == KeyStates.Invalid && Version == Material.Version);
 }
 
 /// <summary>An encrypted provider key with a keyed fingerprint (HMAC-SHA256) of its plaintext.</summary>
@@ -103,7 +117,9 @@ public sealed class KeyStore(IMongoDatabase database)
     }
 
     /// <summary>
-    /// Stores the outcome of checking a key version. Returns false when a newer version or a deletion won.
+    /// Stores the outcome of checking a key version and cancels any scheduled re-check. A null
+    /// <paramref name="material"/> (a rejected key) leaves the stored key in place, so the previous key keeps serving
+    /// prompts. Returns false when a newer version or a deletion won.
     /// </summary>
     public async Task<bool> StoreCheckedAsync(
         string appId,
@@ -122,7 +138,13 @@ public sealed class KeyStore(IMongoDatabase database)
             .Set(k => k.ReasonCode, reasonCode)
             .Set(k => k.UpdatedAt, now)
             .Set(k => k.CheckedAt, now)
-            .Set(k => k.Material, material);
+            .Set(k => k.RecheckAttempts, 0)
+            .Set(k => k.NextCheckAt, null);
+        if (material is not null)
+        {
+            update = update.Set(k => k.Material, material);
+        }
+
         if (!await UpsertIfNotNewerAsync(appId, version, inclusive: true, update, cancellationToken))
         {
             return false;
@@ -170,6 +192,56 @@ public sealed class KeyStore(IMongoDatabase database)
                 .Set(k => k.CheckedAt, now)
                 .Set(k => k.UpdatedAt, now),
             cancellationToken: cancellationToken);
+    }
+
+    /// <summary>Schedules the next check of an unverified key version, unless the document changed meanwhile.</summary>
+    public async Task ScheduleRecheckAsync(string appId, long version, DateTime nextCheckAt, CancellationToken cancellationToken)
+    {
+        await _keys.UpdateOneAsync(
+            k => k.AppId == appId && k.Version == version && k.State == KeyStates.Unverified,
+            Builders<KeyDocument>.Update.Set(k => k.NextCheckAt, nextCheckAt),
+            cancellationToken: cancellationToken);
+    }
+
+    /// <summary>
+    /// Claims one unverified key whose re-check is due by moving its <see cref="KeyDocument.NextCheckAt"/> to
+    /// <paramref name="leaseUntil"/>, so other KeyWorker instances skip it and a crashed check is retried after the
+    /// lease. Returns the document as it was before the claim, or null when none is due.
+    /// </summary>
+    public Task<KeyDocument?> ClaimDueRecheckAsync(DateTime now, DateTime leaseUntil, CancellationToken cancellationToken) =>
+        _keys.FindOneAndUpdateAsync<KeyDocument>(
+            k => k.State == KeyStates.Unverified && k.NextCheckAt != null && k.NextCheckAt <= now && k.Material != null,
+            Builders<KeyDocument>.Update.Set(k => k.NextCheckAt, leaseUntil),
+            new FindOneAndUpdateOptions<KeyDocument> { ReturnDocument = ReturnDocument.Before },
+            cancellationToken)!;
+
+    /// <summary>
+    /// Stores the outcome of a re-check, only if the document still contains the unverified version that was checked.
+    /// <paramref name="nextCheckAt"/> schedules another re-check, or null stops them. Returns false when the key
+    /// was replaced, deleted or marked invalid meanwhile.
+    /// </summary>
+    public async Task<bool> StoreRecheckedAsync(
+        KeyDocument checkedDocument,
+        string state,
+        string? reasonCode,
+        int attempts,
+        DateTime? nextCheckAt,
+        DateTime now,
+        CancellationToken cancellationToken)
+    {
+        long materialVersion = checkedDocument.Material!.Version;
+        var result = await _keys.UpdateOneAsync(
+            k => k.AppId == checkedDocument.AppId && k.Version == checkedDocument.Version && k.State == KeyStates.Unverified
+                && k.Material != null && k.Material.Version == materialVersion,
+            Builders<KeyDocument>.Update
+                .Set(k => k.State, state)
+                .Set(k => k.ReasonCode, reasonCode)
+                .Set(k => k.RecheckAttempts, attempts)
+                .Set(k => k.NextCheckAt, nextCheckAt)
+                .Set(k => k.CheckedAt, now)
+                .Set(k => k.UpdatedAt, now),
+            cancellationToken: cancellationToken);
+        return result.ModifiedCount > 0;
     }
 
     /// <summary>Returns up to <paramref name="limit"/> documents whose key is wrapped by a master key other than the given one.</summary>

@@ -66,11 +66,13 @@ public static class AddonEndpoints
 
         if (active)
         {
+            // An unverified key serves prompts too, and so does the previous key while a replacement is pending or
+            // after the provider rejected the replacement.
             var key = await keys.FindAsync(appId, http.RequestAborted);
-            if (key?.State != KeyStates.Active)
+            if (key is null || !key.HasUsableKey())
             {
                 return ApiErrors.Result(StatusCodes.Status409Conflict, ErrorCodes.KeyNotActive,
-                    "The add-on can be switched on only while the app's OpenAI key is active. Register a key and wait until it is checked.");
+                    "The add-on can be switched on only while the app has a usable OpenAI key (active or unverified). Register a key and wait until it is checked.");
             }
         }
 

@@ -17,6 +17,7 @@ public sealed partial class KeyRegisteredConsumer(
     ProviderKeyChecker checker,
     SealingPrivateKey sealingKey,
     TimeProvider clock,
+    IOptions<KeyWorkerOptions> options,
     ILogger<KeyRegisteredConsumer> logger) : IConsumer<KeyRegistered>
 {
     public async Task Consume(ConsumeContext<KeyRegistered> context)
@@ -70,6 +71,13 @@ public sealed partial class KeyRegisteredConsumer(
         }
 
         LogStored(message.AppId, message.KeyVersion, state, material?.MasterKeyId);
+        if (state == KeyStates.Unverified)
+        {
+            // A redelivery after a crash before this write repeats the check, so the schedule is not lost.
+            var nextCheckAt = now + options.Value.RecheckDelay(attemptsMade: 0);
+            await keys.ScheduleRecheckAsync(message.AppId, message.KeyVersion, nextCheckAt.UtcDateTime, context.CancellationToken);
+        }
+
         await context.Publish(
             new KeyStatusChanged(message.CorrelationId, message.AppId, message.KeyVersion, state, hint, reasonCode, now),
             context.CancellationToken);
@@ -99,6 +107,24 @@ public sealed class KeyWorkerOptions
     /// </summary>
     [System.ComponentModel.DataAnnotations.Range(0, 100)]
     public int RetryLimit { get; set; } = 15;
+
+    /// <summary>
+    /// Re-checks of an unverified key before it stays unverified with reason key_check_abandoned. With the default
+    /// delay the five re-checks run about 0.5, 1.5, 3.5, 7.5 and 15.5 minutes after the first check.
+    /// </summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 20)]
+    public int RecheckAttempts { get; set; } = 5;
+
+    /// <summary>Seconds before the first re-check of an unverified key. The delay doubles after each re-check.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 3600)]
+    public int RecheckDelaySeconds { get; set; } = 30;
+
+    /// <summary>Seconds between two searches for unverified keys whose re-check is due.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 3600)]
+    public int RecheckPollSeconds { get; set; } = 5;
+
+    /// <summary>Returns the wait before the next re-check after <paramref name="attemptsMade"/> re-checks.</summary>
+    public TimeSpan RecheckDelay(int attemptsMade) => TimeSpan.FromSeconds(RecheckDelaySeconds * Math.Pow(2, attemptsMade));
 }
 
 /// <summary>Retries on database errors with backoff; the message carries only the sealed key, so a parked copy reveals nothing.</summary>

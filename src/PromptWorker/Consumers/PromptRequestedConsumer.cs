@@ -177,6 +177,14 @@ public sealed partial class PromptRequestedConsumer(
         }
 
         var document = appState.Key;
+        if (document is not null && document.State == KeyStates.Invalid && !document.HasUsableKey())
+        {
+            return document.ReasonCode == ErrorCodes.KeyUnreadable
+                ? Failure(prompt, ErrorCodes.KeyUnreadable, "This app's stored key cannot be read. The developer must register it again.")
+                : Failure(prompt, ErrorCodes.KeyInvalid, "The AI provider rejected this app's OpenAI key. The developer must replace it.");
+        }
+
+        // An invalid replacement leaves the previous key stored, and that key keeps serving.
         var material = document?.Material;
         if (document is null || material is null)
         {
@@ -184,11 +192,6 @@ public sealed partial class PromptRequestedConsumer(
             return Failure(prompt, ErrorCodes.NoKeyConfigured, pending
                 ? "This app's OpenAI key is still being checked. Try again in a few seconds."
                 : "This app has no OpenAI key. The developer adds one in the console.");
-        }
-
-        if (document.State == KeyStates.Invalid && document.Version == material.Version)
-        {
-            return Failure(prompt, ErrorCodes.KeyInvalid, "The AI provider rejected this app's OpenAI key. The developer must replace it.");
         }
 
         ProviderKey providerKey;

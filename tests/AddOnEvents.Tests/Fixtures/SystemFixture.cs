@@ -154,6 +154,11 @@ public class SystemFixture : IAsyncLifetime
         ["MasterKeys:CurrentKeyId"] = "mk1",
         ["MasterKeys:Keys:mk1"] = Secrets.MasterKey1,
         ["Fingerprint:Key"] = Secrets.FingerprintKey,
+
+        // Re-checks of unverified keys after 1, 2 and 4 s, so the tests see them end within seconds.
+        ["KeyWorker:RecheckAttempts"] = "3",
+        ["KeyWorker:RecheckDelaySeconds"] = "1",
+        ["KeyWorker:RecheckPollSeconds"] = "1",
     };
 
     public virtual Dictionary<string, string?> PromptWorkerSettings() => new(CommonSettings())

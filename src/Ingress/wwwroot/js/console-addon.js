@@ -23,8 +23,8 @@ const elements = {
 
 const ACTIVATION_ERRORS = {
   key_not_active:
-    "The add-on can only be switched on while the app's OpenAI key is active. Save a key above and wait until it " +
-    "shows Active, then switch the add-on on.",
+    "The add-on can only be switched on while the app has a usable OpenAI key. Save a key above and wait until it " +
+    "shows Active or Unverified, then switch the add-on on.",
 };
 
 const LIMIT_LABELS = {

@@ -35,9 +35,12 @@ const STATE_DESCRIPTIONS = {
 const REASON_DESCRIPTIONS = {
   key_invalid: "OpenAI says the key is wrong or has been revoked.",
   upstream_auth_failed: "OpenAI refused the key: it is wrong, revoked, or lacks access. Check it in your OpenAI account.",
-  upstream_unavailable: "OpenAI could not be reached during the check. The check is repeated later.",
-  upstream_timeout: "OpenAI did not answer in time during the check. The check is repeated later.",
-  upstream_rate_limited: "OpenAI limited the rate of requests during the check. The check is repeated later.",
+  upstream_unavailable: "OpenAI could not be reached during the check. The check is repeated a few times over the next minutes.",
+  upstream_timeout: "OpenAI did not answer in time during the check. The check is repeated a few times over the next minutes.",
+  upstream_rate_limited:
+    "OpenAI limited the rate of requests during the check. The check is repeated a few times over the next minutes.",
+  key_check_abandoned:
+    "OpenAI could not be reached in any of the repeated checks, so the key is no longer checked. Save the key again to check it again.",
   upstream_invalid_response: "OpenAI's answer to the check could not be read.",
   upstream_bad_request: "OpenAI rejected the check request.",
   key_unreadable: "The saved key could not be decrypted. Save the key again.",
@@ -195,7 +198,7 @@ function renderStatus(status) {
     const state = pending ? "pending" : typeof status.state === "string" ? status.state : "unknown";
     elements.statusState.className = `badge badge-lg badge-${STATE_LABELS[state] ? state : "unknown"}`;
     elements.statusState.textContent = STATE_LABELS[state] ?? state;
-    elements.statusStateDescription.textContent = STATE_DESCRIPTIONS[state] ?? "";
+    elements.statusStateDescription.textContent = describeState(state, status);
     elements.statusHint.textContent = status.hint || "—";
     elements.statusVersion.textContent = formatVersion(status);
     renderReason(pending ? null : status.reasonCode);
@@ -214,7 +217,16 @@ function describeForAnnouncement(status) {
   if (status === null) return "No key is saved for this app.";
   const state = isPending(status) ? "pending" : status.state;
   const reason = !isPending(status) && status.reasonCode ? ` ${REASON_DESCRIPTIONS[status.reasonCode] ?? ""}` : "";
-  return `Key status: ${STATE_LABELS[state] ?? state}. ${STATE_DESCRIPTIONS[state] ?? ""}${reason}`;
+  return `Key status: ${STATE_LABELS[state] ?? state}. ${describeState(state, status)}${reason}`;
+}
+
+// A rejected replacement leaves the previous key in use, and activeVersion then names that key's version.
+function describeState(state, status) {
+  const activeVersion = status.activeVersion;
+  if (state === "invalid" && typeof activeVersion === "number" && activeVersion !== status.version) {
+    return `OpenAI rejected this key. The add-on keeps using version ${activeVersion} until you save a valid key.`;
+  }
+  return STATE_DESCRIPTIONS[state] ?? "";
 }
 
 function renderCheckedAt(checkedAt) {
@@ -223,8 +235,9 @@ function renderCheckedAt(checkedAt) {
     : "Not checked yet";
 }
 
-// activeVersion is the version whose key answers prompts. It trails the latest version while a new key is being
-// checked, and is missing when no usable key is stored, for example after the latest key was rejected.
+// activeVersion is the version of the stored key that prompts use. It trails the latest version while a new key is
+// being checked and after a new key was rejected. It is missing when no key is stored, for example after the app's
+// first key was rejected.
 function formatVersion(status) {
   if (typeof status.version !== "number") {
     return "—";

@@ -1,0 +1,165 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using AddOnEvents.Tests.Fixtures;
+
+namespace AddOnEvents.Tests;
+
+/// <summary>Rejected replacements, keys rejected at registration, and re-checks of unverified keys, end to end.</summary>
+[Collection(SystemCollectionDefinition.Name)]
+public sealed class KeyLifecycleTests(SystemFixture system)
+{
+    private static readonly TimeSpan Patience = SystemFixture.Patience;
+
+    [Fact]
+    public async Task RejectedReplacementKeepsPreviousKey()
+    {
+        var app = await system.CreateAppAsync();
+        string good = "sk-good-" + Guid.NewGuid().ToString("N");
+        await system.RegisterActiveKeyAsync(app, good);
+        string token = await system.IssueUserTokenAsync(app, "replace-user");
+        await using var client = await system.ConnectAsync(token);
+
+        using (var mistyped = await system.PutKeyAsync(app, "sk-mistyped-" + Guid.NewGuid().ToString("N")))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, mistyped.StatusCode);
+        }
+
+        var status = await system.WaitForKeyStateAsync(app, "invalid");
+        string prompt = "after a rejected replacement " + Guid.NewGuid().ToString("N");
+        var result = await client.WaitForResultAsync(await system.PostPromptAsync(token, prompt), Patience);
+        var upstreamRequest = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+
+        Assert.Equal(2, status.GetProperty("version").GetInt64());
+        Assert.Equal("upstream_auth_failed", status.GetProperty("reasonCode").GetString());
+        Assert.Equal(1, status.GetProperty("activeVersion").GetInt64());
+        Assert.Equal("PromptCompleted", result.Kind);
+        Assert.Equal(good, upstreamRequest.BearerKey);
+    }
+
+    [Fact]
+    public async Task DeleteAfterRejectedReplacementStopsPrompts()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-good-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "delete-user");
+        await using var client = await system.ConnectAsync(token);
+        using (var mistyped = await system.PutKeyAsync(app, "sk-mistyped-" + Guid.NewGuid().ToString("N")))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, mistyped.StatusCode);
+        }
+
+        await system.WaitForKeyStateAsync(app, "invalid");
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+
+        using var deleted = await developer.DeleteAsync($"/api/apps/{app.AppId}/openai-key");
+        var result = await client.WaitForResultAsync(await system.PostPromptAsync(token, "after delete"), Patience);
+
+        Assert.Equal(HttpStatusCode.NoContent, deleted.StatusCode);
+        Assert.Equal("no_key_configured", result.Code);
+    }
+
+    [Fact]
+    public async Task KeyRejectedAtRegistrationGivesKeyInvalid()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-first-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "rejected-user");
+        await using var client = await system.ConnectAsync(token);
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+
+        // Deleting leaves the add-on on, so the next key is the only one the app has.
+        using (var deleted = await developer.DeleteAsync($"/api/apps/{app.AppId}/openai-key"))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, deleted.StatusCode);
+        }
+
+        using (var rejected = await system.PutKeyAsync(app, "sk-unknown-" + Guid.NewGuid().ToString("N")))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, rejected.StatusCode);
+        }
+
+        var status = await system.WaitForKeyStateAsync(app, "invalid");
+        var result = await client.WaitForResultAsync(await system.PostPromptAsync(token, "with a rejected key"), Patience);
+
+        Assert.Equal(JsonValueKind.Null, status.GetProperty("activeVersion").ValueKind);
+        Assert.Equal("PromptFailed", result.Kind);
+        Assert.Equal("key_invalid", result.Code);
+    }
+
+    [Fact]
+    public async Task UnverifiedKeyServesAndTurnsActive()
+    {
+        var app = await system.CreateAppAsync();
+        string key = "sk-unverified-" + Guid.NewGuid().ToString("N");
+        system.Upstream.AcceptKey(key);
+
+        // The registration's check and the first re-check fail, so the key stays unverified for about 3 s.
+        system.Upstream.Enqueue(ScriptedResponse.Error(503).ForModels());
+        system.Upstream.Enqueue(ScriptedResponse.Error(503).ForModels());
+        using (var registered = await system.PutKeyAsync(app, key))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, registered.StatusCode);
+        }
+
+        var unverified = await system.WaitForKeyStateAsync(app, "unverified");
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        using var switchedOn = await developer.PutAsJsonAsync($"/api/apps/{app.AppId}/addon", new { active = true });
+        string token = await system.IssueUserTokenAsync(app, "unverified-user");
+        await using var client = await system.ConnectAsync(token);
+        var result = await client.WaitForResultAsync(await system.PostPromptAsync(token, "with an unverified key"), Patience);
+        var active = await system.WaitForKeyStateAsync(app, "active");
+
+        Assert.Equal("upstream_unavailable", unverified.GetProperty("reasonCode").GetString());
+        Assert.Equal(HttpStatusCode.OK, switchedOn.StatusCode);
+        Assert.Equal("PromptCompleted", result.Kind);
+        Assert.Equal(JsonValueKind.Null, active.GetProperty("reasonCode").ValueKind);
+    }
+
+    [Fact]
+    public async Task UnverifiedKeyRecheckedThenAbandoned()
+    {
+        var app = await system.CreateAppAsync();
+        string key = "sk-unreachable-" + Guid.NewGuid().ToString("N");
+        system.Upstream.AcceptKey(key);
+
+        // The registration's check and the fixture's three re-checks all meet an unavailable provider.
+        for (int i = 0; i < 4; i++)
+        {
+            system.Upstream.Enqueue(ScriptedResponse.Error(503).ForModels());
+        }
+
+        using (var registered = await system.PutKeyAsync(app, key))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, registered.StatusCode);
+        }
+
+        var abandoned = await WaitForReasonAsync(app, "key_check_abandoned");
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        int checks = system.Upstream.Requests.Count(r => r.Path == FakeUpstream.ModelsPath && r.BearerKey == key);
+
+        Assert.Equal("unverified", abandoned.GetProperty("state").GetString());
+        Assert.Equal(4, checks);
+    }
+
+    /// <summary>Polls the key status until its reason code is <paramref name="reasonCode"/>, and returns that status.</summary>
+    private async Task<JsonElement> WaitForReasonAsync(TestApp app, string reasonCode)
+    {
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        var deadline = DateTime.UtcNow + Patience;
+        string last = "";
+        while (DateTime.UtcNow < deadline)
+        {
+            last = await developer.GetStringAsync($"/api/apps/{app.AppId}/openai-key");
+            var body = JsonDocument.Parse(last).RootElement;
+            if (body.GetProperty("reasonCode").GetString() == reasonCode)
+            {
+                return body.Clone();
+            }
+
+            await Task.Delay(100);
+        }
+
+        throw new TimeoutException($"The key of {app.AppId} did not reach reason '{reasonCode}' within {Patience}; last status: {last}");
+    }
+}
