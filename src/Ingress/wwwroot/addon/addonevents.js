@@ -21,6 +21,11 @@
   // Delays between reconnect attempts; the last one repeats for as long as the add-on is mounted.
   const RECONNECT_DELAYS_MS = [0, 1000, 2000, 4000, 8000];
 
+  // Delay before connecting again after the server rejected a connection, for example because the user has too many
+  // open. The user may close another tab meanwhile, so the add-on keeps trying, but slowly. A positive
+  // retryAfterSeconds from the server replaces it.
+  const REJECTED_RETRY_MS = 30_000;
+
   // A token is renewed a minute before it expires, or with a fifth of its life left when it lives under five
   // minutes. A connection that starts within a few seconds of the expiry waits for a renewal first.
   const TOKEN_RENEW_MARGIN_MS = 60_000;
@@ -87,6 +92,10 @@
     token_unavailable: "The host page could not start a session for the assistant. Reload the page and try again.",
     signalr_missing: "The assistant's connection library did not load. Reload the page; if it keeps failing, the server is misconfigured.",
   };
+
+  /** Shown when the server rejects a connection without a message of its own. */
+  const CONNECTION_REJECTED_SENTENCE =
+    "The server rejected the connection, for example because this account has too many windows of the assistant open.";
 
   const FINISH_REASONS = {
     length: "The answer was cut off at the length limit.",
@@ -246,6 +255,11 @@
     let tokenRenewal = null;
     let renewTimer = null;
     let connection = null;
+    // The ConnectionRejected payload of the current connection, until connectWithRetry has shown it and waited.
+    let rejection = null;
+    // Set after a closed connection or a failed attempt, so the next attempt first checks that the cached token is
+    // still accepted. The server rejects a token whose app secret was revoked before the token expires.
+    let verifyTokenBeforeConnect = false;
     let activeEntry = null;
     let selection = "";
     let lastInput = null;
@@ -452,6 +466,39 @@
       return tokenState.token;
     }
 
+    /**
+     * Drops the cached token when the server returns 401 for it, so the next currentToken() asks getToken for a new
+     * one. A browser hides the status of a rejected WebSocket upgrade, so the status of a plain GET with the same
+     * token decides. A request that fails on the network keeps the token.
+     */
+    async function dropTokenIfRejected() {
+      const checked = tokenState;
+      if (!checked) return;
+      let status;
+      try {
+        const response = await fetch(`${baseUrl}/api/me/usage`, {
+          headers: { Accept: "application/json", Authorization: `Bearer ${checked.token}` },
+          cache: "no-store",
+          credentials: "omit",
+        });
+        status = response.status;
+      } catch {
+        return;
+      }
+      if (status === 401 && tokenState === checked) {
+        tokenState = null;
+      }
+    }
+
+    /** Returns the token for a connect or reconnect attempt. The hub client calls it before each attempt. */
+    async function tokenForConnect() {
+      if (verifyTokenBeforeConnect) {
+        verifyTokenBeforeConnect = false;
+        await dropTokenIfRejected();
+      }
+      return currentToken();
+    }
+
     async function apiGet(path) {
       const response = await fetch(`${baseUrl}${path}`, {
         headers: { Accept: "application/json", Authorization: `Bearer ${await currentToken()}` },
@@ -475,15 +522,20 @@
         // call Ingress without credentials. Without cookies a load balancer's affinity cookie cannot pin SignalR's
         // negotiate request and the connection to one Ingress instance, so such a page opens the WebSocket at once.
         .withUrl(`${baseUrl}/hubs/addon`, {
-          accessTokenFactory: () => currentToken(),
+          accessTokenFactory: () => tokenForConnect(),
           withCredentials: false,
           ...(new URL(baseUrl, window.location.href).origin === window.location.origin
             ? {}
             : { skipNegotiation: true, transport: signalR.HttpTransportType.WebSockets }),
         })
         .withAutomaticReconnect({
-          nextRetryDelayInMilliseconds: (context) =>
-            RECONNECT_DELAYS_MS[Math.min(context.previousRetryCount, RECONNECT_DELAYS_MS.length - 1)],
+          nextRetryDelayInMilliseconds: (context) => {
+            // Null ends automatic reconnecting, and onclose hands a rejected connection to connectWithRetry, which
+            // shows the server's reason and waits longer.
+            if (rejection) return null;
+            verifyTokenBeforeConnect = true;
+            return RECONNECT_DELAYS_MS[Math.min(context.previousRetryCount, RECONNECT_DELAYS_MS.length - 1)];
+          },
         })
         .configureLogging(signalR.LogLevel.Warning)
         .build();
@@ -493,6 +545,11 @@
       hub.on("PromptFailed", (payload) => dispatch("failed", payload));
       hub.on("AllowanceThreshold", (payload) => {
         if (hub === connection) showThreshold(payload);
+      });
+      // The server sends this right after the handshake and then closes the connection, so hub.start() either fails
+      // or the connection closes just after it opened.
+      hub.on("ConnectionRejected", (payload) => {
+        if (hub === connection) rejection = payload ?? {};
       });
 
       // Each callback checks that its connection is still the current one, so a stopped old one changes nothing.
@@ -513,7 +570,8 @@
       });
       hub.onclose(() => {
         if (hub !== connection) return;
-        // Reconnecting never gives up, so this is a close the server asked for; open a fresh connection.
+        // Reconnecting gives up only after a ConnectionRejected, so anything else is a close the server requested.
+        // Both open a fresh connection.
         connectWithRetry(hub, { reconnect: true });
       });
       return hub;
@@ -534,9 +592,28 @@
       await connectWithRetry(hub);
     }
 
+    /** Shows why the server rejected the connection and waits before the next attempt. */
+    async function waitAfterRejection(rejected) {
+      const seconds = rejected.retryAfterSeconds;
+      const pause = typeof seconds === "number" && seconds > 0 ? seconds * 1000 : REJECTED_RETRY_MS;
+      const reason = typeof rejected.message === "string" && rejected.message !== ""
+        ? rejected.message
+        : CONNECTION_REJECTED_SENTENCE;
+      setConnectionState("disconnected", `${reason} The assistant tries again in ${Math.round(pause / 1000)} s.`);
+      updateControls();
+      await delay(pause);
+    }
+
     async function connectWithRetry(hub, { reconnect = false } = {}) {
       for (let attempt = 0; hub === connection; attempt++) {
-        if (attempt === 0 && !reconnect) {
+        const rejected = rejection;
+        if (rejected) {
+          rejection = null;
+          await waitAfterRejection(rejected);
+          if (hub !== connection) return;
+        }
+        if (attempt > 0 || reconnect) verifyTokenBeforeConnect = true;
+        if (rejected || (attempt === 0 && !reconnect)) {
           setConnectionState("connecting");
         } else {
           setConnectionState("reconnecting", "The connection dropped. Reconnecting…");
@@ -546,6 +623,8 @@
           await hub.start();
         } catch (error) {
           if (hub !== connection) return;
+          // The next iteration shows the server's reason instead of the client's "stopped before the handshake".
+          if (rejection) continue;
           const pause = RECONNECT_DELAYS_MS[Math.min(attempt + 1, RECONNECT_DELAYS_MS.length - 1)];
           setConnectionState("disconnected",
             `Could not connect (${error.message}). Trying again in ${Math.max(1, Math.round(pause / 1000))} s.`);
