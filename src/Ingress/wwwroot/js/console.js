@@ -467,6 +467,10 @@ document.addEventListener("visibilitychange", () => {
   }
 });
 
+// console.html ships both submit buttons disabled, so the forms cannot be submitted before these handlers exist.
+elements.signInButton.disabled = false;
+elements.saveKeyButton.disabled = false;
+
 const stored = loadCredentials();
 if (stored && stored.appId !== "" && stored.appSecret !== "") {
   elements.appId.value = stored.appId;
