@@ -35,14 +35,16 @@ public static class IngressApp
     {
         var builder = WebApplication.CreateBuilder(args);
         // Request logs at Information include query strings, and SignalR puts the user's token there. The request
-        // scope of this category holds the path, which names host user ids, and a sink that writes scopes copies it
+        // scope of this category contains the path, which names host user ids, and a sink that writes scopes copies it
         // into every line of the request. Its other lines report start-up failures, which also end the process with
         // the exception on standard error.
         builder.Logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         builder.Logging.AddFilter("Microsoft.AspNetCore.Http.Connections", LogLevel.Information);
 
-        // These floors hold even when an operator turns every log up to Trace: SignalR's Debug lines print each hub
-        // call with its arguments (the prompt text), and routing's quote request paths that carry host user ids.
+        // These floors hold even when an operator turns every log up to Trace. ASP.NET Core's Debug lines quote request
+        // paths, which carry host user ids and, on a mistyped URL, whatever the caller put there (the static file
+        // middleware logs every unmatched path). SignalR's print each hub call with its arguments (the prompt text).
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore.SignalR", LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore.Routing", LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore.Server.Kestrel.BadRequests", LogLevel.Information);
@@ -180,7 +182,7 @@ public static class IngressApp
                             : "The end-user token is missing, expired or invalid. Fetch a new one from the host application.");
                 },
                 // A signature alone cannot show that the app still exists and the secret that asked for the token
-                // is not revoked; the app comes from a cache of a few seconds.
+                // is not revoked. The app comes from a cache of a few seconds.
                 OnTokenValidated = async context =>
                 {
                     var apps = context.HttpContext.RequestServices.GetRequiredService<AppStore>();

@@ -438,8 +438,10 @@ public sealed class TenancyTests(SystemFixture system)
         await client.WaitForResultAsync(submitted.GetProperty("requestId").GetGuid(), Patience);
         using var host = system.CreateClient(SystemFixture.Basic(app));
         using var export = await host.GetAsync($"/api/apps/{app.AppId}/users/{userId}");
+        using var mistyped = await host.GetAsync($"/api/apps/{app.AppId}/users/{userId}/usage");
 
         Assert.Equal(HttpStatusCode.OK, export.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, mistyped.StatusCode);
         Assert.DoesNotContain(system.Logs.Entries, entry => entry.Contains(prompt, StringComparison.Ordinal));
         Assert.DoesNotContain(system.Logs.Entries, entry => entry.Contains(userId, StringComparison.Ordinal));
     }

@@ -70,7 +70,15 @@ public sealed partial class KeyRegisteredConsumer(
             return;
         }
 
-        LogStored(message.AppId, message.KeyVersion, state, material?.MasterKeyId);
+        if (material is null)
+        {
+            LogRejected(message.AppId, message.KeyVersion, state);
+        }
+        else
+        {
+            LogStored(message.AppId, message.KeyVersion, state, material.MasterKeyId);
+        }
+
         if (state == KeyStates.Unverified)
         {
             // A redelivery after a crash before this write repeats the check, so the schedule is not lost.
@@ -85,7 +93,11 @@ public sealed partial class KeyRegisteredConsumer(
 
     [LoggerMessage(EventId = 2001, Level = LogLevel.Information,
         Message = "Stored key of app {AppId} version {KeyVersion} as {State} under master key {MasterKeyId}")]
-    private partial void LogStored(string appId, long keyVersion, string state, string? masterKeyId);
+    private partial void LogStored(string appId, long keyVersion, string state, string masterKeyId);
+
+    [LoggerMessage(EventId = 2004, Level = LogLevel.Information,
+        Message = "Recorded key of app {AppId} version {KeyVersion} as {State} without storing it; a key stored earlier stays in use")]
+    private partial void LogRejected(string appId, long keyVersion, string state);
 
     [LoggerMessage(EventId = 2002, Level = LogLevel.Information,
         Message = "Skipped key of app {AppId} version {KeyVersion}: a newer registration or a deletion replaced it")]
