@@ -4,7 +4,6 @@ using AddOnEvents.Contracts;
 using AddOnEvents.KeyWorker.Consumers;
 using MassTransit;
 using Microsoft.Extensions.Options;
-using MongoDB.Driver;
 
 namespace AddOnEvents.KeyWorker.Keys;
 
@@ -39,8 +38,10 @@ public sealed partial class UnverifiedKeyRechecker(
             {
                 await RecheckDueKeysAsync(stoppingToken);
             }
-            catch (Exception ex) when (ex is MongoException or TimeoutException)
+            catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
             {
+                // An exception that escaped here would stop the whole KeyWorker process, and the claimed key is
+                // checked again once its lease runs out.
                 LogPassFailed(ex.GetType().Name);
             }
         }
