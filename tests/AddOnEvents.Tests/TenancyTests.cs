@@ -328,7 +328,7 @@ public sealed class TenancyTests(SystemFixture system)
     }
 
     [Fact]
-    public async Task QuotaLimitedUserRunsFewPromptsAtOnce()
+    public async Task LimitedUserPromptsInFlightCapped()
     {
         var limited = await system.CreateAppAsync();
         var open = await system.CreateAppAsync();
@@ -426,7 +426,7 @@ public sealed class TenancyTests(SystemFixture system)
     }
 
     [Fact]
-    public async Task TraceLogsHoldNoPromptOrUserId()
+    public async Task TraceLogsOmitPromptAndUserId()
     {
         var app = await system.CreateAppAsync();
         await system.RegisterActiveKeyAsync(app, "sk-private-" + Guid.NewGuid().ToString("N"));
@@ -636,24 +636,24 @@ public sealed class TenancyTests(SystemFixture system)
         var second = new Uri(await system.StartServiceAsync("Ingress2"));
         try
         {
-            await using var here = await system.ConnectAsync(token);
-            await using var elsewhere = await AddOnClient.ConnectAsync(second, token);
-            var closedHere = ClosedTask(here);
-            var closedElsewhere = ClosedTask(elsewhere);
-            var before = await here.Connection.InvokeAsync<JsonElement>("SubmitPrompt", new { prompt = "before the revoke" }).WaitAsync(Patience);
+            await using var onFirst = await system.ConnectAsync(token);
+            await using var onSecond = await AddOnClient.ConnectAsync(second, token);
+            var closedOnFirst = ClosedTask(onFirst);
+            var closedOnSecond = ClosedTask(onSecond);
+            var before = await onFirst.Connection.InvokeAsync<JsonElement>("SubmitPrompt", new { prompt = "before the revoke" }).WaitAsync(Patience);
             using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
             using var rotated = await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds = 0 });
             var fresh = app with { Secret = (await rotated.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appSecret").GetString()! };
 
-            await closedHere.WaitAsync(Patience);
-            await closedElsewhere.WaitAsync(Patience);
+            await closedOnFirst.WaitAsync(Patience);
+            await closedOnSecond.WaitAsync(Patience);
             using var overHttp = await system.CreateClient(SystemFixture.Bearer(token)).PostAsJsonAsync("/api/prompts", new { prompt = "after" });
             using var withNewToken = await system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(fresh, "leaked-user")))
                 .PostAsJsonAsync("/api/prompts", new { prompt = "with a token from the new secret" });
 
             Assert.Equal(JsonValueKind.String, before.GetProperty("requestId").ValueKind);
-            Assert.Equal(HubConnectionState.Disconnected, here.Connection.State);
-            Assert.Equal(HubConnectionState.Disconnected, elsewhere.Connection.State);
+            Assert.Equal(HubConnectionState.Disconnected, onFirst.Connection.State);
+            Assert.Equal(HubConnectionState.Disconnected, onSecond.Connection.State);
             Assert.Equal(HttpStatusCode.Unauthorized, overHttp.StatusCode);
             Assert.Equal(HttpStatusCode.Accepted, withNewToken.StatusCode);
         }

@@ -64,9 +64,8 @@ public sealed class AddOnConnectionTests(BrowserFixture system)
         }
     }
 
-    // NOTE: one run of the whole browser suite, on a machine busy with other test runs, failed this test at dispose
-    // with an unhandled "Handshake was canceled." rejection inside signalr.min.js. Nine further runs passed, and the
-    // cause is not known.
+    // NOTE: on a machine loaded by other test runs, this test has failed at dispose with an unhandled "Handshake was
+    // canceled." rejection raised inside signalr.min.js. The cause is not known.
     [Fact]
     public async Task RevokedSecretFetchesNewToken()
     {

@@ -74,8 +74,8 @@ public class SystemFixture : IAsyncLifetime
     }
 
     /// <summary>
-    /// Builds and starts one service by project name; returns its HTTP address. An extra Ingress instance (a name such
-    /// as Ingress2) takes <paramref name="overrides"/> over the suite's settings; the other services ignore them.
+    /// Builds and starts one service by project name and returns its HTTP address. An extra Ingress instance (a name
+    /// such as Ingress2) applies <paramref name="overrides"/> over the suite's settings. The other services ignore them.
     /// </summary>
     public async Task<string> StartServiceAsync(string name, IReadOnlyDictionary<string, string?>? overrides = null)
     {
