@@ -14,6 +14,9 @@ public static class ApiErrors
 
     public static IResult BadRequest(string message) => Result(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, message);
 
+    /// <summary>Value of <c>error.type</c> in errors of the OpenAI-compatible endpoints.</summary>
+    public const string OpenAIErrorType = "addonevents_error";
+
     /// <summary>Seconds a client waits before retrying after a 503 for a broker or database outage.</summary>
     public const int OutageRetryAfterSeconds = 5;
 
@@ -37,7 +40,7 @@ public static class ApiErrors
         if (context.Request.Path.StartsWithSegments("/v1"))
         {
             MarkNotRetryable(context.Response, status, code);
-            return context.Response.WriteAsJsonAsync(new { error = new { message, type = "addonevents_error", code, param = (string?)null } });
+            return context.Response.WriteAsJsonAsync(new { error = new { message, type = OpenAIErrorType, code, param = (string?)null } });
         }
 
         return context.Response.WriteAsJsonAsync(new ApiError(code, message));

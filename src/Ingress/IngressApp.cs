@@ -181,15 +181,15 @@ public static class IngressApp
                             ? "Send an end-user token or appId.appSecret as the Bearer key."
                             : "The end-user token is missing, expired or invalid. Fetch a new one from the host application.");
                 },
-                // A signature alone cannot show that the app still exists and the secret that asked for the token
-                // is not revoked. The app comes from a cache of a few seconds.
+                // A signature alone cannot show that the app still exists and that the secret that requested the
+                // token is not revoked. The app comes from a cache of a few seconds.
                 OnTokenValidated = async context =>
                 {
                     var apps = context.HttpContext.RequestServices.GetRequiredService<AppStore>();
                     string? appId = context.Principal?.FindFirstValue(AuthSchemes.AppIdClaim);
                     var app = appId is null ? null : await apps.FindCachedAsync(appId, context.HttpContext.RequestAborted);
                     var now = context.HttpContext.RequestServices.GetRequiredService<TimeProvider>().GetUtcNow().UtcDateTime;
-                    if (app is null || !app.HasActiveSecret(context.Principal!.FindFirstValue(AuthSchemes.SecretIdClaim), now))
+                    if (app is null || !app.HasActiveSecret(context.Principal, now))
                     {
                         context.Fail("The token's app no longer exists or the app secret that issued it was revoked.");
                     }

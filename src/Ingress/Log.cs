@@ -34,7 +34,7 @@ internal static partial class Log
         Message = "Erased an end user of app {AppId}: {UsageCounters} usage counters, {Results} results")]
     public static partial void UserErased(ILogger logger, string appId, long usageCounters, long results);
 
-    [LoggerMessage(EventId = 1010, Level = LogLevel.Debug, Message = "Refused a {MessageType} publish at once: the broker is down")]
+    [LoggerMessage(EventId = 1010, Level = LogLevel.Debug, Message = "Rejected a {MessageType} publish at once because the broker is down")]
     public static partial void PublishSkipped(ILogger logger, string messageType);
 
     [LoggerMessage(EventId = 1004, Level = LogLevel.Information, Message = "Accepted request {RequestId} of app {AppId}")]

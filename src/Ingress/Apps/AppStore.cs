@@ -1,5 +1,7 @@
+using System.Security.Claims;
 using System.Security.Cryptography;
 using System.Text;
+using AddOnEvents.Ingress.Auth;
 using Microsoft.Extensions.Caching.Memory;
 using MongoDB.Bson.Serialization.Attributes;
 using MongoDB.Driver;
@@ -44,6 +46,10 @@ public sealed class AppDocument
     /// </summary>
     public bool HasActiveSecret(string? secretId, DateTime now) =>
         secretId is not null && Secrets.Any(s => s.IsActive(now) && s.Id == secretId);
+
+    /// <summary>Tells whether the app secret that the caller's claims name still works.</summary>
+    public bool HasActiveSecret(ClaimsPrincipal? caller, DateTime now) =>
+        HasActiveSecret(caller?.FindFirstValue(AuthSchemes.SecretIdClaim), now);
 }
 
 /// <summary>Limits the operator sets per app; null means unlimited. They hold across every Ingress instance.</summary>

@@ -48,7 +48,7 @@ public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock
     /// <summary>Claim set to true when the host allows only preset actions, no free-form prompts, for this user.</summary>
     public const string FreeformDisabledClaim = "freeform_disabled";
 
-    /// <param name="secretId">The app secret that asks for the token; revoking that secret ends the token too.</param>
+    /// <param name="secretId">The app secret that requests the token. Revoking that secret ends the token too.</param>
     public (string Token, DateTimeOffset ExpiresAt) Issue(
         string appId, string userId, string secretId, TimeSpan lifetime, int? requestsPerMinute = null, long? monthlyTokens = null,
         UserTokenControls? controls = null)

@@ -25,7 +25,7 @@ public sealed class PromptResultConsumer(
     // Every result of a request comes to this one instance, so remembering the delivered ones here is enough.
     private static readonly TimeSpan RememberFor = TimeSpan.FromMinutes(15);
 
-    /// <summary>Longest wait for a user's connections to take one message.</summary>
+    /// <summary>Maximum wait for a user's connections to take one message.</summary>
     private static readonly TimeSpan PushTimeout = TimeSpan.FromSeconds(3);
 
     public async Task Consume(ConsumeContext<PromptPiece> context)
@@ -70,7 +70,7 @@ public sealed class PromptResultConsumer(
 
     /// <summary>
     /// Sends to every connection of the user, giving up after <see cref="PushTimeout"/>. A client that stops reading
-    /// fills its connection's buffer, and every push to it would then hold one of the consumer's slots, so the answers
+    /// fills its connection's buffer, and every push to it would then hold one of the consumer's slots, so the results
     /// of other users would wait too. So the user's connections are closed at the first push that gives up, and later
     /// pushes to the user return at once. The client reconnects and fetches the results it missed by request id.
     /// </summary>

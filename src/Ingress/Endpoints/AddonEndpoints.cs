@@ -13,7 +13,7 @@ namespace AddOnEvents.Ingress.Endpoints;
 
 public sealed record ActivationInput(bool? Active);
 
-/// <summary>The webhook URL, or null to remove it; <see cref="RotateSecret"/> asks for a new signing secret.</summary>
+/// <summary>Body of <c>PUT /api/apps/{appId}/webhook</c>: the URL, or null to remove the webhook, and whether to request a new signing secret.</summary>
 public sealed record WebhookInput(string? Url, bool? RotateSecret);
 
 public sealed record UserControlsInput(bool? AddonDisabled, bool? FreeformDisabled, long? MonthlyTokenAllowance, int? AllowanceThresholdPercent);
@@ -103,8 +103,8 @@ public static class AddonEndpoints
     }
 
     /// <summary>
-    /// Stores the host's controls for one end user. They apply to the user's next prompt whatever token it holds, at
-    /// once on this instance and within 5 seconds on the others.
+    /// Stores the host's controls for one end user. They apply to the user's next prompt whatever token the user
+    /// presents, at once on this instance and within 5 seconds on the others.
     /// </summary>
     private static async Task<IResult> SetUserControlsAsync(string appId, string userId, HttpContext http, UserControlStore store, UserTokens tokens,
         TimeProvider clock)
@@ -140,14 +140,14 @@ public static class AddonEndpoints
 
     /// <summary>
     /// Returns everything stored about one end user of the app, so the host can reply to the user's request for access:
-    /// the host's controls, the monthly usage counters and the answers still kept.
+    /// the host's controls, the monthly usage counters, the stored prompt results and the per-minute rate counters.
     /// </summary>
     private static Task<IResult> GetUserDataAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores) =>
         ForUserAsync(http, appId, userId, stores, async (userId, pseudonym, cancellationToken) =>
         {
             var controls = await stores.Controls.FindAsync(appId, pseudonym, cancellationToken);
             var months = await stores.Usage.GetUserMonthsAsync(appId, pseudonym, cancellationToken);
-            var answers = await stores.Results.FindUserAsync(appId, pseudonym, cancellationToken);
+            var promptResults = await stores.Results.FindUserAsync(appId, pseudonym, cancellationToken);
             var rateCounters = await stores.Rates.GetUserAsync(appId, pseudonym, cancellationToken);
             return Results.Ok(new
             {
@@ -159,7 +159,7 @@ public static class AddonEndpoints
                     controls.UpdatedAt,
                 },
                 usage = months.Select(m => new { month = m.Period, tokens = m.Tokens, requests = m.Requests, deleteAfter = m.ExpiresAt }),
-                results = answers.Select(r => new
+                results = promptResults.Select(r => new
                 {
                     requestId = r.RequestId, status = r.Status, text = r.Text, finishReason = r.FinishReason, code = r.Code, createdAt = r.CreatedAt,
                     deleteAfter = r.ExpiresAt,
@@ -169,7 +169,7 @@ public static class AddonEndpoints
         });
 
     /// <summary>
-    /// Deletes everything stored about one end user of the app: controls, monthly counters, kept answers and
+    /// Deletes everything stored about one end user of the app: controls, monthly counters, stored prompt results and
     /// per-minute rate counters. The app's own day and month totals keep the user's tokens, because they name no user.
     /// </summary>
     private static Task<IResult> EraseUserAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores,
@@ -178,10 +178,10 @@ public static class AddonEndpoints
         {
             bool controls = await stores.Controls.DeleteAsync(appId, pseudonym, cancellationToken);
             long counters = await stores.Usage.DeleteUserAsync(appId, pseudonym, cancellationToken);
-            long answers = await stores.Results.DeleteUserAsync(appId, pseudonym, cancellationToken);
+            long promptResults = await stores.Results.DeleteUserAsync(appId, pseudonym, cancellationToken);
             long rateCounters = await stores.Rates.DeleteUserAsync(appId, pseudonym, cancellationToken);
-            Log.UserErased(logger, appId, counters, answers);
-            return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = answers, rateCounters } });
+            Log.UserErased(logger, appId, counters, promptResults);
+            return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = promptResults, rateCounters } });
         });
 
     /// <summary>Checks the caller and the user id in the path, then runs the action with the decoded user id and its pseudonym.</summary>

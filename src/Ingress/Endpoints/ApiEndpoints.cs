@@ -84,7 +84,7 @@ public static class ApiEndpoints
     {
         var app = await apps.FindAsync(appId, http.RequestAborted);
         return app is null
-            ? ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.")
+            ? AppNotFound(appId)
             : Results.Ok(new { app.AppId, app.Name, app.AddonActive, app.Limits, webhookConfigured = app.WebhookUrl is not null, app.CreatedAt });
     }
 
@@ -98,7 +98,7 @@ public static class ApiEndpoints
         var cancellationToken = http.RequestAborted;
         if (await apps.FindAsync(appId, cancellationToken) is null)
         {
-            return ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
+            return AppNotFound(appId);
         }
 
         // The app record goes last, so a removal that stopped halfway can be repeated. Usage is deleted once more
@@ -137,7 +137,7 @@ public static class ApiEndpoints
 
         return await apps.SetLimitsAsync(appId, limits, http.RequestAborted)
             ? Results.Ok(limits)
-            : ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
+            : AppNotFound(appId);
     }
 
     private static async Task<IResult> RotateSecretAsync(string appId, HttpContext http, AppStore apps, RevokedConnectionSweeper sweeper)
@@ -179,9 +179,12 @@ public static class ApiEndpoints
         return Results.NoContent();
     }
 
+    private static IResult AppNotFound(string appId) =>
+        ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'.");
+
     private static IResult SecretChangeError(string appId, SecretChange result) => result switch
     {
-        SecretChange.AppNotFound => ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"No app has the id '{appId}'."),
+        SecretChange.AppNotFound => AppNotFound(appId),
         SecretChange.NoPreviousSecret => ApiErrors.Result(StatusCodes.Status409Conflict, ErrorCodes.Conflict,
             $"App '{appId}' has no previous secret to revoke, so its current secret still works. To replace the current secret, "
             + $"rotate it: POST /api/admin/apps/{appId}/secrets with graceSeconds 0 makes the old secret stop working at once."),

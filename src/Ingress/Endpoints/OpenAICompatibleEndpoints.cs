@@ -372,7 +372,7 @@ public static partial class OpenAICompatibleEndpoints
     /// <summary>Ends a stream that already started the way SDKs expect after a failure: an error event, then [DONE].</summary>
     private static async Task EndStreamWithErrorAsync(HttpContext http, string code, string message, CancellationToken cancellationToken)
     {
-        await WriteEventAsync(http, new { error = new { message, type = "addonevents_error", code } }, cancellationToken);
+        await WriteEventAsync(http, new { error = new { message, type = ApiErrors.OpenAIErrorType, code } }, cancellationToken);
         await http.Response.WriteAsync("data: [DONE]\n\n", cancellationToken);
     }
 
@@ -395,7 +395,7 @@ public static partial class OpenAICompatibleEndpoints
         }
 
         ApiErrors.MarkNotRetryable(http.Response, status, code);
-        await http.Response.WriteAsJsonAsync(new { error = new { message, type = "addonevents_error", code, param } });
+        await http.Response.WriteAsJsonAsync(new { error = new { message, type = ApiErrors.OpenAIErrorType, code, param } });
     }
 
     /// <summary>
@@ -443,10 +443,7 @@ public static partial class OpenAICompatibleEndpoints
 
     private static string UnsupportedPart(string partType, int index)
     {
-        // Only a name shaped like OpenAI's part types (image_url, input_audio, file) is repeated, because the field
-        // can contain anything the caller pasted, such as an API key, and error responses can end up in logs.
-        bool nameable = partType.Length is > 0 and <= 32 && partType.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_');
-        string description = nameable ? $"a part of type '{partType}'" : "a part whose type is not 'text'";
+        string description = OpenAISampling.IsTypeName(partType) ? $"a part of type '{partType}'" : "a part whose type is not 'text'";
         return string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"messages[{index}].content contains {description}, which is not supported. Only text parts are accepted.");
     }

@@ -149,15 +149,15 @@ public static class OpenAISampling
         };
     }
 
+    private static string Describe(string type) => IsTypeName(type) ? $"type '{type}'" : "of this type";
+
     /// <summary>
-    /// Names a type value only when it is shaped like OpenAI's type names, because the field can contain anything
-    /// the caller pasted, such as an API key, and error responses can end up in logs.
+    /// Tells whether a caller's type value is shaped like OpenAI's type names (image_url, json_object), so an error
+    /// may repeat it. The field can contain anything the caller pasted, such as an API key, and error responses can
+    /// end up in logs.
     /// </summary>
-    private static string Describe(string type)
-    {
-        bool nameable = type.Length is > 0 and <= 32 && type.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_');
-        return nameable ? $"type '{type}'" : "of this type";
-    }
+    internal static bool IsTypeName(string type) =>
+        type.Length is > 0 and <= 32 && type.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_');
 
     private static bool IsSet(JsonElement element) => element.ValueKind is not (JsonValueKind.Undefined or JsonValueKind.Null);
 }

@@ -19,8 +19,8 @@ public sealed record UsagePayload(int PromptTokens, int CompletionTokens, int To
 public sealed record PiecePayload(Guid RequestId, int Sequence, string Text);
 
 /// <summary>
-/// Result of <c>SubmitPrompt</c>: the request id that the answer will carry, or the stable error code, message and
-/// retry time of a rejected prompt.
+/// Result of <c>SubmitPrompt</c>: the request id that the prompt's result will carry, or the stable error code,
+/// message and retry time of a rejected prompt.
 /// </summary>
 public sealed record SubmitResult(Guid? RequestId, string? Code = null, string? Message = null, int? RetryAfterSeconds = null);
 
@@ -64,8 +64,8 @@ public sealed class AddOnHub(
     }
 
     /// <summary>
-    /// Sends a prompt over the connection and returns the request id that the answer will carry. A rejected prompt
-    /// throws a HubException whose message is "code: message"; <see cref="SubmitPrompt"/> returns the same as data.
+    /// Sends a prompt over the connection and returns the request id that the prompt's result will carry. A rejected
+    /// prompt throws a HubException whose message is "code: message". <see cref="SubmitPrompt"/> returns the same as data.
     /// </summary>
     public async Task<Guid> SendPrompt(PromptInput? input)
     {

@@ -61,7 +61,7 @@ public sealed class RevokedConnectionSweeper(
 
             foreach (var (connection, _) in group)
             {
-                if (!app.HasActiveSecret(connection.User?.FindFirstValue(AuthSchemes.SecretIdClaim), now))
+                if (!app.HasActiveSecret(connection.User, now))
                 {
                     connection.Abort();
                     closed++;

@@ -59,7 +59,7 @@ public sealed class PromptCanceller : IDisposable
             return lease.TryGetMetadata(MetadataName.RetryAfter, out var retryAfter) ? Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)) : 60;
         }
 
-        await CancelAbandonedAsync(user, requestId, cancellationToken);
+        await PublishAsync(user, pseudonym, requestId, cancellationToken);
         return null;
     }
 
@@ -67,11 +67,12 @@ public sealed class PromptCanceller : IDisposable
     /// Sends the cancel of a request whose caller went away while waiting for it. It is never limited, because only
     /// a request the caller itself started can end this way.
     /// </summary>
-    public async Task CancelAbandonedAsync(ClaimsPrincipal user, Guid requestId, CancellationToken cancellationToken)
+    public Task CancelAbandonedAsync(ClaimsPrincipal user, Guid requestId, CancellationToken cancellationToken) =>
+        _tokens.Pseudonym(user) is { } pseudonym ? PublishAsync(user, pseudonym, requestId, cancellationToken) : Task.CompletedTask;
+
+    private async Task PublishAsync(ClaimsPrincipal user, string pseudonym, Guid requestId, CancellationToken cancellationToken)
     {
-        string? appId = user.FindFirstValue(AuthSchemes.AppIdClaim);
-        string? pseudonym = _tokens.Pseudonym(user);
-        if (appId is null || pseudonym is null)
+        if (user.FindFirstValue(AuthSchemes.AppIdClaim) is not { } appId)
         {
             return;
         }

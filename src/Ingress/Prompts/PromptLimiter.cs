@@ -34,7 +34,8 @@ public sealed class PromptLimiter(
         }
 
         // A hub connection proves its token only when it opens, so this check catches a secret revoked since then.
-        if (!app.HasActiveSecret(user.FindFirstValue(AuthSchemes.SecretIdClaim), clock.GetUtcNow().UtcDateTime))
+        var now = clock.GetUtcNow().UtcDateTime;
+        if (!app.HasActiveSecret(user, now))
         {
             return Reject(StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
                 "The app secret that issued this token was revoked. Fetch a new token from the host application.");
@@ -72,7 +73,6 @@ public sealed class PromptLimiter(
                 string.Create(CultureInfo.InvariantCulture, $"maxOutputTokens may be at most {appCap} for this app."));
         }
 
-        var now = clock.GetUtcNow().UtcDateTime;
         if (limits.TokensPerDay is not null || limits.TokensPerMonth is not null)
         {
             var (day, month) = await usage.GetAppUsageAsync(appId, now, cancellationToken);
