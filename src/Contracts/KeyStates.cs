@@ -11,7 +11,7 @@ public static class KeyStates
 
     /// <summary>
     /// Rejected by the provider or by the upstream during a prompt. Prompts fail with key_invalid, unless a previous
-    /// key of the app is still stored: that one keeps serving until a replacement is stored.
+    /// key of the app is still stored. That key keeps serving until a replacement is stored.
     /// </summary>
     public const string Invalid = "invalid";
 

@@ -43,8 +43,8 @@ public sealed record PromptRequested(
     public byte[]? SealedUserRef { get; init; }
 
     /// <summary>
-    /// The app has a token quota, so the answer's usage must be stored before the answer goes out: the user's next
-    /// prompt is checked against it. Without a quota the answer goes out first.
+    /// Flag set when the app has a token quota. The answer's usage is then stored before the answer goes out, because
+    /// the user's next prompt is checked against it. Without a quota the answer goes out first.
     /// </summary>
     public bool UsageLimited { get; init; }
 

@@ -69,7 +69,7 @@ public static class Telemetry
                 .AddAspNetCoreInstrumentation(aspNet =>
                 {
                     aspNet.Filter = context => !IsOperatorPath(context.Request.Path);
-                    aspNet.EnrichWithHttpResponse = WithoutUserIdInPath;
+                    aspNet.EnrichWithHttpResponse = RedactUserIdInPath;
                 })
                 .AddHttpClientInstrumentation())
             .WithMetrics(metrics => metrics
@@ -149,12 +149,11 @@ public static class Telemetry
             : new Uri(endpoint);
     }
 
-    /// <summary>Probes and scrapes arrive every few seconds and would bury the traces of real requests.</summary>
     /// <summary>
     /// Replaces the span's path with the route template when the route names a host user id, because host user ids
     /// may be email addresses and spans must not carry them.
     /// </summary>
-    private static void WithoutUserIdInPath(Activity activity, HttpResponse response)
+    private static void RedactUserIdInPath(Activity activity, HttpResponse response)
     {
         if (response.HttpContext.GetEndpoint() is RouteEndpoint { RoutePattern.RawText: { } template }
             && template.Contains("{userId}", StringComparison.Ordinal))
@@ -163,6 +162,7 @@ public static class Telemetry
         }
     }
 
+    /// <summary>Probes and scrapes arrive every few seconds and would bury the traces of real requests.</summary>
     private static bool IsOperatorPath(PathString path) =>
         path.StartsWithSegments("/health", StringComparison.OrdinalIgnoreCase)
         || path.StartsWithSegments(MetricsPath, StringComparison.OrdinalIgnoreCase);

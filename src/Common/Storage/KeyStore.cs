@@ -30,14 +30,15 @@ public sealed class KeyDocument
     /// </summary>
     public StoredKeyMaterial? Material { get; set; }
 
-    /// <summary>Re-checks of an unverified key made so far. Every registration resets it.</summary>
+    /// <summary>Number of re-checks of an unverified key made so far. Every registration resets it.</summary>
     public int RecheckAttempts { get; set; }
 
     /// <summary>Time at which KeyWorker checks the unverified key again, or null when no re-check is scheduled.</summary>
     public DateTime? NextCheckAt { get; set; }
 
     /// <summary>
-    /// Tells whether prompts can use the stored key: one is stored, and it is not the version the provider rejected.
+    /// Returns whether prompts can use the stored key, which requires that a key is stored and that it is not the
+    /// version the provider rejected.
     /// </summary>
     public bool HasUsableKey() => Material is not null && !(State == KeyStates.Invalid && Version == Material.Version);
 }

@@ -39,4 +39,4 @@ public static class ProviderKeyFormat
 /// no message, log line or fault header ever carries the key.
 /// </summary>
 public sealed class UnusableProviderKeyException()
-    : InvalidOperationException("The provider key has characters that an Authorization header cannot carry.");
+    : InvalidOperationException("The provider key contains characters that an Authorization header cannot carry.");

@@ -76,7 +76,10 @@ public sealed class UpstreamClientFactory(IHttpMessageHandlerFactory handlers, I
             http);
     }
 
-    /// <summary>Returns the base URL with a final '/' and without a final "v1" segment, or unchanged when it is not absolute.</summary>
+    /// <summary>
+    /// Returns the base URL with a final '/' and without a final "v1" segment. A null or relative URL, or one with a
+    /// query or fragment, is returned unchanged.
+    /// </summary>
     public static Uri ServerRoot(Uri baseUrl)
     {
         if (baseUrl is null || !baseUrl.IsAbsoluteUri || baseUrl.Query.Length > 0 || baseUrl.Fragment.Length > 0)

@@ -96,7 +96,7 @@ public sealed partial class KeyRegisteredConsumer(
     private partial void LogStored(string appId, long keyVersion, string state, string masterKeyId);
 
     [LoggerMessage(EventId = 2004, Level = LogLevel.Information,
-        Message = "Recorded key of app {AppId} version {KeyVersion} as {State} without storing it; a key stored earlier stays in use")]
+        Message = "Recorded key of app {AppId} version {KeyVersion} as {State} without storing it. A key stored earlier stays in use")]
     private partial void LogRejected(string appId, long keyVersion, string state);
 
     [LoggerMessage(EventId = 2002, Level = LogLevel.Information,
@@ -121,7 +121,7 @@ public sealed class KeyWorkerOptions
     public int RetryLimit { get; set; } = 15;
 
     /// <summary>
-    /// Re-checks of an unverified key before it stays unverified with reason key_check_abandoned. With the default
+    /// Number of re-checks of an unverified key before it stays unverified with reason key_check_abandoned. With the default
     /// delay the five re-checks run about 0.5, 1.5, 3.5, 7.5 and 15.5 minutes after the first check.
     /// </summary>
     [System.ComponentModel.DataAnnotations.Range(1, 20)]

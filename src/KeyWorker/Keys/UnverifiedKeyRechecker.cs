@@ -122,7 +122,7 @@ public sealed partial class UnverifiedKeyRechecker(
         }
         catch (MassTransitException ex)
         {
-            // The status is stored already; the event only informs, so a broker outage must not stop the re-checks.
+            // The status is stored already and the event only informs, so a broker outage must not stop the re-checks.
             LogPublishFailed(document.AppId, document.Version, ex.GetType().Name);
         }
     }
@@ -132,7 +132,8 @@ public sealed partial class UnverifiedKeyRechecker(
     private partial void LogRechecked(string appId, long keyVersion, int attempt, string state, string? reasonCode);
 
     [LoggerMessage(EventId = 2202, Level = LogLevel.Warning,
-        Message = "Stopped re-checking key of app {AppId} version {KeyVersion} after {Attempts} attempts; the last reason was {ReasonCode}")]
+        Message = "Stopped re-checking key of app {AppId} version {KeyVersion} after {Attempts} attempts with last reason {ReasonCode}. "
+            + "Saving the key again restarts the checks")]
     private partial void LogAbandoned(string appId, long keyVersion, int attempts, string? reasonCode);
 
     [LoggerMessage(EventId = 2203, Level = LogLevel.Information,
@@ -140,11 +141,11 @@ public sealed partial class UnverifiedKeyRechecker(
     private partial void LogSuperseded(string appId, long keyVersion);
 
     [LoggerMessage(EventId = 2204, Level = LogLevel.Error,
-        Message = "Failed to decrypt the key of app {AppId} version {KeyVersion} wrapped by master key {MasterKeyId}; it is not checked again")]
+        Message = "Failed to decrypt the key of app {AppId} version {KeyVersion} wrapped by master key {MasterKeyId}, so it is not checked again")]
     private partial void LogUnreadable(string appId, long keyVersion, string masterKeyId);
 
     [LoggerMessage(EventId = 2205, Level = LogLevel.Warning,
-        Message = "Failed to look for unverified keys to re-check: {ExceptionType}; retrying on the next tick")]
+        Message = "Failed to look for unverified keys to re-check: {ExceptionType}. Retrying on the next tick")]
     private partial void LogPassFailed(string exceptionType);
 
     [LoggerMessage(EventId = 2206, Level = LogLevel.Warning,

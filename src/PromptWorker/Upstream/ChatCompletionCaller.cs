@@ -116,7 +116,8 @@ public sealed partial class ChatCompletionCaller(
         {
             LogUpstreamFailed(prompt.RequestId, prompt.AppId, "unusable key");
             return ChatOutcome.Failure(ErrorCodes.KeyInvalid,
-                "The app's OpenAI key has characters that keys do not have. The developer replaces it in the console.", retryable: false);
+                "The app's OpenAI key contains characters that an Authorization header cannot carry. "
+                + "The developer must replace it in the console.", retryable: false);
         }
         catch (HttpRequestException)
         {
@@ -261,7 +262,7 @@ public sealed partial class ChatCompletionCaller(
             // A 403 denies only this request, for example a model the key's project may not use. The key itself
             // was accepted, so it stays active.
             403 => ChatOutcome.Failure(ErrorCodes.UpstreamForbidden,
-                $"The AI provider refused this request with this app's key, for example because the key may not use the model '{prompt.Model}'."),
+                $"The AI provider rejected this request with this app's key, for example because the key may not use the model '{prompt.Model}'."),
             404 => ChatOutcome.Failure(ErrorCodes.ModelNotFound, $"The AI provider does not offer the model '{prompt.Model}'."),
             400 or 422 => ChatOutcome.Failure(ErrorCodes.UpstreamBadRequest, "The AI provider rejected the request as invalid."),
             429 when error?.Code == "insufficient_quota" => ChatOutcome.Failure(ErrorCodes.UpstreamQuotaExhausted,

@@ -58,7 +58,7 @@
     upstream_auth_failed:
       "OpenAI rejected this app's key for this request. The app's developer must replace it in the developer console.",
     upstream_forbidden:
-      "OpenAI refused this request with this app's key, for example because the key may not use this model. The app's developer can check its access.",
+      "OpenAI rejected this request with this app's key, for example because the key may not use this model. The app's developer can check its access.",
     upstream_quota_exhausted:
       "This app's OpenAI account has no credit left. The app's developer must add credit at OpenAI.",
     upstream_rate_limited: (failure) =>
@@ -467,8 +467,8 @@
     }
 
     /**
-     * Drops the cached token when the server returns 401 for it, so the next currentToken() asks getToken for a new
-     * one. A browser hides the status of a rejected WebSocket upgrade, so the status of a plain GET with the same
+     * Drops the cached token when the server returns 401 for it, so the next currentToken() requests a new one from
+     * getToken. A browser hides the status of a rejected WebSocket upgrade, so the status of a plain GET with the same
      * token decides. A request that fails on the network keeps the token.
      */
     async function dropTokenIfRejected() {
