@@ -88,6 +88,7 @@ public static class IngressApp
         services.AddSingleton<PromptLimiter>();
         services.AddSingleton<PromptCanceller>();
         services.AddSingleton<LimitedPromptsInFlight>();
+        services.AddSingleton<AcceptedPrompts>();
         services.AddSingleton<PendingReplies>();
         services.AddSingleton<UserControlStore>();
         services.AddSingleton<UserRefCipher>();

@@ -55,6 +55,32 @@ public sealed class QueuedCancelTests(QueuedCancelFixture system) : IClassFixtur
     }
 
     [Fact]
+    public async Task QueuedPromptReadsAsPending()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-queued-pending-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "queued-reader");
+        await using var client = await system.ConnectAsync(token);
+        string blocker = "pending blocker " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == blocker ? ScriptedResponse.Slow(BlockerDelay, ScriptedResponse.Answer("unblocked")) : null;
+
+        await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt = blocker }).WaitAsync(Patience);
+        await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == blocker, Patience);
+        var queuedId = await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt = "waiting in the queue" }).WaitAsync(Patience);
+        using var owner = system.CreateClient(SystemFixture.Bearer(token));
+        using var whileQueued = await owner.GetAsync($"/api/prompts/{queuedId}");
+        string body = await whileQueued.Content.ReadAsStringAsync();
+        using var stranger = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "queued-stranger")));
+        using var byStranger = await stranger.GetAsync($"/api/prompts/{queuedId}");
+        await client.WaitForResultAsync(queuedId, Patience);
+        system.Upstream.Responder = null;
+
+        Assert.Equal(HttpStatusCode.OK, whileQueued.StatusCode);
+        Assert.Equal("pending", JsonDocument.Parse(body).RootElement.GetProperty("status").GetString());
+        Assert.Equal(HttpStatusCode.NotFound, byStranger.StatusCode);
+    }
+
+    [Fact]
     public async Task CancelFloodIsLimitedPerUser()
     {
         var app = await system.CreateAppAsync();

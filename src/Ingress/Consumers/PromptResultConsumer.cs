@@ -17,6 +17,7 @@ public sealed class PromptResultConsumer(
     UserConnections connections,
     PendingReplies pending,
     LimitedPromptsInFlight limitedInFlight,
+    AcceptedPrompts accepted,
     IMemoryCache delivered,
     ILogger<PromptResultConsumer> logger)
     : IConsumer<PromptPiece>, IConsumer<PromptCompleted>, IConsumer<PromptFailed>
@@ -99,6 +100,7 @@ public sealed class PromptResultConsumer(
 
         delivered.Set(Key(requestId), true, RememberFor);
         limitedInFlight.Finish(requestId);
+        accepted.Remove(requestId);
         return true;
     }
 

@@ -269,10 +269,29 @@ public static class ApiEndpoints
     }
 
     /// <summary>Returns the stored result of one of this user's requests, for a client that missed the push.</summary>
-    private static async Task<IResult> GetPromptResultAsync(Guid requestId, HttpContext http, PromptResultStore results, UserTokens tokens)
+    private static async Task<IResult> GetPromptResultAsync(
+        Guid requestId, HttpContext http, PromptResultStore results, UserTokens tokens, AcceptedPrompts accepted)
     {
+        string? appId = http.User.FindFirstValue(AuthSchemes.AppIdClaim);
+        string? pseudonym = tokens.Pseudonym(http.User);
         var stored = await results.FindAsync(requestId, http.RequestAborted);
-        if (stored is null || stored.AppId != http.User.FindFirstValue(AuthSchemes.AppIdClaim) || stored.UserId != tokens.Pseudonym(http.User))
+        if (stored is null && accepted.IsWaiting(requestId, appId, pseudonym))
+        {
+            // Still in the queue: no worker has taken it, so no record exists yet.
+            return Results.Ok(new
+            {
+                requestId,
+                status = PromptStatus.Pending,
+                text = (string?)null,
+                finishReason = (string?)null,
+                usage = (object?)null,
+                code = (string?)null,
+                message = (string?)null,
+                retryAfterSeconds = (int?)null,
+            });
+        }
+
+        if (stored is null || stored.AppId != appId || stored.UserId != pseudonym)
         {
             return ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound,
                 "No result is stored for this request id: it is unknown, belongs to someone else, or has expired.");

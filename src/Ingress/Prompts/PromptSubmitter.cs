@@ -61,6 +61,7 @@ public sealed partial class PromptSubmitter(
     ResultRoute route,
     PromptLimiter limiter,
     LimitedPromptsInFlight limitedInFlight,
+    AcceptedPrompts accepted,
     UserRefCipher userRefs,
     IOptions<PromptOptions> options,
     TimeProvider clock,
@@ -159,8 +160,10 @@ public sealed partial class PromptSubmitter(
         }
 
         beforePublish?.Invoke(requestId);
+        accepted.Add(requestId, appId, pseudonym, message.ExpiresAt);
         if (!await publisher.PublishAsync(message, http.RequestAborted, timeToLive))
         {
+            accepted.Remove(requestId);
             limitedInFlight.Finish(requestId);
             return Submission.Rejected(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable,
                 "The message broker did not confirm the prompt. Retry in a few seconds.", ApiErrors.OutageRetryAfterSeconds);
