@@ -280,33 +280,24 @@ public sealed partial class PromptRequestedConsumer(
     }
 
     /// <summary>
-    /// Stores the result, then publishes it and counts its usage once. Usage that a quota checks is counted before
-    /// the publish, because the check of the user's next prompt must include it. Other usage is counted after, so
-    /// the answer does not wait for it.
+    /// Stores the result, publishes it and counts its usage once. Usage that a quota checks is stored and counted
+    /// before the publish, because the check of the user's next prompt must include it. Otherwise the publish does
+    /// not wait for the store, and usage is counted once the store has said that this delivery's result is the one
+    /// kept.
     /// </summary>
     private async Task PublishAsync(ConsumeContext<PromptRequested> context, object result, bool storeFirst)
     {
         var prompt = context.Message;
-        PromptCompleted? counted = null;
-        if (storeFirst)
+        bool countFirst = prompt.UsageLimited || prompt.Allowance is not null;
+        Task<FinishOutcome>? storing = storeFirst ? Observed(StoreAsync(context, result)) : null;
+        if (storing is not null && countFirst)
         {
-            var update = result is PromptCompleted completed ? PromptResultStore.Completed(completed) : PromptResultStore.Failed((PromptFailed)result);
-            var stored = await results.FinishAsync(prompt.RequestId, update, context.CancellationToken);
-            if (stored == FinishOutcome.FinishedElsewhere)
+            if (!await CountStoredAsync(context, result, await storing))
             {
-                // Another delivery finished first; it publishes its own result.
                 return;
             }
 
-            // A record that is gone belongs to a removed app, or outlived its retention: the user still gets the
-            // result, but nothing is counted for an app that may no longer exist.
-            counted = stored == FinishOutcome.Stored ? result as PromptCompleted : null;
-        }
-
-        bool countFirst = prompt.UsageLimited || prompt.Allowance is not null;
-        if (counted is not null && countFirst)
-        {
-            await CountUsageAsync(context, counted);
+            storing = null;
         }
 
         if (result is PromptFailed failed)
@@ -315,13 +306,52 @@ public sealed partial class PromptRequestedConsumer(
         }
 
         await context.Publish(result, result.GetType(), context.CancellationToken);
-        if (counted is not null && !countFirst)
+        if (storing is not null)
         {
-            await CountUsageAsync(context, counted);
+            FinishOutcome outcome;
+            try
+            {
+                outcome = await storing;
+            }
+            catch (Exception ex) when (ex is MongoException or TimeoutException)
+            {
+                // The user has the result, so a retry of the delivery would only pay for a second upstream call.
+                // The record stays pending until it expires, and the usage is counted, because it was spent.
+                LogStoreFailed(prompt.RequestId, prompt.AppId, ex.GetType().Name);
+                outcome = FinishOutcome.Stored;
+            }
+
+            // Another delivery that stored its result first has published it too; Ingress pushes only the first.
+            await CountStoredAsync(context, result, outcome);
         }
 
         metrics.PromptFinished(prompt.AppId, (result as PromptFailed)?.Code ?? AddOnEventsMetrics.Completed,
             clock.GetElapsedTime(_started) - _waitedOnUpstream);
+    }
+
+    private Task<FinishOutcome> StoreAsync(ConsumeContext<PromptRequested> context, object result) =>
+        results.FinishAsync(context.Message.RequestId,
+            result is PromptCompleted completed ? PromptResultStore.Completed(completed) : PromptResultStore.Failed((PromptFailed)result),
+            context.CancellationToken);
+
+    /// <summary>
+    /// Counts the usage of an answer whose result this delivery stored, and returns false when another delivery
+    /// stored its result first. A record that is gone belongs to a removed app, or outlived its retention: the user
+    /// still gets the result, but nothing is counted for an app that may no longer exist.
+    /// </summary>
+    private async Task<bool> CountStoredAsync(ConsumeContext<PromptRequested> context, object result, FinishOutcome outcome)
+    {
+        if (outcome == FinishOutcome.FinishedElsewhere)
+        {
+            return false;
+        }
+
+        if (outcome == FinishOutcome.Stored && result is PromptCompleted completed)
+        {
+            await CountUsageAsync(context, completed);
+        }
+
+        return true;
     }
 
     /// <summary>
@@ -419,6 +449,10 @@ public sealed partial class PromptRequestedConsumer(
 
     [LoggerMessage(EventId = 3007, Level = LogLevel.Information, Message = "Dropped expired request {RequestId} of app {AppId}")]
     private partial void LogExpired(Guid requestId, string appId);
+
+    [LoggerMessage(EventId = 3008, Level = LogLevel.Warning,
+        Message = "Published request {RequestId} of app {AppId}, but storing its result failed with {ExceptionType}")]
+    private partial void LogStoreFailed(Guid requestId, string appId, string exceptionType);
 }
 
 /// <summary>A background loop that renews a claim until disposed.</summary>
