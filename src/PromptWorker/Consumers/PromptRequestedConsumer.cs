@@ -282,8 +282,8 @@ public sealed partial class PromptRequestedConsumer(
     /// <summary>
     /// Stores the result, publishes it and counts its usage once. Usage that a quota checks is stored and counted
     /// before the publish, because the check of the user's next prompt must include it. Otherwise the publish does
-    /// not wait for the store, and usage is counted once the store has said that this delivery's result is the one
-    /// kept.
+    /// not wait for the store, and usage is counted once the store has confirmed that this delivery's result is
+    /// the one kept.
     /// </summary>
     private async Task PublishAsync(ConsumeContext<PromptRequested> context, object result, bool storeFirst)
     {
@@ -321,7 +321,7 @@ public sealed partial class PromptRequestedConsumer(
                 outcome = FinishOutcome.Stored;
             }
 
-            // Another delivery that stored its result first has published it too; Ingress pushes only the first.
+            // Another delivery that stored its result first has published it too, and Ingress pushes only the first.
             await CountStoredAsync(context, result, outcome);
         }
 
