@@ -8,7 +8,8 @@ namespace AddOnEvents.Ingress.Hosting;
 /// Publishes a message and waits for the broker's confirm, or reports failure after the publish timeout. Once a
 /// publish has failed and the bus is still not healthy, further publishes fail at once instead of each waiting out
 /// the timeout: during a broker outage callers get their 503 straight away. One publish at a time, at most every
-/// <see cref="TrialInterval"/>, still goes to the broker to find out whether it is back.
+/// <see cref="TrialInterval"/>, still goes to the broker to find out whether it is back. While the bus reports
+/// anything but healthy, a publish waits at most <see cref="TrialInterval"/> for its confirm.
 /// </summary>
 public sealed class ConfirmedPublisher(
     IBus bus, IBusControl busControl, IOptions<PromptOptions> options, TimeProvider clock, ILogger<ConfirmedPublisher> logger)
@@ -35,9 +36,11 @@ public sealed class ConfirmedPublisher(
         bool? succeeded = null;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
         // A trial while the broker is known to be down waits no longer than the interval between trials, because
-        // the request that carries it would otherwise be the one that waits out the whole timeout.
+        // the request that carries it would otherwise be the one that waits out the whole timeout. A publish while the
+        // bus reports a lost connection gets the same cap, because a reachable broker confirms within milliseconds.
         var limit = TimeSpan.FromSeconds(options.Value.PublishTimeoutSeconds);
-        timeout.CancelAfter(trial && TrialInterval < limit ? TrialInterval : limit);
+        bool doubtful = trial || busControl.CheckHealth().Status != BusHealthStatus.Healthy;
+        timeout.CancelAfter(doubtful && TrialInterval < limit ? TrialInterval : limit);
         try
         {
             await bus.Publish(message, publish =>
