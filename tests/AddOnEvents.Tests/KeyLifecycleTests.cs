@@ -38,6 +38,38 @@ public sealed class KeyLifecycleTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task RevokedPreviousKeyStopsServing()
+    {
+        var app = await system.CreateAppAsync();
+        string good = "sk-good-" + Guid.NewGuid().ToString("N");
+        await system.RegisterActiveKeyAsync(app, good);
+        string token = await system.IssueUserTokenAsync(app, "revoked-previous-user");
+        await using var client = await system.ConnectAsync(token);
+        using (var mistyped = await system.PutKeyAsync(app, "sk-mistyped-" + Guid.NewGuid().ToString("N")))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, mistyped.StatusCode);
+        }
+
+        await system.WaitForKeyStateAsync(app, "invalid");
+
+        // The developer revokes the previous key at OpenAI after the replacement was rejected.
+        system.Upstream.RejectKey(good);
+        string first = "with a revoked previous key " + Guid.NewGuid().ToString("N");
+        var firstResult = await client.WaitForResultAsync(await system.PostPromptAsync(token, first), Patience);
+        string second = "after the revoked key was dropped " + Guid.NewGuid().ToString("N");
+        var secondResult = await client.WaitForResultAsync(await system.PostPromptAsync(token, second), Patience);
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        var status = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/openai-key");
+
+        Assert.Equal("upstream_auth_failed", firstResult.Code);
+        Assert.Equal("key_invalid", secondResult.Code);
+        Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == second);
+        Assert.Equal(2, status.GetProperty("version").GetInt64());
+        Assert.Equal("invalid", status.GetProperty("state").GetString());
+        Assert.Equal(JsonValueKind.Null, status.GetProperty("activeVersion").ValueKind);
+    }
+
+    [Fact]
     public async Task DeleteAfterRejectedReplacementStopsPrompts()
     {
         var app = await system.CreateAppAsync();

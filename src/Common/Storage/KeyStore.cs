@@ -182,16 +182,29 @@ public sealed class KeyStore(IMongoDatabase database)
         return result.DeletedCount > 0;
     }
 
-    /// <summary>Marks the key in use as invalid after the upstream rejected it, unless it was replaced meanwhile.</summary>
+    /// <summary>
+    /// Marks the key in use as invalid after the upstream rejected it, unless it was replaced meanwhile. A previous
+    /// key that still serves behind a newer, pending or rejected, registration is removed instead, so prompts stop
+    /// calling the upstream with it while the newer version keeps its own state.
+    /// </summary>
     public async Task MarkRejectedAsync(string appId, long materialVersion, string reasonCode, DateTime now, CancellationToken cancellationToken)
     {
-        await _keys.UpdateOneAsync(
+        var newest = await _keys.UpdateOneAsync(
             k => k.AppId == appId && k.Version == materialVersion,
             Builders<KeyDocument>.Update
                 .Set(k => k.State, KeyStates.Invalid)
                 .Set(k => k.ReasonCode, reasonCode)
                 .Set(k => k.CheckedAt, now)
                 .Set(k => k.UpdatedAt, now),
+            cancellationToken: cancellationToken);
+        if (newest.MatchedCount > 0)
+        {
+            return;
+        }
+
+        await _keys.UpdateOneAsync(
+            k => k.AppId == appId && k.Material != null && k.Material.Version == materialVersion,
+            Builders<KeyDocument>.Update.Set(k => k.Material, null).Set(k => k.UpdatedAt, now),
             cancellationToken: cancellationToken);
     }
 
