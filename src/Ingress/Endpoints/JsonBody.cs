@@ -1,16 +1,44 @@
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
 using System.Text.RegularExpressions;
 using AddOnEvents.Contracts;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.Options;
+using Microsoft.Net.Http.Headers;
 
 namespace AddOnEvents.Ingress.Endpoints;
 
 /// <summary>Reads a JSON request body and turns every way it can be wrong into an <see cref="ApiError"/> response.</summary>
+/// <remarks>
+/// Bodies are read strictly unless the caller asks otherwise: a field the request type does not have, or a field
+/// given twice, gets 400. The <c>/v1</c> endpoints follow OpenAI's API, whose SDKs send fields this service does
+/// not read (<c>user</c>, <c>store</c>, <c>metadata</c>), so they skip unknown fields and a repeated field keeps its
+/// last value.
+/// </remarks>
 public static partial class JsonBody
 {
     /// <summary>Matches paths such as <c>$.messages[0].content</c> and captures each field name.</summary>
     [GeneratedRegex(@"^\$(?:\.(?<name>[A-Za-z_][A-Za-z0-9_]{0,39})|\[[0-9]{1,6}\])+$")]
     private static partial Regex FieldPath();
+
+    /// <summary>
+    /// The Web defaults that ASP.NET Core reads bodies with (camelCase names, matched without regard to case), plus
+    /// the rejection of unknown and repeated fields.
+    /// </summary>
+    private static readonly JsonSerializerOptions Strict = new(JsonSerializerDefaults.Web)
+    {
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        AllowDuplicateProperties = false,
+        TypeInfoResolver = new DefaultJsonTypeInfoResolver { Modifiers = { RemoveUnsettableProperties } },
+    };
+
+    /// <summary>The Web defaults with only the rejection of repeated fields, to find out why a strict read failed.</summary>
+    private static readonly JsonSerializerOptions WithoutUnknownFieldCheck = new(JsonSerializerDefaults.Web)
+    {
+        AllowDuplicateProperties = false,
+    };
 
     public static async Task<(T? Value, IResult? Error)> ReadAsync<T>(HttpRequest request) where T : class
     {
@@ -19,7 +47,11 @@ public static partial class JsonBody
     }
 
     /// <summary>Reads the body like <see cref="ReadAsync"/>, with the failure as data, for endpoints that write errors in another shape.</summary>
-    public static async Task<(T? Value, BodyError? Error)> ReadOrFailAsync<T>(HttpRequest request) where T : class
+    /// <param name="skipUnknownFields">
+    /// Skips fields the request type does not have and keeps the last value of a repeated field, for request types
+    /// whose clients send fields that this service does not read.
+    /// </param>
+    public static async Task<(T? Value, BodyError? Error)> ReadOrFailAsync<T>(HttpRequest request, bool skipUnknownFields = false) where T : class
     {
         if (!request.HasJsonContentType())
         {
@@ -29,22 +61,134 @@ public static partial class JsonBody
 
         try
         {
-            var value = await request.ReadFromJsonAsync<T>(request.HttpContext.RequestAborted);
-            return value is null ? (null, new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "The body is empty; send a JSON object.")) : (value, null);
+            if (skipUnknownFields)
+            {
+                var value = await request.ReadFromJsonAsync<T>(request.HttpContext.RequestAborted);
+                return value is null ? (null, EmptyBody()) : (value, null);
+            }
+
+            return await ReadStrictAsync<T>(request);
         }
         catch (JsonException ex)
         {
-            // Only a JSON path made of field names is echoed, never the exception text, because that can quote the
-            // body, and the body can contain a key.
-            string where = ex.Path is { } path && IsOwnFieldPath<T>(path) ? $" Check the field at {path}." : "";
-            return (null, new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
-                "The body is not a valid JSON object of the expected shape." + where));
+            return (null, ShapeError<T>(ex));
         }
         catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
             bool prompt = request.Path.StartsWithSegments("/api/prompts") || request.Path.StartsWithSegments("/v1");
             return (null, new BodyError(StatusCodes.Status413PayloadTooLarge, prompt ? ErrorCodes.PromptTooLong : ErrorCodes.InvalidRequest,
                 prompt ? "The request body is too large. Shorten the prompt." : "The request body is too large."));
+        }
+    }
+
+    /// <summary>
+    /// Reads the body with <see cref="Strict"/>. When that fails, reads it again with one check less at a time to
+    /// tell an unknown field from a repeated one, because the exception text names the field and can therefore
+    /// quote whatever the caller sent.
+    /// </summary>
+    /// <exception cref="JsonException">The body is not JSON or a value has the wrong type, so it fails even the lenient read.</exception>
+    private static async Task<(T? Value, BodyError? Error)> ReadStrictAsync<T>(HttpRequest request) where T : class
+    {
+        // The threshold keeps the copy in memory instead of a temporary file, because the body can contain prompt
+        // text. Kestrel's MaxRequestBodySize (set in IngressApp) bounds its size.
+        request.EnableBuffering(bufferThreshold: int.MaxValue);
+        try
+        {
+            var value = await DeserializeFromStartAsync<T>(request, Strict);
+            return value is null ? (null, EmptyBody()) : (value, null);
+        }
+        catch (JsonException)
+        {
+            JsonException repeatedField;
+            try
+            {
+                await DeserializeFromStartAsync<T>(request, WithoutUnknownFieldCheck);
+                return (null, UnknownField<T>());
+            }
+            catch (JsonException ex)
+            {
+                repeatedField = ex;
+            }
+
+            // This read has neither check, so it throws only for a body that is not JSON or has a value of the wrong
+            // type, which the caller reports as a shape error.
+            var frameworkOptions = request.HttpContext.RequestServices.GetRequiredService<IOptions<JsonOptions>>().Value.SerializerOptions;
+            await DeserializeFromStartAsync<T>(request, frameworkOptions);
+            return (null, DuplicateField<T>(repeatedField));
+        }
+    }
+
+    /// <summary>
+    /// Deserializes the buffered body from its first byte, converted to UTF-8 from the charset of the Content-Type
+    /// header as ASP.NET Core's <c>ReadFromJsonAsync</c> does.
+    /// </summary>
+    /// <remarks>
+    /// The stream is read directly, because in ASP.NET Core 10 <c>ReadFromJsonAsync</c> reads through
+    /// <see cref="HttpRequest.BodyReader"/>, which keeps the bytes it has already read, so a rewind of the stream does
+    /// not reach it.
+    /// </remarks>
+    private static async Task<T?> DeserializeFromStartAsync<T>(HttpRequest request, JsonSerializerOptions options)
+    {
+        var cancellationToken = request.HttpContext.RequestAborted;
+        request.Body.Position = 0;
+        var encoding = MediaTypeHeaderValue.TryParse(request.ContentType, out var contentType) ? contentType.Encoding : null;
+        if (encoding is null || encoding.CodePage == Encoding.UTF8.CodePage)
+        {
+            return await JsonSerializer.DeserializeAsync<T>(request.Body, options, cancellationToken);
+        }
+
+        await using var utf8 = Encoding.CreateTranscodingStream(request.Body, encoding, Encoding.UTF8, leaveOpen: true);
+        return await JsonSerializer.DeserializeAsync<T>(utf8, options, cancellationToken);
+    }
+
+    private static BodyError EmptyBody() =>
+        new(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "The body is empty; send a JSON object.");
+
+    /// <summary>
+    /// Describes an unknown field by the fields that are accepted, never by its own name, so that a key pasted in
+    /// place of a field name is not sent back.
+    /// </summary>
+    /// <remarks>NOTE: the list has only top-level names, so an unknown field inside a nested object gets a list without the names it could mean.</remarks>
+    private static BodyError UnknownField<T>() =>
+        new(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+            "The body has a field that this endpoint does not accept. Check the spelling of each field name. Accepted fields: "
+            + string.Join(", ", FieldNames<T>.TopLevel) + ".");
+
+    private static BodyError DuplicateField<T>(JsonException ex)
+    {
+        string field = ex.Path is { } path && IsOwnFieldPath<T>(path) ? $"the field at {path}" : "a field";
+        return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+            $"The body has {field} more than once. Field names are matched without regard to case, so send each field once in one spelling.");
+    }
+
+    private static BodyError ShapeError<T>(JsonException ex)
+    {
+        // Only a JSON path made of field names is echoed, never the exception text, because that can quote the
+        // body, and the body can contain a key.
+        string where = ex.Path is { } path && IsOwnFieldPath<T>(path) ? $" Check the field at {path}." : "";
+        return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+            "The body is not a valid JSON object of the expected shape." + where);
+    }
+
+    /// <summary>
+    /// Removes the properties that reading cannot set, such as those marked <see cref="JsonIgnoreAttribute"/>. The
+    /// serializer skips a field named after such a property without an error, and removing the property makes that
+    /// field unknown, so it is rejected.
+    /// </summary>
+    private static void RemoveUnsettableProperties(JsonTypeInfo typeInfo)
+    {
+        if (typeInfo.Kind != JsonTypeInfoKind.Object)
+        {
+            return;
+        }
+
+        for (int index = typeInfo.Properties.Count - 1; index >= 0; index--)
+        {
+            var property = typeInfo.Properties[index];
+            if (property.Set is null && property.AssociatedParameter is null)
+            {
+                typeInfo.Properties.RemoveAt(index);
+            }
         }
     }
 
@@ -58,22 +202,29 @@ public static partial class JsonBody
         return match.Success && match.Groups["name"].Captures.All(name => FieldNames<T>.All.Contains(name.Value));
     }
 
-    /// <summary>The JSON names of the properties of <typeparamref name="T"/> and of the types its properties hold, case-insensitive.</summary>
+    /// <summary>The JSON names that <see cref="Strict"/> accepts for <typeparamref name="T"/>.</summary>
     private static class FieldNames<T>
     {
-        public static readonly HashSet<string> All = Collect(typeof(T), new HashSet<string>(StringComparer.OrdinalIgnoreCase), depth: 0);
+        /// <summary>The names of the properties of <typeparamref name="T"/> itself, in declaration order.</summary>
+        public static readonly IReadOnlyList<string> TopLevel = Strict.GetTypeInfo(typeof(T)).Properties.Select(p => p.Name).ToList();
 
-        private static HashSet<string> Collect(Type type, HashSet<string> names, int depth)
+        /// <summary>The names of the properties of <typeparamref name="T"/> and of the types its properties hold, case-insensitive.</summary>
+        public static readonly HashSet<string> All = Collect(Strict.GetTypeInfo(typeof(T)), new HashSet<string>(StringComparer.OrdinalIgnoreCase), depth: 0);
+
+        private static HashSet<string> Collect(JsonTypeInfo typeInfo, HashSet<string> names, int depth)
         {
-            foreach (var property in type.GetProperties())
+            foreach (var property in typeInfo.Properties)
             {
-                names.Add(property.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false) is [JsonPropertyNameAttribute named]
-                    ? named.Name
-                    : JsonNamingPolicy.CamelCase.ConvertName(property.Name));
-                var valueType = property.PropertyType.IsGenericType ? property.PropertyType.GetGenericArguments()[0] : property.PropertyType;
-                if (depth < 3 && valueType.IsClass && valueType != typeof(string))
+                names.Add(property.Name);
+                var valueInfo = Strict.GetTypeInfo(property.PropertyType);
+                if (valueInfo is { Kind: JsonTypeInfoKind.Enumerable, ElementType: { } elementType })
                 {
-                    Collect(valueType, names, depth + 1);
+                    valueInfo = Strict.GetTypeInfo(elementType);
+                }
+
+                if (depth < 3 && valueInfo.Kind == JsonTypeInfoKind.Object)
+                {
+                    Collect(valueInfo, names, depth + 1);
                 }
             }
 

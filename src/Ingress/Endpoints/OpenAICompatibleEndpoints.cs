@@ -133,7 +133,7 @@ public static partial class OpenAICompatibleEndpoints
     private static async Task CompleteAsync(
         HttpContext http, PromptSubmitter submitter, PendingReplies pending, PromptCanceller canceller, IOptions<PromptOptions> options)
     {
-        var (request, error) = await JsonBody.ReadOrFailAsync<OpenAIChatRequest>(http.Request);
+        var (request, error) = await JsonBody.ReadOrFailAsync<OpenAIChatRequest>(http.Request, skipUnknownFields: true);
         if (error is not null)
         {
             await WriteErrorAsync(http, error.Status, error.Code, error.Message);
