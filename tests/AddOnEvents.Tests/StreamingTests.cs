@@ -74,6 +74,43 @@ public sealed class StreamingTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task CancelledStreamCountsItsTokens()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-stream-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "reader");
+        await using var client = await system.ConnectAsync(token);
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        string prompt = "read most then cancel " + Guid.NewGuid().ToString("N");
+        var words = Enumerable.Range(0, 100).Select(i => $"word{i:D3} ").ToList();
+        system.Upstream.Responder = r => r.LastUserMessage == prompt ? ScriptedResponse.Streamed(words, TimeSpan.FromMilliseconds(100)) : null;
+
+        var requestId = await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt }).WaitAsync(Patience);
+        await SystemFixture.WaitUntilAsync(() => client.Pieces.Count(p => p.RequestId == requestId) >= 3);
+        await client.Connection.InvokeAsync("CancelPrompt", requestId).WaitAsync(Patience);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        system.Upstream.Responder = null;
+        int streamedCharacters = client.Pieces.Where(p => p.RequestId == requestId).Sum(p => p.Json.GetProperty("text").GetString()!.Length);
+        // The usage of an answer that no quota limits is written after its result is published.
+        long used = 0;
+        var deadline = DateTime.UtcNow + Patience;
+        while (used == 0 && DateTime.UtcNow < deadline)
+        {
+            used = (await user.GetFromJsonAsync<JsonElement>("/api/me/usage")).GetProperty("usedTokens").GetInt64();
+            await Task.Delay(100);
+        }
+
+        var month = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month");
+
+        Assert.Equal("cancelled", result.Code);
+        Assert.True(used >= (prompt.Length + streamedCharacters) / 4, $"{used} tokens counted for {streamedCharacters} streamed characters.");
+        Assert.True(used < (prompt.Length + (words.Count * 8)) / 4, $"{used} tokens counted; the whole answer has {words.Count * 8} characters.");
+        Assert.Equal(used, month.GetProperty("tokens").GetInt64());
+        Assert.Equal(1, month.GetProperty("requests").GetInt64());
+    }
+
+    [Fact]
     public async Task OtherUserCannotCancel()
     {
         var app = await system.CreateAppAsync();

@@ -36,11 +36,15 @@ public sealed partial class PromptRequestedConsumer(
     private long _started;
     private TimeSpan _waitedOnUpstream;
 
+    // The streamed text of an answer that ends early still costs tokens, which its usage must count.
+    private PieceBatcher? _pieces;
+
     public async Task Consume(ConsumeContext<PromptRequested> context)
     {
         var prompt = context.Message;
         _started = clock.GetTimestamp();
         _waitedOnUpstream = TimeSpan.Zero;
+        _pieces = null;
         if (context.GetRetryAttempt() == 0)
         {
             metrics.QueueLag(clock.GetUtcNow() - prompt.RequestedAt);
@@ -239,6 +243,7 @@ public sealed partial class PromptRequestedConsumer(
         var prompt = context.Message;
         var settings = upstreamOptions.Value;
         var pieces = prompt.Stream ? new PieceBatcher(context, clock, options.Value) : null;
+        _pieces = pieces;
         int attempt = firstAttempt;
         while (true)
         {
@@ -346,23 +351,49 @@ public sealed partial class PromptRequestedConsumer(
             return false;
         }
 
-        if (outcome == FinishOutcome.Stored && result is PromptCompleted completed)
+        if (outcome == FinishOutcome.Stored && UsageOf(context.Message, result) is { } spent)
         {
-            await CountUsageAsync(context, completed);
+            await CountUsageAsync(context, spent);
         }
 
         return true;
     }
 
     /// <summary>
+    /// Returns the upstream's usage of a completed answer, or an estimate for an answer that failed or was cancelled
+    /// after part of it was streamed to the user, because the upstream reports usage only at the end of a stream.
+    /// Without the estimate, a user could read most of an answer, cancel it and use no allowance.
+    /// </summary>
+    private TokenUsage? UsageOf(PromptRequested prompt, object result)
+    {
+        if (result is PromptCompleted completed)
+        {
+            return completed.Usage;
+        }
+
+        if (_pieces is not { ReceivedCharacters: > 0 } pieces)
+        {
+            return null;
+        }
+
+        // NOTE: an estimate at about 4 characters per token, OpenAI's rule of thumb for English text. Text in other
+        // languages and code often needs more tokens per character, so this can count too few.
+        int promptTokens = EstimateTokens(prompt.Messages.Sum(turn => (long)turn.Content.Length));
+        int completionTokens = EstimateTokens(pieces.ReceivedCharacters);
+        return new TokenUsage(promptTokens, completionTokens, promptTokens + completionTokens);
+    }
+
+    private static int EstimateTokens(long characters) => (int)Math.Min(int.MaxValue, (characters + 3) / 4);
+
+    /// <summary>
     /// Adds the answer's tokens to the app's and the user's counters, and publishes the threshold event when the
     /// user's allowance threshold is crossed.
     /// </summary>
-    private async Task CountUsageAsync(ConsumeContext<PromptRequested> context, PromptCompleted answer)
+    private async Task CountUsageAsync(ConsumeContext<PromptRequested> context, TokenUsage spent)
     {
         var prompt = context.Message;
         var now = clock.GetUtcNow();
-        long tokens = answer.Usage.TotalTokens;
+        long tokens = spent.TotalTokens;
         if (prompt.Allowance is { } allowance)
         {
             long used = await usage.AddAndReadUserAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
@@ -385,7 +416,7 @@ public sealed partial class PromptRequestedConsumer(
             await usage.DeleteAppAsync(prompt.AppId, context.CancellationToken);
         }
 
-        metrics.TokensUsed(prompt.AppId, answer.Usage);
+        metrics.TokensUsed(prompt.AppId, spent);
     }
 
     /// <summary>Tells whether this answer moved the user's monthly usage from below the threshold share to at or above it.</summary>

@@ -16,9 +16,13 @@ public sealed class PieceBatcher(ConsumeContext<PromptRequested> context, TimePr
     /// <summary>Number of pieces published so far; a retry after the first piece would garble the answer.</summary>
     public int Published { get; private set; }
 
+    /// <summary>Characters of answer text received from the upstream so far, published or not.</summary>
+    public long ReceivedCharacters { get; private set; }
+
     public async Task AddAsync(string text)
     {
         _pending.Append(text);
+        ReceivedCharacters += text.Length;
         // The first piece goes out at once, because the time to the first visible text is what users notice.
         if (Published == 0
             || _pending.Length >= options.PieceMaxCharacters
