@@ -188,7 +188,7 @@ AddOnEvents is running. Press Ctrl+C to stop it.
   Demo app secret:    $DEMO_APP_SECRET
   Admin token:        $Auth__AdminToken  (generated for this run only)
   RabbitMQ:           amqp://127.0.0.1:$INFRA_RABBITMQ_PORT, management http://127.0.0.1:$INFRA_RABBITMQ_MGMT_PORT/ (guest/guest)
-  MongoDB (jongodb):  $MONGO_URI (database addonevents)
+  MongoDB (jongodb):  ${MONGO_URI%/*}/addonevents
   Logs:               $RUN_DIR
 EOF
 
