@@ -321,9 +321,12 @@ public static class IngressApp
 
     private static async Task WriteUnhandledErrorAsync(HttpContext context)
     {
-        var error = context.Features.Get<IExceptionHandlerFeature>()?.Error;
+        var failure = context.Features.Get<IExceptionHandlerFeature>();
+        var error = failure?.Error;
         var logger = context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(IngressApp));
-        Log.RequestFailed(logger, context.Request.Path, error?.GetType().Name ?? "unknown");
+
+        // The exception handler clears the endpoint before this runs and keeps the matched one in the feature.
+        Log.RequestFailed(logger, context.Request.Method, Log.RouteOf(failure?.Endpoint ?? context.GetEndpoint()), error?.GetType().Name ?? "unknown");
         if (error is MongoException or TimeoutException)
         {
             context.Response.Headers.RetryAfter = ApiErrors.OutageRetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);

@@ -52,8 +52,14 @@ internal static partial class Log
     [LoggerMessage(EventId = 1008, Level = LogLevel.Information, Message = "Dropped a second final result of request {RequestId}")]
     public static partial void DuplicateResultDropped(ILogger logger, Guid requestId);
 
-    [LoggerMessage(EventId = 1007, Level = LogLevel.Error, Message = "Request {Path} failed with {ExceptionType}")]
-    public static partial void RequestFailed(ILogger logger, string path, string exceptionType);
+    [LoggerMessage(EventId = 1007, Level = LogLevel.Error, Message = "{Method} request to {Route} failed with {ExceptionType}")]
+    public static partial void RequestFailed(ILogger logger, string method, string route, string exceptionType);
+
+    /// <summary>
+    /// Returns the route template of the endpoint that matched a request, for log lines in place of the request path,
+    /// because the path contains host user ids and whatever else a caller typed into it.
+    /// </summary>
+    public static string RouteOf(Endpoint? endpoint) => (endpoint as RouteEndpoint)?.RoutePattern.RawText ?? "(no matched route)";
 }
 
 /// <summary>Log category of the minimal API endpoints, which live in static classes.</summary>

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.RegularExpressions;
 using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Apps;
@@ -7,6 +8,7 @@ using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Prompts;
 using AddOnEvents.Ingress.Webhooks;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Routing.Patterns;
 using Microsoft.Extensions.Options;
 
 namespace AddOnEvents.Ingress.Endpoints;
@@ -19,7 +21,7 @@ public sealed record WebhookInput(string? Url, bool? RotateSecret);
 public sealed record UserControlsInput(bool? AddonDisabled, bool? FreeformDisabled, long? MonthlyTokenAllowance, int? AllowanceThresholdPercent);
 
 /// <summary>Switching the add-on on and off, the host's per-user controls and webhook, and the user's own allowance.</summary>
-public static class AddonEndpoints
+public static partial class AddonEndpoints
 {
     public static IEndpointRouteBuilder MapAddonEndpoints(this IEndpointRouteBuilder endpoints)
     {
@@ -193,9 +195,9 @@ public static class AddonEndpoints
 
     /// <summary>
     /// Checks the caller and the user id of the path, and returns the error to send, or null. Routing leaves "%2F"
-    /// encoded in a route value, so an id with "/" would name another user than the one in the user's token. The id
-    /// is therefore decoded from the raw path when that path has the routed shape, else "%2F" is decoded in the
-    /// route value.
+    /// encoded in a route value, so the route value is ambiguous for an id that contains "/" or "%2F". The id is
+    /// therefore decoded once from the raw request target, and a raw path that does not have the shape of the
+    /// matched route is rejected, because which of its segments is the user id is then uncertain.
     /// </summary>
     private static IResult? CheckUser(HttpContext http, string appId, ref string userId)
     {
@@ -204,14 +206,79 @@ public static class AddonEndpoints
             return forbidden;
         }
 
-        string[] segments = (http.Features.Get<IHttpRequestFeature>()?.RawTarget ?? "").Split('?')[0].Split('/');
-        bool routedShape = segments.Length > 5 && string.Equals(segments[4], "users", StringComparison.OrdinalIgnoreCase)
-            && string.Equals(segments[3], appId, StringComparison.Ordinal);
-        userId = routedShape
-            ? Uri.UnescapeDataString(segments[5])
-            : userId.Replace("%2F", "/", StringComparison.OrdinalIgnoreCase);
+        if (UserIdFromRawPath(http, appId, userId) is not { } decoded)
+        {
+            string route = (http.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "/api/apps/{appId}/users/{userId}";
+            return ApiErrors.BadRequest(
+                $"The path must have the form {route} without '.' or '..' segments. Percent-encode the user id once, "
+                + "with '/' as %2F and '%' as %25, and send the app id and the other segments unencoded.");
+        }
+
+        userId = decoded;
         return ApiEndpoints.UserIdProblem(userId) is { } problem ? ApiErrors.BadRequest(problem) : null;
     }
+
+    /// <summary>
+    /// Returns the user id segment of the raw request target, decoded once, or null when the raw path does not match
+    /// the matched route segment by segment. A '.' or '..' segment or a segment too many or too few is a mismatch. So
+    /// is a literal or app id that decodes to another value, or a user segment that Kestrel decoded differently.
+    /// </summary>
+    private static string? UserIdFromRawPath(HttpContext http, string appId, string routedUserId)
+    {
+        string? rawTarget = http.Features.Get<IHttpRequestFeature>()?.RawTarget;
+
+        // An absolute-form target (http://host/path), which clients send only to proxies, is rejected rather than parsed.
+        if (http.GetEndpoint() is not RouteEndpoint endpoint || rawTarget is null || !rawTarget.StartsWith('/'))
+        {
+            return null;
+        }
+
+        string[] segments = rawTarget.Split('?', 2)[0][1..].Split('/');
+
+        // Routing also matches the path with one trailing slash.
+        if (segments.Length > 1 && segments[^1].Length == 0)
+        {
+            segments = segments[..^1];
+        }
+
+        var pattern = endpoint.RoutePattern.PathSegments;
+        if (segments.Length != pattern.Count)
+        {
+            return null;
+        }
+
+        string? userId = null;
+        for (int index = 0; index < segments.Length; index++)
+        {
+            string decoded = Uri.UnescapeDataString(segments[index]);
+            if (decoded is "." or "..")
+            {
+                return null;
+            }
+
+            switch (pattern[index].Parts)
+            {
+                case [RoutePatternLiteralPart literal] when string.Equals(decoded, literal.Content, StringComparison.OrdinalIgnoreCase):
+                    break;
+                case [RoutePatternParameterPart { Name: "appId" }] when string.Equals(decoded, appId, StringComparison.Ordinal):
+                    break;
+                case [RoutePatternParameterPart { Name: "userId" }] when DecodedExceptSlashes(segments[index]) == routedUserId:
+                    userId = decoded;
+                    break;
+                default:
+                    return null;
+            }
+        }
+
+        return userId;
+    }
+
+    /// <summary>Decodes a raw path segment as Kestrel does for <see cref="HttpRequest.Path"/>: once, with "%2F" left encoded.</summary>
+    private static string DecodedExceptSlashes(string rawSegment) =>
+        Uri.UnescapeDataString(EncodedSlash().Replace(rawSegment, "%25$1"));
+
+    [GeneratedRegex("%(2[Ff])")]
+    private static partial Regex EncodedSlash();
 
     /// <summary>Token service that derives user pseudonyms, and the stores that contain data of one end user.</summary>
     private readonly record struct UserDataStores(

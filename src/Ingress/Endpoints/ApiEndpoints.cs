@@ -130,9 +130,12 @@ public static class ApiEndpoints
             return ApiErrors.BadRequest("Every limit must be a positive number, or null for no limit.");
         }
 
-        if (limits.AllowedModels?.FirstOrDefault(m => m.Length is 0 or > 100 || m.Any(c => char.IsWhiteSpace(c) || char.IsControl(c))) is { } badModel)
+        // The same rule as the model of a prompt, because an entry that a prompt cannot name would never be used.
+        int badModel = limits.AllowedModels?.FindIndex(m => !PromptSubmitter.IsModelName(m)) ?? -1;
+        if (badModel >= 0)
         {
-            return ApiErrors.BadRequest($"allowedModels contains '{badModel.ReplaceLineEndings(" ")}', which is not a model name: use 1 to 100 characters without spaces.");
+            return ApiErrors.BadRequest(string.Create(CultureInfo.InvariantCulture,
+                $"allowedModels[{badModel}] is not a model name. Each entry must be a string of 1 to 100 letters, digits, '.', '_', ':' or '-', not null or empty."));
         }
 
         return await apps.SetLimitsAsync(appId, limits, http.RequestAborted)

@@ -103,7 +103,7 @@ public static partial class OpenAICompatibleEndpoints
         if (model is null)
         {
             // The id is echoed only when it is shaped like a model name, because the path can contain anything.
-            string name = ModelNamePattern().IsMatch(id) ? $"'{id}'" : "with this id";
+            string name = PromptSubmitter.IsModelName(id) ? $"'{id}'" : "with this id";
             await WriteErrorAsync(http, StatusCodes.Status404NotFound, ErrorCodes.ModelNotFound,
                 $"The model {name} does not exist or this app may not use it. GET /v1/models lists the models it may use.", param: "model");
             return;
@@ -159,7 +159,7 @@ public static partial class OpenAICompatibleEndpoints
         for (int index = 0; index < messages.Count; index++)
         {
             var message = messages[index];
-            var (content, problem) = message.Role is "system" or "user" or "assistant" or "developer"
+            var (content, problem) = message?.Role is "system" or "user" or "assistant" or "developer"
                 ? ReadContent(message.Content, index)
                 : (null, MessageShape);
             if (problem is not null)
@@ -168,7 +168,7 @@ public static partial class OpenAICompatibleEndpoints
                 return;
             }
 
-            turns.Add(new ChatTurn(message.Role == "developer" ? "system" : message.Role!, content!));
+            turns.Add(new ChatTurn(message!.Role == "developer" ? "system" : message.Role!, content!));
         }
 
         var lastUser = turns.LastOrDefault(t => t.Role == "user");
@@ -447,9 +447,6 @@ public static partial class OpenAICompatibleEndpoints
         return string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"messages[{index}].content contains {description}, which is not supported. Only text parts are accepted.");
     }
-
-    [System.Text.RegularExpressions.GeneratedRegex("^[A-Za-z0-9._:-]{1,100}$")]
-    private static partial System.Text.RegularExpressions.Regex ModelNamePattern();
 
     private static int StatusFor(string code) => code switch
     {

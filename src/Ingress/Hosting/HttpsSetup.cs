@@ -52,7 +52,8 @@ public static partial class HttpsSetup
                     return;
                 }
 
-                LogPlainHttpRejected(logger, context.Request.Method, context.Request.Path);
+                string route = Log.RouteOf(context.GetEndpoint());
+                LogPlainHttpRejected(logger, context.Request.Method, route);
                 await ApiErrors.WriteAsync(context, StatusCodes.Status400BadRequest, ErrorCodes.HttpsRequired,
                     "This server accepts requests only over HTTPS. Send the request again to the https:// address, and replace any "
                     + "credential that was sent over plain HTTP.");
@@ -86,8 +87,8 @@ public static partial class HttpsSetup
             + "Configure an https URL and Kestrel:Certificates:Default, or set Ingress:RequireHttps=false behind a TLS-terminating proxy")]
     private static partial void LogNoHttpsAddress(ILogger logger, string addresses);
 
-    [LoggerMessage(EventId = 1102, Level = LogLevel.Information, Message = "Rejected {Method} {Path} over plain HTTP")]
-    private static partial void LogPlainHttpRejected(ILogger logger, string method, PathString path);
+    [LoggerMessage(EventId = 1102, Level = LogLevel.Information, Message = "Rejected {Method} {Route} over plain HTTP")]
+    private static partial void LogPlainHttpRejected(ILogger logger, string method, string route);
 }
 
 /// <summary>The decision whether Ingress requires HTTPS, made once at start from configuration and environment.</summary>

@@ -123,7 +123,7 @@ public sealed partial class PromptSubmitter(
         }
 
         string model = input.Model ?? limits.DefaultModel;
-        if (!ModelName().IsMatch(model))
+        if (!IsModelName(model))
         {
             return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
                 "model must be 1 to 100 letters, digits, '.', '_', ':' or '-'.");
@@ -179,6 +179,9 @@ public sealed partial class PromptSubmitter(
         || (http.Request.Headers.TryGetValue("X-App-Id", out var fromHeader) && fromHeader.Any(value => value != appId))
         || (http.Request.Query.TryGetValue("userId", out var userInQuery) && userInQuery.Any(value => value != userId))
         || (http.Request.Query.TryGetValue("user_id", out var snakeUserInQuery) && snakeUserInQuery.Any(value => value != userId));
+
+    /// <summary>Tells whether a string is a model name that prompts may ask for: 1 to 100 letters, digits, '.', '_', ':' or '-'.</summary>
+    public static bool IsModelName(string? name) => name is not null && ModelName().IsMatch(name);
 
     [GeneratedRegex("^[A-Za-z0-9._:-]{1,100}$")]
     private static partial Regex ModelName();
