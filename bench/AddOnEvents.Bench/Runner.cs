@@ -99,10 +99,13 @@ public sealed class Runner(BenchSettings settings)
             Log($"{Mode.Describe(mode)}: {state}");
         }
 
-        Log("Warming up every mode for 3 s at 100 prompts/s (not counted)");
+        // The warm-up stays at the sweep's lowest rate, because a rate above what jongodb sustains slows its writes
+        // down for the rest of the run.
+        double warmUpRate = settings.Rates.Min();
+        Log($"Warming up every mode for 5 s at {warmUpRate:F0} prompts/s (not counted)");
         foreach (string mode in modes)
         {
-            await RunStepAsync(targets[mode], 100, TimeSpan.FromSeconds(3), broker, stream: false, hops: false, cancellationToken);
+            await RunStepAsync(targets[mode], warmUpRate, TimeSpan.FromSeconds(5), broker, stream: false, hops: false, cancellationToken);
         }
 
         if (settings.HopDuration > TimeSpan.Zero && modes.Contains(Mode.SignalR) && broker.Enabled)
