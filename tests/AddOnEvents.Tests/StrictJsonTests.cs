@@ -229,6 +229,59 @@ public sealed class StrictJsonTests(SystemFixture system)
         Assert.EndsWith("data: [DONE]\n\n", events, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("/api/prompts", """{"prompt":"hi"}""")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}]}""")]
+    public async Task DisabledCharsetGets415(string path, string json)
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "utf7-writer")));
+        using var content = new ByteArrayContent(Encoding.UTF8.GetBytes(json));
+        // .NET 5 and later refuse to decode UTF-7, so this charset used to end in an exception and a 500.
+        content.Headers.ContentType = System.Net.Http.Headers.MediaTypeHeaderValue.Parse("application/json; charset=utf-7");
+
+        using var response = await user.PostAsync(path, content);
+        string body = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+        Assert.Contains("UTF-8", body, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(".")]
+    [InlineData("..")]
+    public async Task DotUserIdIsRejected(string userId)
+    {
+        var app = await system.CreateAppAsync();
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+
+        using var response = await developer.PostAsJsonAsync($"/api/apps/{app.AppId}/user-tokens", new { userId });
+        var (code, message, _) = await ReadErrorAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        Assert.Contains("not '.' or '..'", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task RotationWithTypeButNoBodyUsesDefaultGrace()
+    {
+        var app = await system.CreateAppAsync();
+        using var tcp = new System.Net.Sockets.TcpClient();
+        await tcp.ConnectAsync(system.IngressUrl.Host, system.IngressUrl.Port);
+        await using var stream = tcp.GetStream();
+
+        // HttpClient cannot send a Content-Type without a body, which curl and other clients do.
+        string request = $"POST /api/admin/apps/{app.AppId}/secrets HTTP/1.1\r\nHost: {system.IngressUrl.Authority}\r\n"
+            + $"Authorization: Bearer {system.Secrets.AdminToken}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(request));
+        using var reader = new StreamReader(stream);
+        string response = await reader.ReadToEndAsync().WaitAsync(Patience);
+
+        Assert.StartsWith("HTTP/1.1 200", response, StringComparison.Ordinal);
+        Assert.Contains("\"previousSecretsExpireInSeconds\":3600", response, StringComparison.Ordinal);
+    }
+
     private static Task<HttpResponseMessage> PostJsonAsync(HttpClient client, string path, string json) =>
         client.PostAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
 

@@ -8,6 +8,7 @@ using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Hubs;
 using AddOnEvents.Ingress.Options;
 using AddOnEvents.Ingress.Prompts;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 
 namespace AddOnEvents.Ingress.Endpoints;
@@ -145,8 +146,9 @@ public static class ApiEndpoints
 
     private static async Task<IResult> RotateSecretAsync(string appId, HttpContext http, AppStore apps, RevokedConnectionSweeper sweeper)
     {
-        // A request without a body gets the default grace period.
-        var (input, error) = http.Request.ContentLength == 0 || (http.Request.ContentLength is null && http.Request.ContentType is null)
+        // A request without a body gets the default grace period, also when its client sets a Content-Type anyway.
+        bool noBody = http.Request.ContentLength == 0 || http.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == false;
+        var (input, error) = noBody || (http.Request.ContentLength is null && http.Request.ContentType is null)
             ? (new SecretRotationInput(null), null)
             : await JsonBody.ReadAsync<SecretRotationInput>(http.Request);
         if (error is not null)
@@ -196,9 +198,13 @@ public static class ApiEndpoints
     };
 
     /// <summary>Checks a host's user id and returns what is wrong with it, or null.</summary>
+    /// <summary>
+    /// Returns what is wrong with a host user id, or null. "." and ".." are rejected, because a URL path cannot name
+    /// them: servers remove such dot segments before routing, so that user's data could not be read or erased.
+    /// </summary>
     public static string? UserIdProblem(string userId) =>
-        userId.Length is 0 or > 128 || userId.Any(char.IsControl) || userId != userId.Trim() || userId.StartsWith('@')
-            ? "userId must be 1 to 128 characters, without control characters, surrounding spaces or a leading '@'."
+        userId.Length is 0 or > 128 || userId is "." or ".." || userId.Any(char.IsControl) || userId != userId.Trim() || userId.StartsWith('@')
+            ? "userId must be 1 to 128 characters, not '.' or '..', without control characters, surrounding spaces or a leading '@'."
             : null;
 
     private static async Task<IResult> IssueUserToken(string appId, HttpContext http, UserTokens tokens, IOptions<AuthOptions> options)

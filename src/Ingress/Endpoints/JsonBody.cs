@@ -59,6 +59,12 @@ public static partial class JsonBody
                 "Send the body as JSON with the header Content-Type: application/json."));
         }
 
+        if (!HasSupportedCharset(request))
+        {
+            return (null, new BodyError(StatusCodes.Status415UnsupportedMediaType, ErrorCodes.InvalidRequest,
+                "The charset of the Content-Type header is not supported. Send the body as UTF-8 with Content-Type: application/json."));
+        }
+
         try
         {
             if (skipUnknownFields)
@@ -139,6 +145,28 @@ public static partial class JsonBody
 
         await using var utf8 = Encoding.CreateTranscodingStream(request.Body, encoding, Encoding.UTF8, leaveOpen: true);
         return await JsonSerializer.DeserializeAsync<T>(utf8, options, cancellationToken);
+    }
+
+    /// <summary>
+    /// Tells whether .NET can decode the charset that the Content-Type header names, or none is named. Reading the
+    /// encoding of UTF-7, which .NET 5 and later disable, throws.
+    /// </summary>
+    private static bool HasSupportedCharset(HttpRequest request)
+    {
+        if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var contentType))
+        {
+            return true;
+        }
+
+        try
+        {
+            _ = contentType.Encoding;
+            return true;
+        }
+        catch (Exception ex) when (ex is NotSupportedException or ArgumentException)
+        {
+            return false;
+        }
     }
 
     private static BodyError EmptyBody() =>
