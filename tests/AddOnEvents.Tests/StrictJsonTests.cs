@@ -237,7 +237,7 @@ public sealed class StrictJsonTests(SystemFixture system)
         var app = await system.CreateAppAsync();
         using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "utf7-writer")));
         using var content = new ByteArrayContent(Encoding.UTF8.GetBytes(json));
-        // .NET 5 and later refuse to decode UTF-7, so this charset used to end in an exception and a 500.
+        // .NET 5 and later refuse to decode UTF-7, so reading this charset throws.
         content.Headers.ContentType = System.Net.Http.Headers.MediaTypeHeaderValue.Parse("application/json; charset=utf-7");
 
         using var response = await user.PostAsync(path, content);
