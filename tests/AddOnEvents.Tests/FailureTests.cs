@@ -187,10 +187,10 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         await system.Node.StopAppAsync();
         using var user = system.CreateClient(SystemFixture.Bearer(token));
 
-        // The first refusal waits at most 2 s for a confirm, because the bus reports the lost connection; the next one does not wait.
-        var refusing = Stopwatch.StartNew();
+        // The first rejection waits at most 2 s for a confirm, because the bus reports the lost connection. The next one does not wait.
+        var rejecting = Stopwatch.StartNew();
         using var duringOutage = await user.PostAsJsonAsync("/api/prompts", new { prompt = tag + " refused" });
-        var firstRefusal = refusing.Elapsed;
+        var firstRejection = rejecting.Elapsed;
         using var compatibleDuringOutage = await user.PostAsJsonAsync("/v1/chat/completions",
             new { messages = new object[] { new { role = "user", content = tag + " refused too" } } });
         await Task.Delay(TimeSpan.FromSeconds(2));
@@ -210,7 +210,7 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         system.Upstream.Responder = null;
         Assert.Equal(HttpStatusCode.ServiceUnavailable, duringOutage.StatusCode);
         Assert.NotNull(duringOutage.Headers.RetryAfter);
-        Assert.True(firstRefusal < TimeSpan.FromSeconds(6), $"The first refusal took {firstRefusal.TotalSeconds:F1} s; the publish timeout is 10 s.");
+        Assert.True(firstRejection < TimeSpan.FromSeconds(6), $"The first rejection took {firstRejection.TotalSeconds:F1} s; the publish timeout is 10 s.");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, compatibleDuringOutage.StatusCode);
         Assert.NotNull(compatibleDuringOutage.Headers.RetryAfter);
         Assert.Contains(system.Logs.Entries, entry => entry.Contains("[1010]", StringComparison.Ordinal)

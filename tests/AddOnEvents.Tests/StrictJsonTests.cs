@@ -264,7 +264,7 @@ public sealed class StrictJsonTests(SystemFixture system)
     }
 
     [Fact]
-    public async Task RotationWithTypeButNoBodyUsesDefaultGrace()
+    public async Task TypedEmptyRotationUsesDefaultGrace()
     {
         var app = await system.CreateAppAsync();
         using var tcp = new System.Net.Sockets.TcpClient();

@@ -197,7 +197,6 @@ public static class ApiEndpoints
             $"The secrets of app '{appId}' were changed by other requests at the same time, so this change was not made. Send the request again."),
     };
 
-    /// <summary>Checks a host's user id and returns what is wrong with it, or null.</summary>
     /// <summary>
     /// Returns what is wrong with a host user id, or null. "." and ".." are rejected, because a URL path cannot name
     /// them: servers remove such dot segments before routing, so that user's data could not be read or erased.
