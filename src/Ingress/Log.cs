@@ -22,6 +22,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1016, Level = LogLevel.Warning, Message = "Checking open hub connections for revoked secrets failed with {ExceptionType}")]
     public static partial void ConnectionSweepFailed(ILogger logger, string exceptionType);
 
+    [LoggerMessage(EventId = 1017, Level = LogLevel.Warning, Message = "Could not store a cancel of app {AppId}: {ExceptionType}; it was only broadcast")]
+    public static partial void CancelNotRecorded(ILogger logger, string appId, string exceptionType);
+
     [LoggerMessage(EventId = 1014, Level = LogLevel.Information,
         Message = "Closed a new hub connection of app {AppId}: its user already has {Limit} connections open here")]
     public static partial void TooManyConnections(ILogger logger, string appId, int limit);

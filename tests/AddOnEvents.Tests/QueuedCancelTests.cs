@@ -55,6 +55,40 @@ public sealed class QueuedCancelTests(QueuedCancelFixture system) : IClassFixtur
     }
 
     [Fact]
+    public async Task CancelReachesWorkerStartedLater()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-cancel-later-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "later-owner");
+        await using var client = await system.ConnectAsync(token);
+        string queued = "cancelled before any worker ran " + Guid.NewGuid().ToString("N");
+
+        // The stopped worker never receives the prompt, and the one started next never receives the broadcast cancel.
+        await system.StopServiceAsync(nameof(PromptWorker));
+        Guid requestId;
+        HttpResponseMessage whileStopped;
+        try
+        {
+            requestId = await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt = queued }).WaitAsync(Patience);
+            await client.Connection.InvokeAsync("CancelPrompt", requestId).WaitAsync(Patience);
+            whileStopped = await system.CreateClient(SystemFixture.Bearer(token)).GetAsync($"/api/prompts/{requestId}");
+        }
+        finally
+        {
+            await system.StartServiceAsync(nameof(PromptWorker));
+        }
+
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        string body = await whileStopped.Content.ReadAsStringAsync();
+        whileStopped.Dispose();
+
+        Assert.Equal("PromptFailed", result.Kind);
+        Assert.Equal("cancelled", result.Code);
+        Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == queued);
+        Assert.Equal("cancelled", JsonDocument.Parse(body).RootElement.GetProperty("code").GetString());
+    }
+
+    [Fact]
     public async Task QueuedPromptReadsAsPending()
     {
         var app = await system.CreateAppAsync();
@@ -111,7 +145,8 @@ public sealed class QueuedCancelTests(QueuedCancelFixture system) : IClassFixtur
     {
         var app = await system.CreateAppAsync();
         await system.RegisterActiveKeyAsync(app, "sk-queued-stranger-" + Guid.NewGuid().ToString("N"));
-        await using var owner = await system.ConnectAsync(await system.IssueUserTokenAsync(app, "queued-owner"));
+        string ownerToken = await system.IssueUserTokenAsync(app, "queued-owner");
+        await using var owner = await system.ConnectAsync(ownerToken);
         await using var stranger = await system.ConnectAsync(await system.IssueUserTokenAsync(app, "queued-stranger"));
         string blocker = "blocker " + Guid.NewGuid().ToString("N");
         string queued = "kept " + Guid.NewGuid().ToString("N");
@@ -123,9 +158,12 @@ public sealed class QueuedCancelTests(QueuedCancelFixture system) : IClassFixtur
         var queuedId = await owner.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt = queued }).WaitAsync(Patience);
         await stranger.Connection.InvokeAsync("CancelPrompt", queuedId).WaitAsync(Patience);
         await SystemFixture.WaitUntilAsync(() => RememberedCancelCount() > remembered);
+        using var read = await system.CreateClient(SystemFixture.Bearer(ownerToken)).GetAsync($"/api/prompts/{queuedId}");
+        string body = await read.Content.ReadAsStringAsync();
         var result = await owner.WaitForResultAsync(queuedId, Patience);
         system.Upstream.Responder = null;
 
+        Assert.Equal("pending", JsonDocument.Parse(body).RootElement.GetProperty("status").GetString());
         Assert.Equal("PromptCompleted", result.Kind);
         Assert.Equal("Echo: " + queued, result.Text);
         Assert.Single(system.Upstream.Requests, r => r.LastUserMessage == queued);

@@ -111,6 +111,42 @@ public sealed class StreamingTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task CancelledSingleAnswerCountsItsPrompt()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-single-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "impatient");
+        await using var client = await system.ConnectAsync(token);
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        string prompt = "cancel before the single answer arrives " + Guid.NewGuid().ToString("N") + new string('x', 400);
+        system.Upstream.Responder = r => r.LastUserMessage == prompt
+            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(5), ScriptedResponse.Answer("too late"))
+            : null;
+
+        var requestId = await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt, stream = false }).WaitAsync(Patience);
+        var upstream = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+        await client.Connection.InvokeAsync("CancelPrompt", requestId).WaitAsync(Patience);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        await upstream.Completion.WaitAsync(Patience);
+        system.Upstream.Responder = null;
+        long used = 0;
+        var deadline = DateTime.UtcNow + Patience;
+        while (used == 0 && DateTime.UtcNow < deadline)
+        {
+            used = (await user.GetFromJsonAsync<JsonElement>("/api/me/usage")).GetProperty("usedTokens").GetInt64();
+            await Task.Delay(100);
+        }
+
+        var month = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month");
+
+        Assert.Equal("cancelled", result.Code);
+        Assert.True(upstream.Aborted);
+        Assert.True(used >= prompt.Length / 4, $"{used} tokens counted for a prompt of {prompt.Length} characters.");
+        Assert.Equal(used, month.GetProperty("tokens").GetInt64());
+    }
+
+    [Fact]
     public async Task OtherUserCannotCancel()
     {
         var app = await system.CreateAppAsync();

@@ -82,6 +82,9 @@ public readonly record struct Claim(ClaimOutcome Outcome, PromptResultDocument? 
 
 public sealed class PromptResultStore(IMongoDatabase database)
 {
+    /// <summary>The message of a cancelled request's failure, the same whether it was running or still queued.</summary>
+    public const string CancelledMessage = "The answer was stopped.";
+
     private readonly IMongoCollection<PromptResultDocument> _results = database.GetCollection<PromptResultDocument>("promptResults");
 
     public Task<PromptResultDocument?> FindAsync(Guid requestId, CancellationToken cancellationToken) =>
@@ -116,6 +119,11 @@ public sealed class PromptResultStore(IMongoDatabase database)
         }
 
         var existing = await FindAsync(prompt.RequestId, cancellationToken);
+        if (existing is not null && (existing.AppId != prompt.AppId || existing.UserId != prompt.UserId))
+        {
+            return await TakeOverForeignCancelAsync(prompt, existing, owner, now, lease, expiresAt, cancellationToken);
+        }
+
         if (existing is null || existing.Status != PromptStatus.Pending)
         {
             return new Claim(ClaimOutcome.Finished, existing, 0);
@@ -135,6 +143,64 @@ public sealed class PromptResultStore(IMongoDatabase database)
             new FindOneAndUpdateOptions<PromptResultDocument> { ReturnDocument = ReturnDocument.After },
             cancellationToken);
         return takenOver is null ? new Claim(ClaimOutcome.HeldElsewhere, existing, 0) : new Claim(ClaimOutcome.Claimed, takenOver, takenOver.Attempts);
+    }
+
+    /// <summary>
+    /// Records a user's cancel as the request's result, unless a worker has claimed the request already. A worker
+    /// that receives the prompt later, even one started after the cancel, then finds it finished and makes no
+    /// upstream call. Returns false when the request has a record already.
+    /// </summary>
+    public async Task<bool> TryRecordCancelAsync(Guid requestId, string appId, string userId, DateTime now, DateTime expiresAt,
+        CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _results.InsertOneAsync(new PromptResultDocument
+            {
+                RequestId = requestId,
+                AppId = appId,
+                UserId = userId,
+                Status = PromptStatus.Failed,
+                Code = ErrorCodes.Cancelled,
+                Message = CancelledMessage,
+                CreatedAt = now,
+                ExpiresAt = expiresAt,
+            }, cancellationToken: cancellationToken);
+            return true;
+        }
+        catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex))
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Replaces a cancel that another user recorded for this request id with this worker's claim. Request ids are
+    /// unique, so a record of a different app or user can only be such a cancel, and it must not stop the prompt
+    /// of the user who owns the id.
+    /// </summary>
+    private async Task<Claim> TakeOverForeignCancelAsync(PromptRequested prompt, PromptResultDocument foreign, string owner, DateTime now,
+        TimeSpan lease, DateTime expiresAt, CancellationToken cancellationToken)
+    {
+        var claim = new PromptResultDocument
+        {
+            RequestId = prompt.RequestId,
+            AppId = prompt.AppId,
+            UserId = prompt.UserId,
+            LeaseOwner = owner,
+            LeaseUntil = now + lease,
+            Attempts = 1,
+            CreatedAt = now,
+            ExpiresAt = expiresAt,
+        };
+        var replaced = await _results.ReplaceOneAsync(
+            r => r.RequestId == prompt.RequestId && r.AppId == foreign.AppId && r.UserId == foreign.UserId
+                && r.Status == PromptStatus.Failed && r.Code == ErrorCodes.Cancelled && r.Attempts == 0,
+            claim,
+            cancellationToken: cancellationToken);
+
+        // Another delivery of the same prompt replaced it first and owns the claim now.
+        return replaced.MatchedCount > 0 ? new Claim(ClaimOutcome.Claimed, null, 1) : new Claim(ClaimOutcome.HeldElsewhere, null, 0);
     }
 
     public Task RenewLeaseAsync(Guid requestId, string owner, DateTime leaseUntil, CancellationToken cancellationToken) =>

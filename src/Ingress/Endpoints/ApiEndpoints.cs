@@ -283,6 +283,12 @@ public static class ApiEndpoints
         string? appId = http.User.FindFirstValue(AuthSchemes.AppIdClaim);
         string? pseudonym = tokens.Pseudonym(http.User);
         var stored = await results.FindAsync(requestId, http.RequestAborted);
+        if (stored is not null && (stored.AppId != appId || stored.UserId != pseudonym))
+        {
+            // A record of another app or user is not the caller's. It can be that user's cancel of this id, which a worker replaces.
+            stored = null;
+        }
+
         if (stored is null && accepted.IsWaiting(requestId, appId, pseudonym))
         {
             // Still in the queue: no worker has taken it, so no record exists yet.
@@ -299,7 +305,7 @@ public static class ApiEndpoints
             });
         }
 
-        if (stored is null || stored.AppId != appId || stored.UserId != pseudonym)
+        if (stored is null)
         {
             return ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NotFound,
                 "No result is stored for this request id: it is unknown, belongs to someone else, or has expired.");

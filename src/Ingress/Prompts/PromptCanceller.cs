@@ -1,16 +1,19 @@
 using System.Security.Claims;
 using System.Threading.RateLimiting;
+using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Options;
 using MassTransit;
 using Microsoft.Extensions.Options;
+using MongoDB.Driver;
 
 namespace AddOnEvents.Ingress.Prompts;
 
 /// <summary>
-/// Broadcasts a user's cancel to every PromptWorker. It names the app and user from the verified token, and a
-/// worker stops the request only if both match, so nobody can stop another user's answer.
+/// Records a user's cancel for a request no worker has started, and broadcasts it to every PromptWorker. Both name
+/// the app and user from the verified token, and a worker stops the request only if both match, so no user can stop
+/// another user's answer.
 /// </summary>
 public sealed class PromptCanceller : IDisposable
 {
@@ -18,18 +21,25 @@ public sealed class PromptCanceller : IDisposable
 
     private readonly IBus _bus;
     private readonly UserTokens _tokens;
+    private readonly PromptResultStore _results;
+    private readonly TimeSpan _timeToLive;
     private readonly TimeProvider _clock;
+    private readonly ILogger<PromptCanceller> _logger;
 
     // Every cancel reaches every worker, and each worker remembers a bounded number of cancels for prompts it has
     // not seen yet. Without a limit, one user's flood of made-up cancels would load every worker and push out
     // another user's real cancel before its prompt leaves the queue.
     private readonly PartitionedRateLimiter<string> _perUser;
 
-    public PromptCanceller(IBus bus, UserTokens tokens, IOptions<PromptOptions> options, TimeProvider clock)
+    public PromptCanceller(IBus bus, UserTokens tokens, PromptResultStore results, IOptions<PromptOptions> options, TimeProvider clock,
+        ILogger<PromptCanceller> logger)
     {
         _bus = bus;
         _tokens = tokens;
+        _results = results;
+        _timeToLive = TimeSpan.FromSeconds(options.Value.TimeToLiveSeconds);
         _clock = clock;
+        _logger = logger;
         int perMinute = options.Value.CancelsPerMinute;
         _perUser = PartitionedRateLimiter.Create<string, string>(pseudonym => RateLimitPartition.GetFixedWindowLimiter(pseudonym,
             _ => new FixedWindowRateLimiterOptions
@@ -77,6 +87,20 @@ public sealed class PromptCanceller : IDisposable
             return;
         }
 
+        // The record reaches a worker that receives the prompt after the broadcast is gone, for example one started
+        // later. It lasts as long as a prompt may wait in the queue.
+        var now = _clock.GetUtcNow().UtcDateTime;
+        try
+        {
+            await _results.TryRecordCancelAsync(requestId, appId, pseudonym, now, now + _timeToLive, cancellationToken);
+        }
+        catch (Exception ex) when (ex is MongoException or TimeoutException)
+        {
+            // Workers still remember the broadcast cancel for a while, which covers a prompt waiting in the queue now.
+            Log.CancelNotRecorded(_logger, appId, ex.GetType().Name);
+        }
+
+        // A running prompt has a record already, and only the broadcast reaches the worker that runs it.
         await _bus.Publish(new PromptCancelled(requestId, requestId, appId, pseudonym, _clock.GetUtcNow()),
             publish => publish.TimeToLive = TimeSpan.FromMinutes(1), cancellationToken);
     }

@@ -39,12 +39,17 @@ public sealed partial class PromptRequestedConsumer(
     // The streamed text of an answer that ends early still costs tokens, which its usage must count.
     private PieceBatcher? _pieces;
 
+    // A request the upstream received costs its prompt even when the user cancels it before any text arrives. Set
+    // while a call runs, so a cancel during a wait between attempts counts nothing.
+    private bool _inUpstreamCall;
+
     public async Task Consume(ConsumeContext<PromptRequested> context)
     {
         var prompt = context.Message;
         _started = clock.GetTimestamp();
         _waitedOnUpstream = TimeSpan.Zero;
         _pieces = null;
+        _inUpstreamCall = false;
         if (context.GetRetryAttempt() == 0)
         {
             metrics.QueueLag(clock.GetUtcNow() - prompt.RequestedAt);
@@ -105,7 +110,7 @@ public sealed partial class PromptRequestedConsumer(
         }
         catch (OperationCanceledException) when (registration.CancelledByUser)
         {
-            result = Failure(prompt, ErrorCodes.Cancelled, "The answer was stopped.");
+            result = Failure(prompt, ErrorCodes.Cancelled, PromptResultStore.CancelledMessage);
         }
 
         await PublishAsync(context, result, storeFirst: true);
@@ -248,7 +253,9 @@ public sealed partial class PromptRequestedConsumer(
         while (true)
         {
             long called = clock.GetTimestamp();
+            _inUpstreamCall = true;
             var outcome = await caller.CallAsync(key, prompt, attempt, pieces is null ? null : pieces.AddAsync, cancellationToken);
+            _inUpstreamCall = false;
             _waitedOnUpstream += clock.GetElapsedTime(called);
             if (pieces is not null)
             {
@@ -362,7 +369,8 @@ public sealed partial class PromptRequestedConsumer(
     /// <summary>
     /// Returns the upstream's usage of a completed answer, or an estimate for an answer that failed or was cancelled
     /// after part of it was streamed to the user, because the upstream reports usage only at the end of a stream.
-    /// Without the estimate, a user could read most of an answer, cancel it and use no allowance.
+    /// Without the estimate, a user could read most of an answer, cancel it and use no allowance. A cancel that
+    /// ends the upstream request before any text arrived counts the prompt, which the upstream received.
     /// </summary>
     private TokenUsage? UsageOf(PromptRequested prompt, object result)
     {
@@ -371,7 +379,9 @@ public sealed partial class PromptRequestedConsumer(
             return completed.Usage;
         }
 
-        if (_pieces is not { ReceivedCharacters: > 0 } pieces)
+        long received = _pieces?.ReceivedCharacters ?? 0;
+        bool cancelledUpstream = _inUpstreamCall && result is PromptFailed { Code: ErrorCodes.Cancelled };
+        if (received == 0 && !cancelledUpstream)
         {
             return null;
         }
@@ -379,7 +389,7 @@ public sealed partial class PromptRequestedConsumer(
         // NOTE: an estimate at about 4 characters per token, OpenAI's rule of thumb for English text. Text in other
         // languages and code often needs more tokens per character, so this can count too few.
         int promptTokens = EstimateTokens(prompt.Messages.Sum(turn => (long)turn.Content.Length));
-        int completionTokens = EstimateTokens(pieces.ReceivedCharacters);
+        int completionTokens = EstimateTokens(received);
         return new TokenUsage(promptTokens, completionTokens, promptTokens + completionTokens);
     }
 

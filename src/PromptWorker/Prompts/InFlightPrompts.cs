@@ -2,8 +2,8 @@ namespace AddOnEvents.PromptWorker.Prompts;
 
 /// <summary>
 /// The prompts this process is answering now, so a user's cancel can abort the upstream request. It also keeps the
-/// cancels that arrive before their prompt is registered, so this process does not send a prompt upstream that
-/// was cancelled while queued.
+/// cancels that arrive before their prompt is registered: a cancel that races the claim finds no record to stop
+/// the prompt yet, and Ingress may have failed to record it.
 /// </summary>
 public sealed class InFlightPrompts(TimeProvider clock)
 {
@@ -13,12 +13,10 @@ public sealed class InFlightPrompts(TimeProvider clock)
     /// </summary>
     public const int MaxRememberedCancels = 10_000;
 
-    // NOTE: Ingress accepts a prompt time to live of up to an hour. With one above 10 minutes, a prompt that waits in
-    // the queue longer than this after its cancel is answered in full.
-
     /// <summary>
     /// Time a cancel for an unregistered request is remembered. It equals the default prompt time to live of Ingress,
-    /// after which a queued prompt is dropped as expired anyway.
+    /// after which a queued prompt is dropped as expired anyway. The cancel that Ingress records in the result store
+    /// lasts the configured time to live.
     /// </summary>
     public static readonly TimeSpan CancelRetention = TimeSpan.FromMinutes(10);
 
