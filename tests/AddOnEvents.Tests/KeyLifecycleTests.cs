@@ -91,6 +91,46 @@ public sealed class KeyLifecycleTests(SystemFixture system)
         Assert.Equal("no_key_configured", result.Code);
     }
 
+    [Theory]
+    [InlineData("key")]
+    [InlineData("app")]
+    public async Task DeleteDuringCheckStaysDeleted(string deleted)
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-first-" + Guid.NewGuid().ToString("N"));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        // The provider's check of the replacement runs while the key or the whole app is deleted.
+        string replacement = "sk-replacement-" + Guid.NewGuid().ToString("N");
+        system.Upstream.AcceptKey(replacement);
+        system.Upstream.Enqueue(ScriptedResponse.Slow(TimeSpan.FromSeconds(2), ScriptedResponse.Answer("")).ForModels());
+        using (var replaced = await system.PutKeyAsync(app, replacement))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, replaced.StatusCode);
+        }
+
+        var check = await system.Upstream.WaitForRequestAsync(r => r.Path == "/v1/models" && !r.Completion.IsCompleted, Patience);
+        using var deletion = deleted == "key"
+            ? await developer.DeleteAsync($"/api/apps/{app.AppId}/openai-key")
+            : await admin.DeleteAsync($"/api/admin/apps/{app.AppId}");
+        await check.Completion.WaitAsync(Patience);
+        string stored = $"Stored key of app {app.AppId} version 2 ";
+        string skipped = $"Skipped key of app {app.AppId} version 2:";
+        await SystemFixture.WaitUntilAsync(() => system.Logs.Entries.Any(e => e.Contains(stored, StringComparison.Ordinal)
+            || e.Contains(skipped, StringComparison.Ordinal)));
+        var keys = await system.ReadCollectionsAsync("keys");
+
+        Assert.Equal(HttpStatusCode.NoContent, deletion.StatusCode);
+        Assert.Contains(system.Logs.Entries, e => e.Contains(skipped, StringComparison.Ordinal));
+        Assert.DoesNotContain(keys, k => k["_id"].AsString == app.AppId);
+        if (deleted == "key")
+        {
+            using var status = await developer.GetAsync($"/api/apps/{app.AppId}/openai-key");
+            Assert.Equal(HttpStatusCode.NotFound, status.StatusCode);
+        }
+    }
+
     [Fact]
     public async Task KeyRejectedAtRegistrationGivesKeyInvalid()
     {

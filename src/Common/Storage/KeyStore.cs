@@ -99,7 +99,7 @@ public sealed class KeyStore(IMongoDatabase database)
     {
         var counter = await _versions.FindOneAndUpdateAsync<KeyVersionCounter>(
             c => c.AppId == appId,
-            Builders<KeyVersionCounter>.Update.Inc(c => c.Latest, 1),
+            Builders<KeyVersionCounter>.Update.Inc(c => c.Latest, 1).SetOnInsert(c => c.DeletedAt, 0),
             new FindOneAndUpdateOptions<KeyVersionCounter> { IsUpsert = true, ReturnDocument = ReturnDocument.After },
             cancellationToken);
         return counter.Latest;
@@ -174,8 +174,11 @@ public sealed class KeyStore(IMongoDatabase database)
     public async Task<bool> DeleteAsync(string appId, CancellationToken cancellationToken)
     {
         long version = await AllocateVersionAsync(appId, cancellationToken);
+
+        // A range filter never matches a missing field, and counters written before deletions were recorded lack it.
+        var filter = Builders<KeyVersionCounter>.Filter;
         await _versions.UpdateOneAsync(
-            c => c.AppId == appId && c.DeletedAt < version,
+            filter.Eq(c => c.AppId, appId) & (filter.Lt(c => c.DeletedAt, version) | filter.Exists(c => c.DeletedAt, exists: false)),
             Builders<KeyVersionCounter>.Update.Set(c => c.DeletedAt, version),
             cancellationToken: cancellationToken);
         var result = await _keys.DeleteOneAsync(k => k.AppId == appId, cancellationToken);
