@@ -111,6 +111,42 @@ public sealed class StreamingTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task BrokenStreamIsStoredAndCounted()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-broken-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "cut-off");
+        await using var client = await system.ConnectAsync(token);
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        string prompt = "the provider drops this stream " + Guid.NewGuid().ToString("N");
+        var words = Enumerable.Range(0, 60).Select(i => $"word{i:D3} ").ToList();
+        system.Upstream.Responder = r => r.LastUserMessage == prompt
+            ? ScriptedResponse.Streamed(words, TimeSpan.FromMilliseconds(10)) with { DisconnectAfterPieces = 30 }
+            : null;
+
+        var requestId = await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt }).WaitAsync(Patience);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        system.Upstream.Responder = null;
+        int streamedCharacters = client.Pieces.Where(p => p.RequestId == requestId).Sum(p => p.Json.GetProperty("text").GetString()!.Length);
+        long used = 0;
+        var deadline = DateTime.UtcNow + Patience;
+        while (used == 0 && DateTime.UtcNow < deadline)
+        {
+            used = (await user.GetFromJsonAsync<JsonElement>("/api/me/usage")).GetProperty("usedTokens").GetInt64();
+            await Task.Delay(100);
+        }
+
+        var stored = await user.GetFromJsonAsync<JsonElement>($"/api/prompts/{requestId}");
+
+        Assert.Equal("upstream_unavailable", result.Code);
+        Assert.True(streamedCharacters > 0, "No piece reached the user before the stream broke.");
+        Assert.True(used >= (prompt.Length + streamedCharacters) / 4, $"{used} tokens counted for {streamedCharacters} streamed characters.");
+        Assert.Equal("failed", stored.GetProperty("status").GetString());
+        Assert.Equal("upstream_unavailable", stored.GetProperty("code").GetString());
+        Assert.Single(system.Upstream.Requests, r => r.LastUserMessage == prompt);
+    }
+
+    [Fact]
     public async Task CancelledSingleAnswerCountsItsPrompt()
     {
         var app = await system.CreateAppAsync();

@@ -175,7 +175,7 @@ public sealed class KeyStore(IMongoDatabase database)
     {
         long version = await AllocateVersionAsync(appId, cancellationToken);
 
-        // A range filter never matches a missing field, and counters written before deletions were recorded lack it.
+        // A range filter never matches a missing field, and counters created before the field was set on insert lack it.
         var filter = Builders<KeyVersionCounter>.Filter;
         await _versions.UpdateOneAsync(
             filter.Eq(c => c.AppId, appId) & (filter.Lt(c => c.DeletedAt, version) | filter.Exists(c => c.DeletedAt, exists: false)),

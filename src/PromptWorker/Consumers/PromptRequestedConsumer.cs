@@ -39,6 +39,9 @@ public sealed partial class PromptRequestedConsumer(
     // The streamed text of an answer that ends early still costs tokens, which its usage must count.
     private PieceBatcher? _pieces;
 
+    // Set once this delivery holds the claim, so a failure after it can be stored as the request's result.
+    private bool _claimed;
+
     // A request the upstream received costs its prompt even when the user cancels it before any text arrives. Set
     // while a call runs, so a cancel during a wait between attempts counts nothing.
     private bool _inUpstreamCall;
@@ -50,6 +53,7 @@ public sealed partial class PromptRequestedConsumer(
         _waitedOnUpstream = TimeSpan.Zero;
         _pieces = null;
         _inUpstreamCall = false;
+        _claimed = false;
         if (context.GetRetryAttempt() == 0)
         {
             metrics.QueueLag(clock.GetUtcNow() - prompt.RequestedAt);
@@ -67,9 +71,31 @@ public sealed partial class PromptRequestedConsumer(
         {
             // The prompt text must not wait in an error queue, so every other failure becomes a result.
             LogUnexpectedFailure(prompt.RequestId, prompt.AppId, ex.GetType().Name);
-            await PublishAsync(context, Failure(prompt, ErrorCodes.InternalError, "AddOnEvents failed to handle this prompt. Try again later."),
-                storeFirst: false);
+            await PublishUnexpectedFailureAsync(context);
         }
+    }
+
+    /// <summary>
+    /// Publishes internal_error for a delivery that failed unexpectedly. A claimed request also gets it stored, and
+    /// text streamed before the failure counted, unless the database fails too: then only the publish remains.
+    /// </summary>
+    private async Task PublishUnexpectedFailureAsync(ConsumeContext<PromptRequested> context)
+    {
+        var failure = Failure(context.Message, ErrorCodes.InternalError, "AddOnEvents failed to handle this prompt. Try again later.");
+        if (_claimed)
+        {
+            try
+            {
+                await PublishAsync(context, failure, storeFirst: true);
+                return;
+            }
+            catch (Exception ex) when (ex is MongoException or TimeoutException)
+            {
+                LogStoreFailed(context.Message.RequestId, context.Message.AppId, ex.GetType().Name);
+            }
+        }
+
+        await PublishAsync(context, failure, storeFirst: false);
     }
 
     private async Task HandleAsync(ConsumeContext<PromptRequested> context)
@@ -93,6 +119,8 @@ public sealed partial class PromptRequestedConsumer(
         {
             return;
         }
+
+        _claimed = true;
 
         if (clock.GetElapsedTime(claiming) > TimeSpan.FromSeconds(1))
         {

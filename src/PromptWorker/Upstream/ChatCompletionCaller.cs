@@ -126,6 +126,14 @@ public sealed partial class ChatCompletionCaller(
                 ? MapError(prompt, info, error: null)
                 : ChatOutcome.Failure(ErrorCodes.UpstreamUnavailable, "The AI provider could not be reached. Try again later.", retryable: true);
         }
+        catch (IOException)
+        {
+            // A connection that breaks while the body is read, such as in the middle of a stream, ends the read with an
+            // HttpIOException, which is not an HttpRequestException.
+            LogUpstreamFailed(prompt.RequestId, prompt.AppId, "connection lost");
+            return ChatOutcome.Failure(ErrorCodes.UpstreamUnavailable,
+                "The connection to the AI provider broke before the answer was complete. Try again later.", retryable: true);
+        }
         catch (Exception ex) when (ex is JsonException or NotSupportedException or InvalidOperationException)
         {
             // The SDK throws on bodies it cannot parse, such as HTML error pages or empty bodies.
