@@ -50,6 +50,26 @@ public sealed class LimitsInputTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task EmptyAllowedModelsIsRejected()
+    {
+        var app = await system.CreateAppAsync();
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using (var set = await PutJsonAsync(admin, $"/api/admin/apps/{app.AppId}/limits", """{"allowedModels":["gpt-4o-mini"]}"""))
+        {
+            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        }
+
+        using var response = await PutJsonAsync(admin, $"/api/admin/apps/{app.AppId}/limits", """{"allowedModels":[]}""");
+        var error = await response.Content.ReadFromJsonAsync<JsonElement>();
+        var stored = await admin.GetFromJsonAsync<JsonElement>($"/api/admin/apps/{app.AppId}");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", error.GetProperty("code").GetString());
+        Assert.Contains("Send null or leave the field out to allow every model", error.GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.Equal("gpt-4o-mini", stored.GetProperty("limits").GetProperty("allowedModels")[0].GetString());
+    }
+
+    [Fact]
     public async Task NullChatMessageIsRejected()
     {
         var app = await system.CreateAppAsync();

@@ -282,6 +282,70 @@ public sealed class StrictJsonTests(SystemFixture system)
         Assert.Contains("\"previousSecretsExpireInSeconds\":3600", response, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("/api/apps/{appId}/user-tokens", """{"userId":"u-1","ttlSeconds":"60"}""", "$.ttlSeconds: it must be a whole number")]
+    [InlineData("/api/apps/{appId}/user-tokens", """{"userId":"u-1","addonDisabled":"true"}""", "$.addonDisabled: it must be a boolean")]
+    [InlineData("/api/apps/{appId}/user-tokens", """{"userId":["u-1"]}""", "$.userId: it must be a string")]
+    public async Task WrongTypeNamesExpectedType(string path, string json, string expectedPart)
+    {
+        var app = await system.CreateAppAsync();
+        using var host = system.CreateClient(SystemFixture.Basic(app));
+
+        using var response = await PostJsonAsync(host, path.Replace("{appId}", app.AppId, StringComparison.Ordinal), json);
+        var (code, message, body) = await ReadErrorAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        Assert.Contains(expectedPart, message, StringComparison.Ordinal);
+        Assert.DoesNotContain("u-1", body, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task NumberAsStringInLimitsIsRejected()
+    {
+        var app = await system.CreateAppAsync();
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        using var response = await admin.PutAsync($"/api/admin/apps/{app.AppId}/limits",
+            new StringContent("""{"tokensPerDay":"10"}""", Encoding.UTF8, "application/json"));
+        var (code, message, _) = await ReadErrorAsync(response);
+        var stored = await admin.GetFromJsonAsync<JsonElement>($"/api/admin/apps/{app.AppId}");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        Assert.Contains("$.tokensPerDay: it must be a whole number", message, StringComparison.Ordinal);
+        Assert.Equal(JsonValueKind.Null, stored.GetProperty("limits").GetProperty("tokensPerDay").ValueKind);
+    }
+
+    [Fact]
+    public async Task PromptOfWrongTypeIsNotEchoed()
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "typed")));
+
+        using var response = await PostJsonAsync(user, "/api/prompts", """{"prompt":{"sk-canary-object":"sk-canary-value"}}""");
+        var (code, message, body) = await ReadErrorAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        Assert.Contains("$.prompt: it must be a string", message, StringComparison.Ordinal);
+        Assert.DoesNotContain("canary", body, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task CompatibleEndpointKeepsNumbersAsStrings()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-sdk-number-" + Guid.NewGuid().ToString("N"));
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "sdk-number")));
+        string marker = "number as string " + Guid.NewGuid().ToString("N");
+
+        using var response = await PostJsonAsync(user, "/v1/chat/completions",
+            $$"""{"messages":[{"role":"user","content":"{{marker}}"}],"max_tokens":"20"}""");
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+    }
+
     private static Task<HttpResponseMessage> PostJsonAsync(HttpClient client, string path, string json) =>
         client.PostAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
 

@@ -45,8 +45,9 @@ public static class ApiEndpoints
 
         var prompts = endpoints.MapGroup("/api/prompts").RequireAuthorization(AuthSchemes.UserToken).RequireCors(BrowserOrigins.PolicyName);
         prompts.MapPost("", SubmitPromptAsync);
-        prompts.MapGet("/{requestId:guid}", GetPromptResultAsync);
-        prompts.MapPost("/{requestId:guid}/cancel", CancelPromptAsync);
+        // No route constraint on the id, so that one that is not a GUID gets 400 with the fix in place of a 404.
+        prompts.MapGet("/{requestId}", GetPromptResultAsync);
+        prompts.MapPost("/{requestId}/cancel", CancelPromptAsync);
         return endpoints;
     }
 
@@ -129,6 +130,12 @@ public static class ApiEndpoints
             || limits.MaxOutputTokens < 1)
         {
             return ApiErrors.BadRequest("Every limit must be a positive number, or null for no limit.");
+        }
+
+        if (limits.AllowedModels is { Count: 0 })
+        {
+            return ApiErrors.BadRequest(
+                "allowedModels must not be an empty list, because it would read as no model allowed. Send null or leave the field out to allow every model, or list the models to allow.");
         }
 
         // The same rule as the model of a prompt, because an entry that a prompt cannot name would never be used.
@@ -278,23 +285,28 @@ public static class ApiEndpoints
 
     /// <summary>Returns the stored result of one of this user's requests, for a client that missed the push.</summary>
     private static async Task<IResult> GetPromptResultAsync(
-        Guid requestId, HttpContext http, PromptResultStore results, UserTokens tokens, AcceptedPrompts accepted)
+        string requestId, HttpContext http, PromptResultStore results, UserTokens tokens, AcceptedPrompts accepted)
     {
+        if (RequestIds.Parse(requestId) is not { } id)
+        {
+            return ApiErrors.BadRequest(RequestIds.NotAGuid);
+        }
+
         string? appId = http.User.FindFirstValue(AuthSchemes.AppIdClaim);
         string? pseudonym = tokens.Pseudonym(http.User);
-        var stored = await results.FindAsync(requestId, http.RequestAborted);
+        var stored = await results.FindAsync(id, http.RequestAborted);
         if (stored is not null && (stored.AppId != appId || stored.UserId != pseudonym))
         {
             // A record of another app or user is not the caller's. It can be that user's cancel of this id, which a worker replaces.
             stored = null;
         }
 
-        if (stored is null && accepted.IsWaiting(requestId, appId, pseudonym))
+        if (stored is null && accepted.IsWaiting(id, appId, pseudonym))
         {
             // Still in the queue: no worker has taken it, so no record exists yet.
             return Results.Ok(new
             {
-                requestId,
+                requestId = id,
                 status = PromptStatus.Pending,
                 text = (string?)null,
                 finishReason = (string?)null,
@@ -313,7 +325,7 @@ public static class ApiEndpoints
 
         return Results.Ok(new
         {
-            requestId,
+            requestId = id,
             status = stored.Status,
             text = stored.Text,
             finishReason = stored.FinishReason,
@@ -324,9 +336,14 @@ public static class ApiEndpoints
         });
     }
 
-    private static async Task<IResult> CancelPromptAsync(Guid requestId, HttpContext http, PromptCanceller canceller)
+    private static async Task<IResult> CancelPromptAsync(string requestId, HttpContext http, PromptCanceller canceller)
     {
-        if (await canceller.CancelAsync(http.User, requestId, http.RequestAborted) is { } retryAfter)
+        if (RequestIds.Parse(requestId) is not { } id)
+        {
+            return ApiErrors.BadRequest(RequestIds.NotAGuid);
+        }
+
+        if (await canceller.CancelAsync(http.User, id, http.RequestAborted) is { } retryAfter)
         {
             return Rejected(http, Submission.Rejected(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited,
                 PromptCanceller.TooManyCancels, retryAfter));

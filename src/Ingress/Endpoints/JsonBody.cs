@@ -4,8 +4,6 @@ using System.Text.Json.Serialization;
 using System.Text.Json.Serialization.Metadata;
 using System.Text.RegularExpressions;
 using AddOnEvents.Contracts;
-using Microsoft.AspNetCore.Http.Json;
-using Microsoft.Extensions.Options;
 using Microsoft.Net.Http.Headers;
 
 namespace AddOnEvents.Ingress.Endpoints;
@@ -19,18 +17,19 @@ namespace AddOnEvents.Ingress.Endpoints;
 /// </remarks>
 public static partial class JsonBody
 {
-    /// <summary>Matches paths such as <c>$.messages[0].content</c> and captures each field name.</summary>
-    [GeneratedRegex(@"^\$(?:\.(?<name>[A-Za-z_][A-Za-z0-9_]{0,39})|\[[0-9]{1,6}\])+$")]
+    /// <summary>Matches paths such as <c>$.messages[0].content</c> and captures each field name and each array index.</summary>
+    [GeneratedRegex(@"^\$(?:\.(?<name>[A-Za-z_][A-Za-z0-9_]{0,39})|\[(?<index>[0-9]{1,6})\])+$")]
     private static partial Regex FieldPath();
 
     /// <summary>
     /// The Web defaults that ASP.NET Core reads bodies with (camelCase names, matched without regard to case), plus
-    /// the rejection of unknown and repeated fields.
+    /// the rejection of unknown and repeated fields and of numbers sent as strings.
     /// </summary>
     private static readonly JsonSerializerOptions Strict = new(JsonSerializerDefaults.Web)
     {
         UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
         AllowDuplicateProperties = false,
+        NumberHandling = JsonNumberHandling.Strict,
         TypeInfoResolver = new DefaultJsonTypeInfoResolver { Modifiers = { RemoveUnsettableProperties } },
     };
 
@@ -38,13 +37,34 @@ public static partial class JsonBody
     private static readonly JsonSerializerOptions WithoutUnknownFieldCheck = new(JsonSerializerDefaults.Web)
     {
         AllowDuplicateProperties = false,
+        NumberHandling = JsonNumberHandling.Strict,
     };
+
+    /// <summary>The Web defaults with the type checks of <see cref="Strict"/> only, to tell a repeated field from a value of the wrong type.</summary>
+    private static readonly JsonSerializerOptions TypeChecksOnly = new(JsonSerializerDefaults.Web)
+    {
+        NumberHandling = JsonNumberHandling.Strict,
+    };
+
+    /// <summary>How errors name the JSON they describe: a request body of an endpoint, or an argument of a hub method.</summary>
+    private sealed record Source(string Noun, string Receiver);
+
+    private static readonly Source Body = new("body", "endpoint");
+
+    private static readonly Source HubArgument = new("argument", "hub method");
 
     public static async Task<(T? Value, IResult? Error)> ReadAsync<T>(HttpRequest request) where T : class
     {
         var (value, error) = await ReadOrFailAsync<T>(request);
         return (value, error is null ? null : ApiErrors.Result(error.Status, error.Code, error.Message));
     }
+
+    /// <summary>
+    /// Reads a hub method's JSON argument with the rules of a request body outside <c>/v1</c>, so that the hub and
+    /// the HTTP API accept the same input.
+    /// </summary>
+    public static async Task<(T? Value, BodyError? Error)> ReadArgumentAsync<T>(JsonElement argument) where T : class =>
+        await ReadStrictAsync(options => ValueTask.FromResult(argument.Deserialize<T>(options)), HubArgument);
 
     /// <summary>Reads the body like <see cref="ReadAsync"/>, with the failure as data, for endpoints that write errors in another shape.</summary>
     /// <param name="skipUnknownFields">
@@ -70,14 +90,17 @@ public static partial class JsonBody
             if (skipUnknownFields)
             {
                 var value = await request.ReadFromJsonAsync<T>(request.HttpContext.RequestAborted);
-                return value is null ? (null, EmptyBody()) : (value, null);
+                return value is null ? (null, EmptyJson(Body)) : (value, null);
             }
 
-            return await ReadStrictAsync<T>(request);
+            // The threshold keeps the copy in memory instead of a temporary file, because the body can contain prompt
+            // text. Kestrel's MaxRequestBodySize (set in IngressApp) bounds its size.
+            request.EnableBuffering(bufferThreshold: int.MaxValue);
+            return await ReadStrictAsync(options => DeserializeFromStartAsync<T>(request, options), Body);
         }
         catch (JsonException ex)
         {
-            return (null, ShapeError<T>(ex));
+            return (null, ShapeError<T>(ex, Body));
         }
         catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
@@ -88,39 +111,43 @@ public static partial class JsonBody
     }
 
     /// <summary>
-    /// Reads the body with <see cref="Strict"/>. When that fails, reads it again with one check less at a time to
+    /// Deserializes with <see cref="Strict"/>. When that fails, deserializes again with one check less at a time to
     /// tell an unknown field from a repeated one, because the exception text names the field and can therefore
     /// quote whatever the caller sent.
     /// </summary>
-    /// <exception cref="JsonException">The body is not JSON or a value has the wrong type, so it fails even the lenient read.</exception>
-    private static async Task<(T? Value, BodyError? Error)> ReadStrictAsync<T>(HttpRequest request) where T : class
+    /// <param name="deserialize">Deserializes the whole JSON from its start with the given options. It is called up to three times.</param>
+    private static async Task<(T? Value, BodyError? Error)> ReadStrictAsync<T>(Func<JsonSerializerOptions, ValueTask<T?>> deserialize, Source source)
+        where T : class
     {
-        // The threshold keeps the copy in memory instead of a temporary file, because the body can contain prompt
-        // text. Kestrel's MaxRequestBodySize (set in IngressApp) bounds its size.
-        request.EnableBuffering(bufferThreshold: int.MaxValue);
         try
         {
-            var value = await DeserializeFromStartAsync<T>(request, Strict);
-            return value is null ? (null, EmptyBody()) : (value, null);
+            var value = await deserialize(Strict);
+            return value is null ? (null, EmptyJson(source)) : (value, null);
         }
         catch (JsonException)
         {
             JsonException repeatedField;
             try
             {
-                await DeserializeFromStartAsync<T>(request, WithoutUnknownFieldCheck);
-                return (null, UnknownField<T>());
+                await deserialize(WithoutUnknownFieldCheck);
+                return (null, UnknownField<T>(source));
             }
             catch (JsonException ex)
             {
                 repeatedField = ex;
             }
 
-            // This read has neither check, so it throws only for a body that is not JSON or has a value of the wrong
-            // type, which the caller reports as a shape error.
-            var frameworkOptions = request.HttpContext.RequestServices.GetRequiredService<IOptions<JsonOptions>>().Value.SerializerOptions;
-            await DeserializeFromStartAsync<T>(request, frameworkOptions);
-            return (null, DuplicateField<T>(repeatedField));
+            try
+            {
+                // This read has neither check, so it throws only for JSON that is not valid or has a value of the
+                // wrong type.
+                await deserialize(TypeChecksOnly);
+                return (null, DuplicateField<T>(repeatedField, source));
+            }
+            catch (JsonException ex)
+            {
+                return (null, ShapeError<T>(ex, source));
+            }
         }
     }
 
@@ -133,7 +160,7 @@ public static partial class JsonBody
     /// <see cref="HttpRequest.BodyReader"/>, which keeps the bytes it has already read, so a rewind of the stream does
     /// not reach it.
     /// </remarks>
-    private static async Task<T?> DeserializeFromStartAsync<T>(HttpRequest request, JsonSerializerOptions options)
+    private static async ValueTask<T?> DeserializeFromStartAsync<T>(HttpRequest request, JsonSerializerOptions options)
     {
         var cancellationToken = request.HttpContext.RequestAborted;
         request.Body.Position = 0;
@@ -169,33 +196,113 @@ public static partial class JsonBody
         }
     }
 
-    private static BodyError EmptyBody() =>
-        new(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "The body is empty; send a JSON object.");
+    private static BodyError EmptyJson(Source source) =>
+        new(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, $"The {source.Noun} is empty. Send a JSON object.");
 
     /// <summary>
     /// Describes an unknown field by the fields that are accepted, never by its own name, so that a key pasted in
     /// place of a field name is not sent back.
     /// </summary>
     /// <remarks>NOTE: the list has only top-level names, so an unknown field inside a nested object gets a list without the names it could mean.</remarks>
-    private static BodyError UnknownField<T>() =>
+    private static BodyError UnknownField<T>(Source source) =>
         new(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
-            "The body has a field that this endpoint does not accept. Check the spelling of each field name. Accepted fields: "
+            $"The {source.Noun} has a field that this {source.Receiver} does not accept. Check the spelling of each field name. Accepted fields: "
             + string.Join(", ", FieldNames<T>.TopLevel) + ".");
 
-    private static BodyError DuplicateField<T>(JsonException ex)
+    private static BodyError DuplicateField<T>(JsonException ex, Source source)
     {
         string field = ex.Path is { } path && IsOwnFieldPath<T>(path) ? $"the field at {path}" : "a field";
         return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
-            $"The body has {field} more than once. Field names are matched without regard to case, so send each field once in one spelling.");
+            $"The {source.Noun} has {field} more than once. Field names are matched without regard to case, so send each field once in one spelling.");
     }
 
-    private static BodyError ShapeError<T>(JsonException ex)
+    private static BodyError ShapeError<T>(JsonException ex, Source source)
     {
-        // Only a JSON path made of field names is echoed, never the exception text, because that can quote the
-        // body, and the body can contain a key.
-        string where = ex.Path is { } path && IsOwnFieldPath<T>(path) ? $" Check the field at {path}." : "";
+        // Only a JSON path made of field names and the type its property expects are sent back, never the exception
+        // text, because that can quote the JSON, and the JSON can contain a key.
+        string where = "";
+        if (ex.Path is { } path && IsOwnFieldPath<T>(path))
+        {
+            // The serializer wraps the reader's exception when the text is not valid JSON. The path then shows where
+            // reading stopped, and the type that the property expects is not what went wrong.
+            string? expected = ex.InnerException is JsonException ? null : ExpectedJsonType<T>(path);
+            where = expected is null ? $" Check the field at {path}." : $" Check the field at {path}: it must be {expected}.";
+        }
+
         return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
-            "The body is not a valid JSON object of the expected shape." + where);
+            $"The {source.Noun} is not a valid JSON object of the expected shape." + where);
+    }
+
+    /// <summary>
+    /// Finds the JSON type that the property at a path of <typeparamref name="T"/> is read from, such as "a string",
+    /// or null when the path leads to no property or to one that takes more than one JSON type.
+    /// </summary>
+    private static string? ExpectedJsonType<T>(string path)
+    {
+        var match = FieldPath().Match(path);
+        var segments = match.Groups["name"].Captures.Select(name => (name.Index, Name: (string?)name.Value))
+            .Concat(match.Groups["index"].Captures.Select(index => (index.Index, Name: (string?)null)))
+            .OrderBy(segment => segment.Index);
+        var type = typeof(T);
+        foreach (var (_, name) in segments)
+        {
+            var typeInfo = Strict.GetTypeInfo(type);
+            if (name is null)
+            {
+                if (typeInfo is not { Kind: JsonTypeInfoKind.Enumerable, ElementType: { } elementType })
+                {
+                    return null;
+                }
+
+                type = elementType;
+                continue;
+            }
+
+            var property = typeInfo.Kind == JsonTypeInfoKind.Object
+                ? typeInfo.Properties.FirstOrDefault(p => string.Equals(p.Name, name, StringComparison.OrdinalIgnoreCase))
+                : null;
+            if (property is null)
+            {
+                return null;
+            }
+
+            type = property.PropertyType;
+        }
+
+        return JsonTypeName(Nullable.GetUnderlyingType(type) ?? type);
+    }
+
+    /// <summary>Names the JSON type that <see cref="Strict"/> reads a .NET type from, or null for a type that it reads from several.</summary>
+    private static string? JsonTypeName(Type type)
+    {
+        if (type == typeof(string) || type == typeof(Guid) || type == typeof(DateTime) || type == typeof(DateTimeOffset))
+        {
+            return "a string";
+        }
+
+        if (type == typeof(bool))
+        {
+            return "a boolean (true or false)";
+        }
+
+        if (type == typeof(int) || type == typeof(long) || type == typeof(short) || type == typeof(byte)
+            || type == typeof(uint) || type == typeof(ulong) || type == typeof(ushort) || type == typeof(sbyte))
+        {
+            return "a whole number";
+        }
+
+        if (type == typeof(double) || type == typeof(float) || type == typeof(decimal))
+        {
+            return "a number";
+        }
+
+        // Enums, JsonElement and object are left out, because their converters accept more than one JSON type.
+        return type.IsEnum ? null : Strict.GetTypeInfo(type).Kind switch
+        {
+            JsonTypeInfoKind.Enumerable => "an array",
+            JsonTypeInfoKind.Object or JsonTypeInfoKind.Dictionary => "an object",
+            _ => null,
+        };
     }
 
     /// <summary>

@@ -1,7 +1,9 @@
 using System.Globalization;
 using System.Security.Claims;
+using System.Text.Json;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Endpoints;
 using AddOnEvents.Ingress.Options;
 using AddOnEvents.Ingress.Prompts;
 using Microsoft.AspNetCore.Authorization;
@@ -67,7 +69,7 @@ public sealed class AddOnHub(
     /// Sends a prompt over the connection and returns the request id that the prompt's result will carry. A rejected
     /// prompt throws a HubException whose message is "code: message". <see cref="SubmitPrompt"/> returns the same as data.
     /// </summary>
-    public async Task<Guid> SendPrompt(PromptInput? input)
+    public async Task<Guid> SendPrompt(JsonElement input)
     {
         var result = await SubmitPrompt(input);
         return result.RequestId ?? throw new HubException($"{result.Code}: {result.Message}");
@@ -78,14 +80,24 @@ public sealed class AddOnHub(
     /// than as an error, so a client reads it without parsing text, and a user's mistakes are not logged as
     /// server errors.
     /// </summary>
-    public async Task<SubmitResult> SubmitPrompt(PromptInput? input)
+    /// <param name="input">
+    /// Any JSON value, so that an argument of the wrong shape gets a rejection with a code in place of SignalR's
+    /// generic error. It is read with the rules of the body of <c>POST /api/prompts</c>.
+    /// </param>
+    public async Task<SubmitResult> SubmitPrompt(JsonElement input)
     {
-        if (input is null)
+        if (input.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined)
         {
             return new SubmitResult(null, ErrorCodes.InvalidRequest, "The prompt is missing: send an object such as {\"prompt\": \"...\"}.");
         }
 
-        var submission = await submitter.SubmitAsync(Context.User!, input, Context.GetHttpContext()!);
+        var (prompt, problem) = await JsonBody.ReadArgumentAsync<PromptInput>(input);
+        if (problem is not null)
+        {
+            return new SubmitResult(null, problem.Code, problem.Message);
+        }
+
+        var submission = await submitter.SubmitAsync(Context.User!, prompt!, Context.GetHttpContext()!);
         return submission.Error is { } error
             ? new SubmitResult(null, error.Code, error.Message, submission.RetryAfterSeconds)
             : new SubmitResult(submission.RequestId);
@@ -93,10 +105,18 @@ public sealed class AddOnHub(
 
     /// <summary>
     /// Stops a running request of this user, which then ends with PromptFailed and code "cancelled". Returns the
-    /// request id, or the code, message and retry time when the user sent too many cancels.
+    /// request id, or the code, message and retry time when the id is not a GUID or the user sent too many cancels.
     /// </summary>
-    public async Task<SubmitResult> CancelPrompt(Guid requestId) =>
-        await canceller.CancelAsync(Context.User!, requestId, Context.ConnectionAborted) is { } retryAfter
+    /// <param name="requestId">Any JSON value, so that one that is not a GUID string gets a rejection with a code.</param>
+    public async Task<SubmitResult> CancelPrompt(JsonElement requestId)
+    {
+        if (RequestIds.Parse(requestId.ValueKind == JsonValueKind.String ? requestId.GetString() : null) is not { } id)
+        {
+            return new SubmitResult(null, ErrorCodes.InvalidRequest, RequestIds.NotAGuid);
+        }
+
+        return await canceller.CancelAsync(Context.User!, id, Context.ConnectionAborted) is { } retryAfter
             ? new SubmitResult(null, ErrorCodes.RateLimited, PromptCanceller.TooManyCancels, retryAfter)
-            : new SubmitResult(requestId);
+            : new SubmitResult(id);
+    }
 }

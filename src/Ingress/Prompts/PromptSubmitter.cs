@@ -187,6 +187,16 @@ public sealed partial class PromptSubmitter(
     private static partial Regex ModelName();
 }
 
+/// <summary>Parses the request id that a client names to cancel a prompt or to fetch its result.</summary>
+public static class RequestIds
+{
+    public const string NotAGuid =
+        "requestId must be a GUID, such as 3f2504e0-4f89-11d3-9a0c-0305e82c3301: send the requestId that submitting the prompt returned.";
+
+    /// <summary>Returns the id, or null when the text is not a GUID.</summary>
+    public static Guid? Parse(string? text) => Guid.TryParse(text, out var id) ? id : null;
+}
+
 /// <summary>
 /// The routing key that brings results back to this Ingress instance, and the name of the queue bound with it.
 /// The queue is deleted with the instance; results for its users are then dropped by the broker.

@@ -39,7 +39,7 @@ public sealed partial class PromptRequestedConsumer(
     // The streamed text of an answer that ends early still costs tokens, which its usage must count.
     private PieceBatcher? _pieces;
 
-    // Set once this delivery holds the claim, so a failure after it can be stored as the request's result.
+    // Set once this delivery owns the claim, so a failure after it can be stored as the request's result.
     private bool _claimed;
 
     // A request the upstream received costs its prompt even when the user cancels it before any text arrives. Set
