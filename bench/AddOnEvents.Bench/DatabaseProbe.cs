@@ -8,8 +8,12 @@ namespace AddOnEvents.Bench;
 public sealed record DatabaseFigures(Percentiles SequentialRead, double ParallelReadsPerSecond, int ParallelReaders,
     IReadOnlyDictionary<string, long> Counts, IReadOnlyList<WriteFigures> Writes);
 
-/// <summary>Single-document writes into a scratch collection of <paramref name="Documents"/> documents, in milliseconds.</summary>
-public sealed record WriteFigures(long Documents, Percentiles Insert, Percentiles Update, Percentiles ReadById, double FillPerSecond);
+/// <summary>
+/// Single-document writes into a scratch collection of <paramref name="Documents"/> documents, in milliseconds, and
+/// inserts into an empty collection of the same database at that moment.
+/// </summary>
+public sealed record WriteFigures(long Documents, Percentiles Insert, Percentiles Update, Percentiles ReadById, double FillPerSecond,
+    Percentiles EmptySiblingInsert);
 
 /// <summary>
 /// Times the one database step on every prompt's path, PromptWorker's read of the app's key document, straight
@@ -90,6 +94,11 @@ public static class DatabaseProbe
             var insert = new LongHistogram(1, 60_000_000, 3);
             var update = new LongHistogram(1, 60_000_000, 3);
             var read = new LongHistogram(1, 60_000_000, 3);
+            var siblingInsert = new LongHistogram(1, 60_000_000, 3);
+
+            // Inserts into an empty collection beside the full one show whether a write's cost follows its own collection's size or
+            // the whole database's.
+            var sibling = db.GetCollection<BsonDocument>("benchScratch" + Guid.NewGuid().ToString("N")[..8]);
             for (int i = 0; i < 30; i++)
             {
                 var record = Record();
@@ -106,9 +115,13 @@ public static class DatabaseProbe
                 await scratch.Find(Builders<BsonDocument>.Filter.Eq("_id", id)).FirstOrDefaultAsync(cancellationToken);
                 read.RecordValue(Micros(start));
                 documents++;
+                start = Stopwatch.GetTimestamp();
+                await sibling.InsertOneAsync(Record(), cancellationToken: cancellationToken);
+                siblingInsert.RecordValue(Micros(start));
             }
 
-            figures.Add(new WriteFigures(size, Percentiles.Of(insert), Percentiles.Of(update), Percentiles.Of(read), fillRate));
+            figures.Add(new WriteFigures(size, Percentiles.Of(insert), Percentiles.Of(update), Percentiles.Of(read), fillRate,
+                Percentiles.Of(siblingInsert)));
         }
 
         return figures;

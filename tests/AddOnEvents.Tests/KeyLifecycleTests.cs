@@ -33,6 +33,8 @@ public sealed class KeyLifecycleTests(SystemFixture system)
         Assert.Equal(2, status.GetProperty("version").GetInt64());
         Assert.Equal("upstream_auth_failed", status.GetProperty("reasonCode").GetString());
         Assert.Equal(1, status.GetProperty("activeVersion").GetInt64());
+        Assert.Equal("sk-..." + good[^4..], status.GetProperty("activeHint").GetString());
+        Assert.NotEqual(status.GetProperty("hint").GetString(), status.GetProperty("activeHint").GetString());
         Assert.Equal("PromptCompleted", result.Kind);
         Assert.Equal(good, upstreamRequest.BearerKey);
     }

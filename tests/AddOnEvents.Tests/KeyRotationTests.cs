@@ -37,7 +37,7 @@ public sealed class KeyRotationTests(ITestOutputHelper output)
                 using var key = new ProviderKey(keys[i]);
                 var encrypted = await cipher.EncryptAsync(key, $"app_{i}", 1, default);
                 await store.StoreCheckedAsync($"app_{i}", 1, KeyStates.Active, key.Hint(), null,
-                    StoredKeyMaterial.From(encrypted, 1, "fp"), DateTime.UtcNow, default);
+                    StoredKeyMaterial.From(encrypted, 1, "fp", "sk-...1234"), DateTime.UtcNow, default);
             }
         }
 

@@ -50,6 +50,12 @@ public sealed class StoredKeyMaterial
 
     public string Fingerprint { get; set; } = "";
 
+    /// <summary>
+    /// The masked hint of this key, so the status can name the key that serves while a newer version is pending or
+    /// was rejected. Null for material stored before the hint was kept here.
+    /// </summary>
+    public string? Hint { get; set; }
+
     public string MasterKeyId { get; set; } = "";
 
     public byte[] WrappedDataKey { get; set; } = [];
@@ -58,10 +64,11 @@ public sealed class StoredKeyMaterial
 
     public byte[] Ciphertext { get; set; } = [];
 
-    public static StoredKeyMaterial From(EncryptedKey key, long version, string fingerprint) => new()
+    public static StoredKeyMaterial From(EncryptedKey key, long version, string fingerprint, string? hint) => new()
     {
         Version = version,
         Fingerprint = fingerprint,
+        Hint = hint,
         MasterKeyId = key.DataKey.MasterKeyId,
         WrappedDataKey = key.DataKey.Blob,
         Nonce = key.Nonce,

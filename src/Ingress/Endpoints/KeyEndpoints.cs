@@ -16,8 +16,10 @@ namespace AddOnEvents.Ingress.Endpoints;
 
 public sealed record KeyInput(string? ApiKey);
 
+/// <summary>The state of the newest key version, and the version and masked hint of the key that prompts use.</summary>
 public sealed record KeyStatus(
-    string AppId, long Version, string State, string? Hint, string? ReasonCode, DateTime UpdatedAt, DateTime? CheckedAt, long? ActiveVersion);
+    string AppId, long Version, string State, string? Hint, string? ReasonCode, DateTime UpdatedAt, DateTime? CheckedAt, long? ActiveVersion,
+    string? ActiveHint);
 
 /// <summary>The developer console's key API: register or replace, read status, delete. Each app reaches only its own key.</summary>
 public static partial class KeyEndpoints
@@ -99,8 +101,20 @@ public static partial class KeyEndpoints
         return document is null
             ? ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NoKeyConfigured, "This app has no OpenAI key. Register one with PUT.")
             : Results.Ok(new KeyStatus(document.AppId, document.Version, document.State, document.Hint, document.ReasonCode,
-                document.UpdatedAt, document.CheckedAt, document.Material?.Version));
+                document.UpdatedAt, document.CheckedAt, document.Material?.Version, ActiveHint(document)));
     }
+
+    /// <summary>
+    /// Returns the hint of the stored key. Material stored before it kept its own hint has one only when it is the
+    /// newest version, whose hint the document has.
+    /// </summary>
+    private static string? ActiveHint(KeyDocument document) => document.Material switch
+    {
+        null => null,
+        { Hint: { } hint } => hint,
+        { } material when material.Version == document.Version => document.Hint,
+        _ => null,
+    };
 
     private static async Task<IResult> DeleteAsync(string appId, HttpContext http, KeyStore keys, ILogger<ApiLogCategory> logger)
     {

@@ -51,7 +51,7 @@ public sealed partial class KeyRegisteredConsumer(
             if (check.State != KeyStates.Invalid)
             {
                 var encrypted = await cipher.EncryptAsync(providerKey, message.AppId, message.KeyVersion, cancellationToken);
-                material = StoredKeyMaterial.From(encrypted, message.KeyVersion, fingerprinter.Compute(providerKey));
+                material = StoredKeyMaterial.From(encrypted, message.KeyVersion, fingerprinter.Compute(providerKey), hint);
             }
 
             await StoreAsync(context, check.State, hint, check.ReasonCode, material);

@@ -35,7 +35,7 @@ public sealed partial class MasterKeyRotation(KeyStore keys, EnvelopeCipher ciph
                 try
                 {
                     var encrypted = await cipher.RewrapAsync(material.ToEncryptedKey(), document.AppId, material.Version, cancellationToken);
-                    var replacement = StoredKeyMaterial.From(encrypted, material.Version, material.Fingerprint);
+                    var replacement = StoredKeyMaterial.From(encrypted, material.Version, material.Fingerprint, material.Hint);
                     if (await keys.ReplaceWrappedKeyAsync(document, replacement, cancellationToken))
                     {
                         rewrapped++;
