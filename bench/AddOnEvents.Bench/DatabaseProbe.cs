@@ -96,8 +96,8 @@ public static class DatabaseProbe
             var read = new LongHistogram(1, 60_000_000, 3);
             var siblingInsert = new LongHistogram(1, 60_000_000, 3);
 
-            // Inserts into an empty collection beside the full one show whether a write's cost follows its own collection's size or
-            // the whole database's.
+            // Inserts into an empty collection beside the full one show whether a write's cost follows the size of its
+            // own collection or of the whole database.
             var sibling = db.GetCollection<BsonDocument>("benchScratch" + Guid.NewGuid().ToString("N")[..8]);
             for (int i = 0; i < 30; i++)
             {
