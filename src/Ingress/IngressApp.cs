@@ -77,6 +77,7 @@ public static class IngressApp
         services.AddMongoStorage(configuration);
         services.AddSealingKey(configuration, privateKey: false);
         services.AddSingleton<SealingPublicKey>();
+        services.AddSingleton<WebhookSecretCipher>();
         services.AddSingleton<AppStore>();
         services.AddSingleton<UserTokens>();
         services.AddSingleton<ConfirmedPublisher>();

@@ -12,6 +12,8 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using MongoDB.Bson;
+using MongoDB.Driver;
 
 namespace AddOnEvents.Tests;
 
@@ -191,6 +193,130 @@ public sealed class AddonControlTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task WebhookSecretStoredOnlyEncrypted()
+    {
+        await using var receiver = await WebhookReceiver.StartAsync();
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-webhook-sealed-" + Guid.NewGuid().ToString("N"));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+
+        string secret = (await SaveWebhookAsync(developer, app, new { url = receiver.Url }))!;
+        string stored = (await AppDocumentAsync(app)).ToJson();
+        await CrossThresholdAsync(developer, app, "host-user-sealed");
+        var delivery = await receiver.NextAsync(Patience);
+
+        Assert.StartsWith("whsec_", secret, StringComparison.Ordinal);
+        Assert.Contains(app.AppId, stored, StringComparison.Ordinal);
+        for (int start = "whsec_".Length; start + 8 <= secret.Length; start++)
+        {
+            Assert.DoesNotContain(secret.Substring(start, 8), stored, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(SignatureOf(secret, delivery), delivery.Signature);
+    }
+
+    [Fact]
+    public async Task LegacyPlaintextSecretSignsThenIsEncrypted()
+    {
+        await using var receiver = await WebhookReceiver.StartAsync();
+        var app = await system.CreateAppAsync();
+        string legacy = "whsec_legacy" + Guid.NewGuid().ToString("N");
+        await WriteAppFieldsAsync(app, new BsonDocument { ["webhookUrl"] = receiver.Url, ["webhookSecret"] = legacy });
+        await system.RegisterActiveKeyAsync(app, "sk-webhook-legacy-" + Guid.NewGuid().ToString("N"));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+
+        await CrossThresholdAsync(developer, app, "host-user-legacy");
+        var delivery = await receiver.NextAsync(Patience);
+        var afterDelivery = await AppDocumentAsync(app);
+        string? saved = await SaveWebhookAsync(developer, app, new { url = receiver.Url });
+        var afterSave = await AppDocumentAsync(app);
+
+        Assert.Equal(SignatureOf(legacy, delivery), delivery.Signature);
+        Assert.False(afterDelivery.Contains("webhookSecret"), "The plaintext secret is still stored after its first use.");
+        Assert.True(afterDelivery.Contains("webhookSecretSealed"), "The secret was not stored encrypted after its first use.");
+        Assert.Equal(legacy, saved);
+        Assert.False(afterSave.Contains("webhookSecret"), "The plaintext secret is stored again after a save.");
+        Assert.True(afterSave.Contains("webhookSecretSealed"), "The secret is not stored encrypted after a save.");
+        Assert.DoesNotContain(legacy, afterSave.ToJson(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task LegacyPlaintextSecretKeptAndEncryptedOnSave()
+    {
+        var app = await system.CreateAppAsync();
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        string url = $"http://127.0.0.1:9/hooks/{app.AppId}";
+        string legacy = "whsec_legacy" + Guid.NewGuid().ToString("N");
+        await WriteAppFieldsAsync(app, new BsonDocument { ["webhookUrl"] = url, ["webhookSecret"] = legacy });
+
+        string? saved = await SaveWebhookAsync(developer, app, new { url = url + "/moved" });
+        var afterSave = await AppDocumentAsync(app);
+
+        Assert.Equal(legacy, saved);
+        Assert.False(afterSave.Contains("webhookSecret"), "The plaintext secret is still stored after a save.");
+        Assert.True(afterSave.Contains("webhookSecretSealed"), "The secret is not stored encrypted after a save.");
+        Assert.DoesNotContain(legacy, afterSave.ToJson(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task SecretCopiedFromOtherAppSkippedThenReplaced()
+    {
+        await using var receiver = await WebhookReceiver.StartAsync();
+        var app = await system.CreateAppAsync();
+        var other = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-webhook-copied-" + Guid.NewGuid().ToString("N"));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        using var otherDeveloper = system.CreateClient(SystemFixture.Basic(other));
+        string? original = await SaveWebhookAsync(developer, app, new { url = receiver.Url });
+        string? otherSecret = await SaveWebhookAsync(otherDeveloper, other, new { url = receiver.Url });
+        var copied = (await AppDocumentAsync(other))["webhookSecretSealed"];
+        await WriteAppFieldsAsync(app, new BsonDocument { ["webhookSecretSealed"] = copied });
+
+        await CrossThresholdAsync(developer, app, "host-user-copied");
+        await SystemFixture.WaitUntilAsync(() => system.Logs.Entries.Any(e => e.Contains("[1105]", StringComparison.Ordinal)
+            && e.Contains(app.AppId, StringComparison.Ordinal)));
+        bool skipped = await receiver.NoneWithinAsync(TimeSpan.FromSeconds(2));
+        string? replaced = await SaveWebhookAsync(developer, app, new { url = receiver.Url });
+        await CrossThresholdAsync(developer, app, "host-user-copied-2");
+        var delivery = await receiver.NextAsync(Patience);
+
+        Assert.True(skipped, "A webhook was sent although the stored secret belongs to another app.");
+        Assert.NotEqual(original, replaced);
+        Assert.NotEqual(otherSecret, replaced);
+        Assert.Equal(SignatureOf(replaced!, delivery), delivery.Signature);
+    }
+
+    private static async Task<string?> SaveWebhookAsync(HttpClient developer, TestApp app, object body)
+    {
+        using var response = await developer.PutAsJsonAsync($"/api/apps/{app.AppId}/webhook", body);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        return (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("signingSecret").GetString();
+    }
+
+    /// <summary>Makes a new end user use half their allowance, which sends the threshold webhook if the app has one.</summary>
+    private async Task CrossThresholdAsync(HttpClient developer, TestApp app, string userId)
+    {
+        string token = await IssueAsync(developer, app, new { userId, monthlyTokenAllowance = 10, allowanceThresholdPercent = 50 });
+        await using var client = await system.ConnectAsync(token);
+        var requestId = await system.PostPromptAsync(token, "one two three four five");
+        await client.WaitForResultAsync(requestId, Patience);
+    }
+
+    private static string SignatureOf(string secret, (string Signature, string RawBody, JsonElement Body) delivery)
+    {
+        long timestamp = long.Parse(delivery.Signature.Split(',')[0][2..], System.Globalization.CultureInfo.InvariantCulture);
+        return WebhookSender.Sign(secret, timestamp, delivery.RawBody);
+    }
+
+    private Task<BsonDocument> AppDocumentAsync(TestApp app) =>
+        system.Database.GetCollection<BsonDocument>("apps").Find(Builders<BsonDocument>.Filter.Eq("_id", app.AppId)).SingleAsync();
+
+    /// <summary>Writes fields into the app's stored document directly, as an older version or an attacker with database access would.</summary>
+    private Task WriteAppFieldsAsync(TestApp app, BsonDocument fields) =>
+        system.Database.GetCollection<BsonDocument>("apps").UpdateOneAsync(Builders<BsonDocument>.Filter.Eq("_id", app.AppId),
+            new BsonDocument("$set", fields));
+
+    [Fact]
     public async Task UserErasureRemovesOnlyThatUser()
     {
         var app = await system.CreateAppAsync();
@@ -338,6 +464,10 @@ public sealed class AddonControlTests(SystemFixture system)
                 ? throw new TimeoutException("No webhook arrived.")
                 : (taken.Signature, taken.RawBody, JsonDocument.Parse(taken.RawBody).RootElement.Clone());
         }
+
+        /// <summary>Tells whether no webhook arrives within <paramref name="wait"/>.</summary>
+        public async Task<bool> NoneWithinAsync(TimeSpan wait) =>
+            !await Task.Run(() => _received.TryTake(out _, wait));
 
         public async ValueTask DisposeAsync()
         {

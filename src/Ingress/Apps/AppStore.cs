@@ -2,6 +2,7 @@ using System.Security.Claims;
 using System.Security.Cryptography;
 using System.Text;
 using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Crypto;
 using Microsoft.Extensions.Caching.Memory;
 using MongoDB.Bson.Serialization.Attributes;
 using MongoDB.Driver;
@@ -33,10 +34,19 @@ public sealed class AppDocument
     public string? WebhookUrl { get; set; }
 
     /// <summary>
-    /// Shared secret that signs webhook bodies (HMAC-SHA256). It is stored as is, because signing needs it; a
-    /// database reader could forge webhooks to this app's host, but learns nothing about keys or users.
+    /// Shared secret that signs webhook bodies (HMAC-SHA256), encrypted by <see cref="WebhookSecretCipher"/> under a
+    /// key that is not in the database, so a database reader cannot forge webhooks to this app's host.
     /// </summary>
-    public string? WebhookSecret { get; set; }
+    [BsonIgnoreIfNull]
+    public byte[]? WebhookSecretSealed { get; set; }
+
+    /// <summary>
+    /// Plaintext signing secret of a document written before secrets were encrypted. Ingress still signs with it and
+    /// replaces it by <see cref="WebhookSecretSealed"/> on its first use or the next save. No write stores a new one.
+    /// </summary>
+    [BsonElement("webhookSecret")]
+    [BsonIgnoreIfNull]
+    public string? LegacyWebhookSecret { get; set; }
 
     public DateTime CreatedAt { get; set; }
 
@@ -104,7 +114,8 @@ public enum SecretChange
 }
 
 /// <summary>Creates apps and verifies app credentials.</summary>
-public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimeProvider clock)
+public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache, TimeProvider clock, WebhookSecretCipher webhookSecrets,
+    ILogger<AppStore> logger)
 {
     // PBKDF2-HMAC-SHA256 at OWASP's 2023 recommendation. A verified secret is then cached for 30 seconds, so the
     // slow hash runs about twice a minute per credential, not once per request. Each use of a cached secret checks
@@ -189,18 +200,91 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
 
     /// <summary>
     /// Sets the webhook URL and returns its signing secret, or clears both when the URL is null. The secret stays the
-    /// same unless <paramref name="rotateSecret"/> is set or there was none, so saving the form again does not break
-    /// the host's signature check.
+    /// same unless <paramref name="rotateSecret"/> is set, there was none, or the stored one cannot be decrypted, so
+    /// saving the form again does not break the host's signature check but does replace an unusable secret.
     /// </summary>
     public async Task<string?> SetWebhookAsync(string appId, string? url, bool rotateSecret, CancellationToken cancellationToken)
     {
-        string? current = rotateSecret || url is null ? null : (await FindAsync(appId, cancellationToken))?.WebhookSecret;
-        string? secret = url is null ? null : current ?? "whsec_" + Base64Url(RandomNumberGenerator.GetBytes(32));
-        await _apps.UpdateOneAsync(a => a.AppId == appId,
-            Builders<AppDocument>.Update.Set(a => a.WebhookUrl, url).Set(a => a.WebhookSecret, secret),
-            cancellationToken: cancellationToken);
+        // Every write removes the plaintext field, so a document written before encryption contains only ciphertext after it.
+        var update = Builders<AppDocument>.Update.Set(a => a.WebhookUrl, url).Unset(a => a.LegacyWebhookSecret);
+        string? secret = null;
+        if (url is null)
+        {
+            update = update.Unset(a => a.WebhookSecretSealed);
+        }
+        else
+        {
+            var app = rotateSecret ? null : await FindAsync(appId, cancellationToken);
+            string? current = app is null ? null : OpenWebhookSecret(app);
+            if (app?.WebhookSecretSealed is not null && current is null)
+            {
+                LogWebhookSecretReplaced(appId);
+            }
+
+            secret = current ?? "whsec_" + Base64Url(RandomNumberGenerator.GetBytes(32));
+            update = update.Set(a => a.WebhookSecretSealed, webhookSecrets.Seal(appId, secret));
+        }
+
+        await _apps.UpdateOneAsync(a => a.AppId == appId, update, cancellationToken: cancellationToken);
         cache.Remove("app:" + appId);
         return secret;
+    }
+
+    /// <summary>
+    /// Returns the app's webhook signing secret, or null when it has none or the stored one cannot be decrypted, which
+    /// is logged. A secret still stored in plaintext is encrypted in the database before it is returned.
+    /// </summary>
+    public async Task<string?> FindWebhookSecretAsync(AppDocument app, CancellationToken cancellationToken)
+    {
+        string? secret = OpenWebhookSecret(app);
+        if (app.LegacyWebhookSecret is { } legacy)
+        {
+            await SealLegacyWebhookSecretAsync(app.AppId, legacy, cancellationToken);
+        }
+        else if (app.WebhookSecretSealed is not null && secret is null)
+        {
+            LogWebhookSecretUnreadable(app.AppId);
+        }
+
+        return secret;
+    }
+
+    /// <summary>Returns the stored webhook secret, or null when there is none or its ciphertext does not decrypt.</summary>
+    private string? OpenWebhookSecret(AppDocument app)
+    {
+        // The plaintext field wins when both exist, because only an Ingress of an older version writes it (during a
+        // rolling upgrade), and its write is newer than the ciphertext that it left in place.
+        if (app.LegacyWebhookSecret is { } legacy)
+        {
+            return legacy;
+        }
+
+        return app.WebhookSecretSealed is { } sealedSecret ? webhookSecrets.Open(app.AppId, sealedSecret) : null;
+    }
+
+    /// <summary>Replaces a plaintext webhook secret by its ciphertext, unless a save changed the document since it was read.</summary>
+    private async Task SealLegacyWebhookSecretAsync(string appId, string legacy, CancellationToken cancellationToken)
+    {
+        var filter = Builders<AppDocument>.Filter;
+        var update = Builders<AppDocument>.Update
+            .Set(a => a.WebhookSecretSealed, webhookSecrets.Seal(appId, legacy))
+            .Unset(a => a.LegacyWebhookSecret);
+        try
+        {
+            var result = await _apps.UpdateOneAsync(filter.Eq(a => a.AppId, appId) & filter.Eq(a => a.LegacyWebhookSecret, legacy), update,
+                cancellationToken: cancellationToken);
+            if (result.ModifiedCount > 0)
+            {
+                LogLegacyWebhookSecretSealed(appId);
+            }
+        }
+        catch (MongoException ex)
+        {
+            // The plaintext secret still signs this webhook, and the next read tries the encryption again.
+            LogLegacyWebhookSecretSealFailed(appId, ex.GetType().Name);
+        }
+
+        cache.Remove("app:" + appId);
     }
 
     /// <summary>
@@ -336,6 +420,22 @@ public sealed class AppStore(IMongoDatabase database, IMemoryCache cache, TimePr
             CreatedAt = now,
         };
     }
+
+    [LoggerMessage(EventId = 1105, Level = LogLevel.Warning,
+        Message = "Skipped the webhook of app {AppId}, because its stored signing secret does not decrypt with the key derived from Auth:UserIdKey "
+            + "(Auth:TokenSigningKey while that is unset). Restore the former key, or have the developer save the webhook again to get a new secret.")]
+    private partial void LogWebhookSecretUnreadable(string appId);
+
+    [LoggerMessage(EventId = 1106, Level = LogLevel.Information,
+        Message = "Issued a new webhook signing secret for app {AppId}, because the stored one does not decrypt")]
+    private partial void LogWebhookSecretReplaced(string appId);
+
+    [LoggerMessage(EventId = 1107, Level = LogLevel.Information, Message = "Encrypted the plaintext webhook signing secret of app {AppId}")]
+    private partial void LogLegacyWebhookSecretSealed(string appId);
+
+    [LoggerMessage(EventId = 1108, Level = LogLevel.Warning,
+        Message = "Encrypting the plaintext webhook signing secret of app {AppId} failed with {ExceptionType}, so the next use retries")]
+    private partial void LogLegacyWebhookSecretSealFailed(string appId, string exceptionType);
 
     private static string NewSecret() => "aes_" + Base64Url(RandomNumberGenerator.GetBytes(32));
 

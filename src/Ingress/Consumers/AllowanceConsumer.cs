@@ -25,7 +25,7 @@ public sealed class AllowanceConsumer(IHubContext<AddOnHub> hub, AppStore apps, 
             new AllowancePayload(m.UsedTokens, m.MonthlyTokens, m.ThresholdPercent, m.Period), context.CancellationToken);
         var app = await apps.FindCachedAsync(m.AppId, context.CancellationToken);
         string? userId = userRefs.Open(m.AppId, m.SealedUserRef);
-        if (app?.WebhookUrl is { } url && app.WebhookSecret is { } secret && userId is not null)
+        if (app?.WebhookUrl is { } url && userId is not null && await apps.FindWebhookSecretAsync(app, context.CancellationToken) is { } secret)
         {
             webhooks.Enqueue(new WebhookDelivery(m.AppId, url, secret, new
             {

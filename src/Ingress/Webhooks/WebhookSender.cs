@@ -85,10 +85,10 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, TimePr
         LogGaveUp(delivery.AppId, MaxAttempts);
     }
 
-    [LoggerMessage(EventId = 1101, Level = LogLevel.Information, Message = "Delivered a webhook of app {AppId} on attempt {Attempt}")]
+    [LoggerMessage(EventId = 1109, Level = LogLevel.Information, Message = "Delivered a webhook of app {AppId} on attempt {Attempt}")]
     private partial void LogDelivered(string appId, int attempt);
 
-    [LoggerMessage(EventId = 1102, Level = LogLevel.Warning, Message = "Webhook attempt {Attempt} of app {AppId} failed: {Failure}")]
+    [LoggerMessage(EventId = 1110, Level = LogLevel.Warning, Message = "Webhook attempt {Attempt} of app {AppId} failed: {Failure}")]
     private partial void LogAttemptFailed(string appId, int attempt, string failure);
 
     [LoggerMessage(EventId = 1103, Level = LogLevel.Error, Message = "Gave up a webhook of app {AppId} after {Attempts} attempts")]
