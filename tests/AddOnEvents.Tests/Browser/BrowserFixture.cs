@@ -1,6 +1,8 @@
 using System.Net;
+using System.Security.Cryptography;
 using AddOnEvents.Common.Storage;
 using AddOnEvents.Ingress.Apps;
+using AddOnEvents.Ingress.Crypto;
 using AddOnEvents.Ingress.Endpoints;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.AspNetCore.Builder;
@@ -198,7 +200,9 @@ public sealed class BrowserFixture : SystemFixture
             ["Mongo:ConnectionString"] = ServiceMongoUri,
             ["Mongo:Database"] = DatabaseName,
         });
-        builder.Services.AddMongoStorage(builder.Configuration).AddMemoryCache().AddSingleton<AppStore>();
+        // Creating an app stores no webhook secret, so a cipher with a throwaway key is enough here.
+        builder.Services.AddMongoStorage(builder.Configuration).AddMemoryCache().AddLogging()
+            .AddSingleton(new WebhookSecretCipher(RandomNumberGenerator.GetBytes(32))).AddSingleton<AppStore>();
         builder.Services.TryAddSingleton(TimeProvider.System);
         using var host = builder.Build();
         var (appId, secret) = await host.Services.GetRequiredService<AppStore>().CreateAsync("Demo host", CancellationToken.None);
