@@ -92,14 +92,7 @@ public sealed class StreamingTests(SystemFixture system)
         var result = await client.WaitForResultAsync(requestId, Patience);
         system.Upstream.Responder = null;
         int streamedCharacters = client.Pieces.Where(p => p.RequestId == requestId).Sum(p => p.Json.GetProperty("text").GetString()!.Length);
-        // The usage of an answer that no quota limits is written after its result is published.
-        long used = 0;
-        var deadline = DateTime.UtcNow + Patience;
-        while (used == 0 && DateTime.UtcNow < deadline)
-        {
-            used = (await user.GetFromJsonAsync<JsonElement>("/api/me/usage")).GetProperty("usedTokens").GetInt64();
-            await Task.Delay(100);
-        }
+        long used = await WaitForUsedTokensAsync(user);
 
         var month = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month");
 
@@ -128,13 +121,7 @@ public sealed class StreamingTests(SystemFixture system)
         var result = await client.WaitForResultAsync(requestId, Patience);
         system.Upstream.Responder = null;
         int streamedCharacters = client.Pieces.Where(p => p.RequestId == requestId).Sum(p => p.Json.GetProperty("text").GetString()!.Length);
-        long used = 0;
-        var deadline = DateTime.UtcNow + Patience;
-        while (used == 0 && DateTime.UtcNow < deadline)
-        {
-            used = (await user.GetFromJsonAsync<JsonElement>("/api/me/usage")).GetProperty("usedTokens").GetInt64();
-            await Task.Delay(100);
-        }
+        long used = await WaitForUsedTokensAsync(user);
 
         var stored = await user.GetFromJsonAsync<JsonElement>($"/api/prompts/{requestId}");
 
@@ -166,13 +153,7 @@ public sealed class StreamingTests(SystemFixture system)
         var result = await client.WaitForResultAsync(requestId, Patience);
         await upstream.Completion.WaitAsync(Patience);
         system.Upstream.Responder = null;
-        long used = 0;
-        var deadline = DateTime.UtcNow + Patience;
-        while (used == 0 && DateTime.UtcNow < deadline)
-        {
-            used = (await user.GetFromJsonAsync<JsonElement>("/api/me/usage")).GetProperty("usedTokens").GetInt64();
-            await Task.Delay(100);
-        }
+        long used = await WaitForUsedTokensAsync(user);
 
         var month = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month");
 
@@ -549,5 +530,19 @@ public sealed class StreamingTests(SystemFixture system)
         await system.RegisterActiveKeyAsync(app, "sk-stream-" + Guid.NewGuid().ToString("N"));
         string token = await system.IssueUserTokenAsync(app, "streamer");
         return (token, await system.ConnectAsync(token));
+    }
+
+    /// <summary>Polls the user's usage until it is above zero, because usage that no quota limits is written after the result.</summary>
+    private static async Task<long> WaitForUsedTokensAsync(HttpClient user)
+    {
+        long used = 0;
+        var deadline = DateTime.UtcNow + Patience;
+        while (used == 0 && DateTime.UtcNow < deadline)
+        {
+            used = (await user.GetFromJsonAsync<JsonElement>("/api/me/usage")).GetProperty("usedTokens").GetInt64();
+            await Task.Delay(100);
+        }
+
+        return used;
     }
 }

@@ -100,17 +100,7 @@ public sealed class PromptResultStore(IMongoDatabase database)
     {
         try
         {
-            await _results.InsertOneAsync(new PromptResultDocument
-            {
-                RequestId = prompt.RequestId,
-                AppId = prompt.AppId,
-                UserId = prompt.UserId,
-                LeaseOwner = owner,
-                LeaseUntil = now + lease,
-                Attempts = 1,
-                CreatedAt = now,
-                ExpiresAt = expiresAt,
-            }, cancellationToken: cancellationToken);
+            await _results.InsertOneAsync(NewClaim(prompt, owner, now, lease, expiresAt), cancellationToken: cancellationToken);
             return new Claim(ClaimOutcome.Claimed, null, 1);
         }
         catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex))
@@ -182,26 +172,28 @@ public sealed class PromptResultStore(IMongoDatabase database)
     private async Task<Claim> TakeOverForeignCancelAsync(PromptRequested prompt, PromptResultDocument foreign, string owner, DateTime now,
         TimeSpan lease, DateTime expiresAt, CancellationToken cancellationToken)
     {
-        var claim = new PromptResultDocument
-        {
-            RequestId = prompt.RequestId,
-            AppId = prompt.AppId,
-            UserId = prompt.UserId,
-            LeaseOwner = owner,
-            LeaseUntil = now + lease,
-            Attempts = 1,
-            CreatedAt = now,
-            ExpiresAt = expiresAt,
-        };
         var replaced = await _results.ReplaceOneAsync(
             r => r.RequestId == prompt.RequestId && r.AppId == foreign.AppId && r.UserId == foreign.UserId
                 && r.Status == PromptStatus.Failed && r.Code == ErrorCodes.Cancelled && r.Attempts == 0,
-            claim,
+            NewClaim(prompt, owner, now, lease, expiresAt),
             cancellationToken: cancellationToken);
 
         // Another delivery of the same prompt replaced it first and owns the claim now.
         return replaced.MatchedCount > 0 ? new Claim(ClaimOutcome.Claimed, null, 1) : new Claim(ClaimOutcome.HeldElsewhere, null, 0);
     }
+
+    /// <summary>Builds the pending record of a claim that counts the first upstream attempt of this delivery.</summary>
+    private static PromptResultDocument NewClaim(PromptRequested prompt, string owner, DateTime now, TimeSpan lease, DateTime expiresAt) => new()
+    {
+        RequestId = prompt.RequestId,
+        AppId = prompt.AppId,
+        UserId = prompt.UserId,
+        LeaseOwner = owner,
+        LeaseUntil = now + lease,
+        Attempts = 1,
+        CreatedAt = now,
+        ExpiresAt = expiresAt,
+    };
 
     public Task RenewLeaseAsync(Guid requestId, string owner, DateTime leaseUntil, CancellationToken cancellationToken) =>
         _results.UpdateOneAsync(
