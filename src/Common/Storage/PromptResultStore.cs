@@ -136,11 +136,11 @@ public sealed class PromptResultStore(IMongoDatabase database)
     }
 
     /// <summary>
-    /// Records a user's cancel as the request's result, unless a worker has claimed the request already. A worker
-    /// that receives the prompt later, even one started after the cancel, then finds it finished and makes no
-    /// upstream call. Returns false when the request has a record already.
+    /// Records a user's cancel as the request's result, unless the request has a record already (a worker claimed
+    /// it). A worker that receives the prompt later, even one started after the cancel, then finds it finished and
+    /// makes no upstream call.
     /// </summary>
-    public async Task<bool> TryRecordCancelAsync(Guid requestId, string appId, string userId, DateTime now, DateTime expiresAt,
+    public async Task RecordCancelIfUnclaimedAsync(Guid requestId, string appId, string userId, DateTime now, DateTime expiresAt,
         CancellationToken cancellationToken)
     {
         try
@@ -156,11 +156,10 @@ public sealed class PromptResultStore(IMongoDatabase database)
                 CreatedAt = now,
                 ExpiresAt = expiresAt,
             }, cancellationToken: cancellationToken);
-            return true;
         }
         catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex))
         {
-            return false;
+            // The worker that claimed the request stops it when the broadcast cancel reaches it.
         }
     }
 

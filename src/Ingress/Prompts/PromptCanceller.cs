@@ -92,7 +92,7 @@ public sealed class PromptCanceller : IDisposable
         var now = _clock.GetUtcNow().UtcDateTime;
         try
         {
-            await _results.TryRecordCancelAsync(requestId, appId, pseudonym, now, now + _timeToLive, cancellationToken);
+            await _results.RecordCancelIfUnclaimedAsync(requestId, appId, pseudonym, now, now + _timeToLive, cancellationToken);
         }
         catch (Exception ex) when (ex is MongoException or TimeoutException)
         {
