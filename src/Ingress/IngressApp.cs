@@ -88,7 +88,6 @@ public static class IngressApp
         services.AddSingleton<PromptSubmitter>();
         services.AddSingleton<PromptLimiter>();
         services.AddSingleton<PromptCanceller>();
-        services.AddSingleton<LimitedPromptsInFlight>();
         services.AddSingleton<AcceptedPrompts>();
         services.AddSingleton<PendingReplies>();
         services.AddSingleton<UserControlStore>();
@@ -104,8 +103,14 @@ public static class IngressApp
                 {
                     AllowAutoRedirect = false,
                     ConnectCallback = (context, cancellationToken) => WebhookAddresses.ConnectAsync(context, allowPrivate, cancellationToken),
+
+                    // The host's server is a third party: it gets no trace ids of ours.
+                    ActivityHeadersPropagator = System.Diagnostics.DistributedContextPropagator.CreateNoOutputPropagator(),
                 };
-            });
+            })
+
+            // The client's own logs print the request URL, and webhook URLs often carry a secret in their path.
+            .RemoveAllLoggers();
         services.AddSingleton(new ResultRoute(configuration["Ingress:InstanceId"] ?? Guid.NewGuid().ToString("N")[..12]));
         AddAuthentication(services);
         services.AddSignalR(hub => hub.MaximumReceiveMessageSize = 256 * 1024);
@@ -194,6 +199,13 @@ public static class IngressApp
                     if (app is null || !app.HasActiveSecret(context.Principal, now))
                     {
                         context.Fail("The token's app no longer exists or the app secret that issued it was revoked.");
+                    }
+
+                    // Ids with a leading '@' are never issued to end users; "@app" stands for the app's own backend,
+                    // whose answers must not reach a hub connection.
+                    else if (context.Principal?.FindFirstValue(AuthSchemes.UserIdClaim)?.StartsWith('@') != false)
+                    {
+                        context.Fail("The token names a reserved user id.");
                     }
                 },
             };

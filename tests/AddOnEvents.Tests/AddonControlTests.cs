@@ -286,6 +286,37 @@ public sealed class AddonControlTests(SystemFixture system)
         Assert.Equal(SignatureOf(replaced!, delivery), delivery.Signature);
     }
 
+    [Theory]
+    [InlineData("erase the user")]
+    [InlineData("remove the webhook")]
+    public async Task RetriesStopWhenTheHostNoLongerWantsThem(string change)
+    {
+        await using var receiver = await WebhookReceiver.StartAsync();
+        receiver.Failing = true;
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-webhook-withdrawn-" + Guid.NewGuid().ToString("N"));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        await SaveWebhookAsync(developer, app, new { url = receiver.Url });
+
+        await CrossThresholdAsync(developer, app, "leaving@example.com");
+        await SystemFixture.WaitUntilAsync(() => receiver.Attempts >= 1);
+        using (var response = change == "erase the user"
+            ? await developer.DeleteAsync($"/api/apps/{app.AppId}/users/leaving%40example.com")
+            : await developer.PutAsJsonAsync($"/api/apps/{app.AppId}/webhook", new { url = (string?)null }))
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        // Retries come 1 s and 5 s after the first attempt; one may already be under way.
+        int attemptsAtChange = receiver.Attempts;
+        await Task.Delay(TimeSpan.FromSeconds(7));
+
+        Assert.InRange(receiver.Attempts, attemptsAtChange, attemptsAtChange + 1);
+
+        // Webhook URLs often carry a secret in their path, so no log line may quote one.
+        Assert.DoesNotContain(system.Logs.Entries, line => line.Contains(receiver.Url, StringComparison.Ordinal));
+    }
+
     private static async Task<string?> SaveWebhookAsync(HttpClient developer, TestApp app, object body)
     {
         using var response = await developer.PutAsJsonAsync($"/api/apps/{app.AppId}/webhook", body);
@@ -431,6 +462,7 @@ public sealed class AddonControlTests(SystemFixture system)
     {
         private readonly WebApplication _app;
         private readonly BlockingCollection<(string Signature, string RawBody)> _received = [];
+        private int _attempts;
 
         private WebhookReceiver(WebApplication app)
         {
@@ -438,6 +470,12 @@ public sealed class AddonControlTests(SystemFixture system)
         }
 
         public string Url { get; private set; } = "";
+
+        /// <summary>When set, every delivery gets 503, so the sender keeps retrying.</summary>
+        public bool Failing { get; set; }
+
+        /// <summary>Deliveries that arrived, failed ones included.</summary>
+        public int Attempts => Volatile.Read(ref _attempts);
 
         public static async Task<WebhookReceiver> StartAsync()
         {
@@ -449,6 +487,12 @@ public sealed class AddonControlTests(SystemFixture system)
             app.MapPost("/hooks", async (HttpContext http) =>
             {
                 string body = await new StreamReader(http.Request.Body).ReadToEndAsync();
+                Interlocked.Increment(ref receiver._attempts);
+                if (receiver.Failing)
+                {
+                    return Results.StatusCode(StatusCodes.Status503ServiceUnavailable);
+                }
+
                 receiver._received.Add((http.Request.Headers[WebhookSender.SignatureHeader].ToString(), body));
                 return Results.Ok();
             });

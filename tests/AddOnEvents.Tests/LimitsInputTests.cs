@@ -37,6 +37,44 @@ public sealed class LimitsInputTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task DeveloperLimitsOnlyTightenTheOperators()
+    {
+        var app = await system.CreateAppAsync();
+        var other = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-developer-limits-" + Guid.NewGuid().ToString("N"));
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        using var otherDeveloper = system.CreateClient(SystemFixture.Basic(other));
+        using (var set = await PutJsonAsync(admin, $"/api/admin/apps/{app.AppId}/limits", """{"tokensPerDay":10,"allowedModels":["gpt-4o","o1"]}"""))
+        {
+            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        }
+
+        using var saved = await PutJsonAsync(developer, $"/api/apps/{app.AppId}/limits",
+            """{"tokensPerDay":1000,"maxOutputTokens":50,"allowedModels":["gpt-4o-mini","gpt-4o"]}""");
+        using var foreign = await PutJsonAsync(otherDeveloper, $"/api/apps/{app.AppId}/limits", """{"tokensPerDay":1}""");
+        using var invalid = await PutJsonAsync(developer, $"/api/apps/{app.AppId}/limits", """{"tokensPerDay":0}""");
+        var read = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/limits");
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "limited-by-developer")));
+        using var otherModel = await user.PostAsJsonAsync("/api/prompts", new { prompt = "hi", model = "gpt-4o-mini" });
+        using var tooLong = await user.PostAsJsonAsync("/api/prompts", new { prompt = "hi", model = "gpt-4o", maxOutputTokens = 51 });
+        using var fits = await user.PostAsJsonAsync("/api/prompts", new { prompt = "hi", model = "gpt-4o", maxOutputTokens = 50 });
+
+        Assert.Equal(HttpStatusCode.OK, saved.StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, foreign.StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, invalid.StatusCode);
+        var effective = read.GetProperty("effective");
+        Assert.Equal(10, effective.GetProperty("tokensPerDay").GetInt64());
+        Assert.Equal(50, effective.GetProperty("maxOutputTokens").GetInt32());
+        Assert.Equal(["gpt-4o"], effective.GetProperty("allowedModels").EnumerateArray().Select(m => m.GetString()));
+        Assert.Equal(1000, read.GetProperty("limits").GetProperty("tokensPerDay").GetInt64());
+        Assert.Equal(HttpStatusCode.BadRequest, otherModel.StatusCode);
+        Assert.Equal("model_not_allowed", (await otherModel.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("code").GetString());
+        Assert.Equal(HttpStatusCode.BadRequest, tooLong.StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, fits.StatusCode);
+    }
+
+    [Fact]
     public async Task ValidAllowedModelsAreStored()
     {
         var app = await system.CreateAppAsync();

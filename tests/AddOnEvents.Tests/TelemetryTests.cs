@@ -85,7 +85,8 @@ public sealed class TelemetryTests(TelemetryFixture system) : IClassFixture<Tele
         var (app, token, _) = await ArrangeUserAsync();
         await using var client = await system.ConnectAsync(token);
 
-        var requestId = await system.PostPromptAsync(token, "Trace me " + Guid.NewGuid().ToString("N"), stream: false);
+        string prompt = "Trace me " + Guid.NewGuid().ToString("N");
+        var requestId = await system.PostPromptAsync(token, prompt, stream: false);
         await client.WaitForResultAsync(requestId, Patience);
         var upstreamCall = await system.WaitForSpanAsync(s => s.OperationName == "upstream chat" && Tag(s, "request_id") == requestId.ToString());
         Predicate<Activity> ingressRequest = s => s.Source.Name == "Microsoft.AspNetCore" && s.Kind == ActivityKind.Server && Tag(s, "url.path") == "/api/prompts";
@@ -108,6 +109,11 @@ public sealed class TelemetryTests(TelemetryFixture system) : IClassFixture<Tele
         Assert.Equal(app.AppId, Tag(upstreamCall, "app_id"));
         Assert.Equal(AddOnEventsMetrics.Completed, Tag(upstreamCall, "outcome"));
         Assert.Equal("1", Tag(upstreamCall, "attempt"));
+
+        // The provider is a third party: the trace stays on this side.
+        var received = system.Upstream.Requests.Single(r => r.LastUserMessage == prompt);
+        Assert.DoesNotContain(received.Headers.Keys, name => name.Equals("traceparent", StringComparison.OrdinalIgnoreCase)
+            || name.Equals("baggage", StringComparison.OrdinalIgnoreCase) || name.Equals("tracestate", StringComparison.OrdinalIgnoreCase));
     }
 
     [Fact]

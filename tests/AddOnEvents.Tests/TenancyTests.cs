@@ -328,46 +328,133 @@ public sealed class TenancyTests(SystemFixture system)
     }
 
     [Fact]
-    public async Task LimitedUserPromptsInFlightCapped()
+    public async Task RunningPromptsReserveTheAppQuota()
     {
-        var limited = await system.CreateAppAsync();
-        var open = await system.CreateAppAsync();
-        await system.RegisterActiveKeyAsync(limited, "sk-in-flight-" + Guid.NewGuid().ToString("N"));
-        await system.RegisterActiveKeyAsync(open, "sk-no-quota-" + Guid.NewGuid().ToString("N"));
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-reserved-" + Guid.NewGuid().ToString("N"));
         using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
-        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{limited.AppId}/limits", new { tokensPerDay = 1_000_000 }))
+        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { tokensPerDay = 300 }))
         {
             Assert.Equal(HttpStatusCode.OK, set.StatusCode);
         }
 
-        string marker = "slow in flight " + Guid.NewGuid().ToString("N");
+        // Each prompt may cost about 110 tokens (its text and 100 output tokens), so three fit below 300.
+        string marker = "reserved " + Guid.NewGuid().ToString("N");
         system.Upstream.Responder = r => r.LastUserMessage?.StartsWith(marker, StringComparison.Ordinal) == true
-            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(2), ScriptedResponse.Answer("done"))
+            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(3), ScriptedResponse.Answer("done") with { Usage = new ScriptedUsage(10, 20, 30) })
             : null;
-        string token = await system.IssueUserTokenAsync(limited, "busy");
-        await using var client = await system.ConnectAsync(token);
-        using var user = system.CreateClient(SystemFixture.Bearer(token));
-        using var openUser = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(open, "busy")));
-
-        var limitedStatuses = new List<HttpStatusCode>();
-        var openStatuses = new List<HttpStatusCode>();
-        Guid? first = null;
-        for (int i = 0; i < 4; i++)
+        var accepted = new List<(string User, Guid RequestId)>();
+        var rejected = new List<HttpResponseMessage>();
+        try
         {
-            using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = $"{marker} {i}", stream = false });
-            limitedStatuses.Add(response.StatusCode);
-            first ??= (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("requestId").GetGuid();
-            using var openResponse = await openUser.PostAsJsonAsync("/api/prompts", new { prompt = $"{marker} open {i}", stream = false });
-            openStatuses.Add(openResponse.StatusCode);
+            for (int i = 0; i < 6; i++)
+            {
+                string userId = $"reserving-user-{i}";
+                using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, userId)));
+                var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = $"{marker} {i}", maxOutputTokens = 100, stream = false });
+                if (response.StatusCode == HttpStatusCode.Accepted)
+                {
+                    accepted.Add((userId, (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("requestId").GetGuid()));
+                    response.Dispose();
+                }
+                else
+                {
+                    rejected.Add(response);
+                }
+            }
+
+            using var developer = system.CreateClient(SystemFixture.Basic(app));
+            var export = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/users/{accepted[0].User}");
+            long reserved = await ReservedOnDay(app);
+
+            // The reservations are released once the answers are counted.
+            var deadline = DateTime.UtcNow + Patience;
+            while (await ReservedOnDay(app) != 0 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(100);
+            }
+
+            long reservedAfter = await ReservedOnDay(app);
+            using var later = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "reserving-user-later")));
+            using var afterwards = await later.PostAsJsonAsync("/api/prompts", new { prompt = "after the reserving ones", maxOutputTokens = 100 });
+
+            Assert.Equal(3, accepted.Count);
+            Assert.InRange(reserved, 300, 400);
+            Assert.Equal(0, reservedAfter);
+            Assert.All(rejected, response =>
+            {
+                Assert.Equal(HttpStatusCode.TooManyRequests, response.StatusCode);
+                Assert.Equal(TimeSpan.FromSeconds(5), response.Headers.RetryAfter?.Delta);
+            });
+            var body = await rejected[0].Content.ReadFromJsonAsync<JsonElement>();
+            Assert.Equal("quota_exceeded", body.GetProperty("code").GetString());
+            Assert.Equal(3, system.Upstream.Requests.Count(r => r.LastUserMessage?.StartsWith(marker, StringComparison.Ordinal) == true));
+            Assert.Equal(accepted[0].RequestId, export.GetProperty("tokenReservations")[0].GetProperty("requestId").GetGuid());
+            Assert.Equal(HttpStatusCode.Accepted, afterwards.StatusCode);
+        }
+        finally
+        {
+            system.Upstream.Responder = null;
+            rejected.ForEach(response => response.Dispose());
+        }
+    }
+
+    [Fact]
+    public async Task FailedPromptsReleaseTheirReservations()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-give-back-" + Guid.NewGuid().ToString("N"));
+        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
+        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { tokensPerMonth = 1_000_000 }))
+        {
+            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
         }
 
-        await client.WaitForResultAsync(first!.Value, Patience);
-        using var afterOne = await user.PostAsJsonAsync("/api/prompts", new { prompt = $"{marker} after", stream = false });
-        system.Upstream.Responder = null;
+        string marker = "give back " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == $"{marker} fails" ? ScriptedResponse.Error(400, "invalid_request_error", "no")
+            : r.LastUserMessage == $"{marker} slow" ? ScriptedResponse.Slow(TimeSpan.FromSeconds(20), ScriptedResponse.Answer("late"))
+            : null;
+        try
+        {
+            string token = await system.IssueUserTokenAsync(app, "give-back-user");
+            await using var client = await system.ConnectAsync(token);
+            var failing = await system.PostPromptAsync(token, $"{marker} fails", stream: false);
+            var slow = await system.PostPromptAsync(token, $"{marker} slow", stream: false);
+            await SystemFixture.WaitUntilAsync(() => system.Upstream.Requests.Any(r => r.LastUserMessage == $"{marker} slow"));
+            using var user = system.CreateClient(SystemFixture.Bearer(token));
+            using (var cancel = await user.PostAsync($"/api/prompts/{slow}/cancel", null))
+            {
+                Assert.True(cancel.IsSuccessStatusCode);
+            }
 
-        Assert.Equal([HttpStatusCode.Accepted, HttpStatusCode.Accepted, HttpStatusCode.Accepted, HttpStatusCode.TooManyRequests], limitedStatuses);
-        Assert.All(openStatuses, status => Assert.Equal(HttpStatusCode.Accepted, status));
-        Assert.Equal(HttpStatusCode.Accepted, afterOne.StatusCode);
+            var failed = await client.WaitForResultAsync(failing, Patience);
+            var cancelled = await client.WaitForResultAsync(slow, Patience);
+            var deadline = DateTime.UtcNow + Patience;
+            while (await ReservedInMonth(app) != 0 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(100);
+            }
+
+            Assert.Equal("PromptFailed", failed.Kind);
+            Assert.Equal("cancelled", cancelled.Code);
+            Assert.Equal(0, await ReservedInMonth(app));
+            Assert.Empty(await system.Database.GetCollection<BsonDocument>("tokenReservations")
+                .Find(Builders<BsonDocument>.Filter.Eq("appId", app.AppId)).ToListAsync());
+        }
+        finally
+        {
+            system.Upstream.Responder = null;
+        }
+    }
+
+    private Task<long> ReservedInMonth(TestApp app) => ReservedAsync($"{app.AppId}|month|{DateTime.UtcNow:yyyy-MM}");
+
+    private Task<long> ReservedOnDay(TestApp app) => ReservedAsync($"{app.AppId}|day|{DateTime.UtcNow:yyyy-MM-dd}");
+
+    private async Task<long> ReservedAsync(string counterId)
+    {
+        var counter = await system.Database.GetCollection<BsonDocument>("usage").Find(Builders<BsonDocument>.Filter.Eq("_id", counterId)).FirstOrDefaultAsync();
+        return counter?.GetValue("reserved", 0).ToInt64() ?? 0;
     }
 
     [Fact]
@@ -521,6 +608,32 @@ public sealed class TenancyTests(SystemFixture system)
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
         Assert.NotNull(hubFailure);
         Assert.Contains("401", hubFailure.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task TokenForTheAppsOwnUserIdIsRejected()
+    {
+        var app = await system.CreateAppAsync();
+        var issued = new JwtSecurityTokenHandler().ReadJwtToken(await system.IssueUserTokenAsync(app, "ordinary"));
+        var descriptor = new SecurityTokenDescriptor
+        {
+            Issuer = issued.Issuer,
+            Audience = "addonevents-addon",
+            Subject = new ClaimsIdentity(issued.Claims
+                .Where(c => c.Type is not ("sub" or "aud" or "iss" or "exp" or "nbf" or "iat"))
+                .Append(new Claim("sub", "@app"))),
+            Expires = DateTime.UtcNow.AddMinutes(10),
+            SigningCredentials = new SigningCredentials(
+                new SymmetricSecurityKey(Convert.FromBase64String(system.Secrets.TokenSigningKey)), SecurityAlgorithms.HmacSha256),
+        };
+        string token = new JwtSecurityTokenHandler().CreateEncodedJwt(descriptor);
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { prompt = "hi" });
+        var hubFailure = await Record.ExceptionAsync(() => system.ConnectAsync(token));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Contains("401", hubFailure?.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -234,6 +234,46 @@ public sealed class UpstreamCallerTests : IAsyncLifetime
     private const string RefusalBody =
         "{\"id\":\"x\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"refusal\":\"I can't help with that.\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}";
 
+    [Fact]
+    public async Task AnswerWithoutUsageCountsAnEstimate()
+    {
+        _upstream.Enqueue(ScriptedResponse.Raw(200,
+            "{\"id\":\"c1\",\"object\":\"chat.completion\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,"
+            + "\"message\":{\"role\":\"assistant\",\"content\":\"twelve chars\"},\"finish_reason\":\"stop\"}]}", "application/json"));
+
+        var outcome = await CallAsync(stream: false, prompt: new string('p', 40));
+
+        Assert.True(outcome.Succeeded);
+        Assert.Equal(new TokenUsage(10, 3, 13), outcome.Usage);
+    }
+
+    [Fact]
+    public async Task StreamWithoutUsageCountsAnEstimate()
+    {
+        _upstream.Enqueue(ScriptedResponse.RawStream([Chunk("{\"content\":\"twelve chars\"}", "null"), Chunk("{}", "\"stop\""), Done], TimeSpan.Zero));
+
+        var outcome = await CallAsync(stream: true, prompt: new string('p', 40));
+
+        Assert.True(outcome.Succeeded);
+        Assert.Equal(new TokenUsage(10, 3, 13), outcome.Usage);
+    }
+
+    [Fact]
+    public async Task StreamClosedWithoutFinishReasonIsAFailure()
+    {
+        _upstream.Enqueue(ScriptedResponse.RawStream([Chunk("{\"content\":\"Echo:\"}", "null")], TimeSpan.Zero));
+
+        var outcome = await CallAsync(stream: true);
+
+        Assert.Equal(ErrorCodes.UpstreamUnavailable, outcome.ErrorCode);
+    }
+
+    private static readonly byte[] Done = System.Text.Encoding.UTF8.GetBytes("data: [DONE]\n\n");
+
+    private static byte[] Chunk(string delta, string finishReason) => System.Text.Encoding.UTF8.GetBytes(
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":"
+        + delta + ",\"finish_reason\":" + finishReason + "}]}\n\n");
+
     private async Task<ChatOutcome> CallAsync(bool stream, string prompt = "hi", Func<string, Task>? onText = null, string apiKey = Key)
     {
         var caller = _services.GetRequiredService<ChatCompletionCaller>();

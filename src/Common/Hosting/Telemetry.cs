@@ -62,6 +62,11 @@ public static class Telemetry
             console.UseUtcTimestamp = true;
         });
         builder.Services.AddAddOnEventsMetrics();
+
+        // Outgoing HTTP goes to third parties only: the AI provider and the hosts' webhooks. The default propagator
+        // would also send baggage, which carries MassTransit's conversation and correlation ids, so the trace context
+        // alone is left to the HTTP handlers, and those send none (see their ActivityHeadersPropagator).
+        OpenTelemetry.Sdk.SetDefaultTextMapPropagator(new OpenTelemetry.Context.Propagation.TraceContextPropagator());
         var telemetry = builder.Services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService(serviceName, serviceNamespace: "addonevents"))
             .WithTracing(tracing => tracing

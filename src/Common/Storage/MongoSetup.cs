@@ -54,6 +54,7 @@ public static class MongoSetup
         services.AddSingleton<KeyStore>();
         services.AddSingleton(sp => new PromptResultStore(ConnectionDatabase(sp)));
         services.AddSingleton(sp => new UsageStore(ConnectionDatabase(sp)));
+        services.AddSingleton(sp => new TokenReservationStore(ConnectionDatabase(sp), sp.GetRequiredService<UsageStore>()));
         services.AddSingleton(sp => new RateCounterStore(ConnectionDatabase(sp)));
         services.AddSingleton(sp => new AddonActivation(ConnectionDatabase(sp)));
         services.AddHealthChecks().AddCheck<MongoHealthCheck>("mongodb", tags: ["ready"]);
@@ -63,7 +64,8 @@ public static class MongoSetup
             .GetDatabase(sp.GetRequiredService<IOptions<MongoOptions>>().Value.Database);
     }
 
-    private static void RegisterConventions()
+    /// <summary>Registers the serialization conventions of every store once per process; later calls do nothing.</summary>
+    public static void RegisterConventions()
     {
         if (Interlocked.Exchange(ref _conventionsRegistered, 1) == 1)
         {

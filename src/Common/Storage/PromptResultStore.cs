@@ -194,10 +194,14 @@ public sealed class PromptResultStore(IMongoDatabase database)
         ExpiresAt = expiresAt,
     };
 
-    public Task RenewLeaseAsync(Guid requestId, string owner, DateTime leaseUntil, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Extends the worker's lease, and the record's expiry with it: a call that runs longer than the retention would
+    /// otherwise lose its record, and with it the count of its usage.
+    /// </summary>
+    public Task RenewLeaseAsync(Guid requestId, string owner, DateTime leaseUntil, DateTime expiresAt, CancellationToken cancellationToken) =>
         _results.UpdateOneAsync(
             r => r.RequestId == requestId && r.LeaseOwner == owner && r.Status == PromptStatus.Pending,
-            Builders<PromptResultDocument>.Update.Set(r => r.LeaseUntil, leaseUntil),
+            Builders<PromptResultDocument>.Update.Set(r => r.LeaseUntil, leaseUntil).Set(r => r.ExpiresAt, expiresAt),
             cancellationToken: cancellationToken);
 
     /// <summary>Counts one more upstream attempt and returns the total so far, across deliveries.</summary>

@@ -21,6 +21,12 @@ public sealed class UsageCounter
 
     public long Requests { get; set; }
 
+    /// <summary>
+    /// Tokens reserved for prompts that were admitted against this counter's limit and have not finished yet. Only
+    /// counters that a quota or an allowance checks have it.
+    /// </summary>
+    public long Reserved { get; set; }
+
     public DateTime ExpiresAt { get; set; }
 }
 
@@ -82,6 +88,64 @@ public sealed class UsageStore
     public async Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
         (await _usage.DeleteManyAsync(u => u.ExpiresAt < now, cancellationToken)).DeletedCount;
 
+    /// <summary>Returns the app's counter for today, to reserve tokens against a daily limit.</summary>
+    public static QuotaCounter AppDayLimit(string appId, DateTime now, long limit, long used) => new(AppDay(appId, 0, now), limit, used);
+
+    /// <summary>Returns the app's counter for this month, to reserve tokens against a monthly limit.</summary>
+    public static QuotaCounter AppMonthLimit(string appId, DateTime now, long limit, long used) => new(AppMonth(appId, 0, now), limit, used);
+
+    /// <summary>Returns the user's counter for this month, to reserve tokens against the user's allowance.</summary>
+    public static QuotaCounter UserMonthLimit(string appId, string userId, DateTime now, long limit, long used) =>
+        new(UserMonth(appId, userId, 0, now), limit, used);
+
+    /// <summary>
+    /// Adds <paramref name="tokens"/> to the counter's reserved tokens if its used and reserved tokens together are
+    /// still below its limit, and returns whether it did. Concurrent calls cannot all take the same room, because
+    /// each condition includes the tokens the others reserved. The used tokens are those the caller read just before,
+    /// so answers counted since then can let one more prompt in.
+    /// </summary>
+    public async Task<bool> TryReserveAsync(QuotaCounter counter, long tokens, CancellationToken cancellationToken)
+    {
+        var filter = Builders<UsageCounter>.Filter;
+        var room = filter.Eq(u => u.Id, counter.Counter.Id)
+            & (filter.Lt(u => u.Reserved, counter.Limit - counter.Used) | filter.Exists(u => u.Reserved, exists: false));
+        var update = Builders<UsageCounter>.Update
+            .Inc(u => u.Reserved, tokens)
+            .SetOnInsert(u => u.AppId, counter.Counter.AppId)
+            .SetOnInsert(u => u.Scope, counter.Counter.Scope)
+            .SetOnInsert(u => u.Period, counter.Counter.Period)
+            .SetOnInsert(u => u.ExpiresAt, counter.Counter.ExpiresAt);
+
+        // The upsert creates a counter that does not exist yet. On one that exists but has no room it tries to
+        // insert a second document with the same id, and the duplicate key says "no room". Two first prompts
+        // racing to create the counter also meet a duplicate key, so one more try tells the cases apart.
+        for (int attempt = 0; ; attempt++)
+        {
+            try
+            {
+                await _usage.UpdateOneAsync(room, update, new UpdateOptions { IsUpsert = true }, cancellationToken);
+                return true;
+            }
+            catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex) && attempt == 0)
+            {
+            }
+            catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex))
+            {
+                return false;
+            }
+        }
+    }
+
+    /// <summary>Releases tokens reserved on the counters. A counter deleted since then stays deleted.</summary>
+    public Task ReleaseReservedAsync(IEnumerable<string> counterIds, long tokens, CancellationToken cancellationToken)
+    {
+        var models = counterIds
+            .Select(id => new UpdateOneModel<UsageCounter>(
+                Builders<UsageCounter>.Filter.Eq(u => u.Id, id), Builders<UsageCounter>.Update.Inc(u => u.Reserved, -tokens)))
+            .ToList();
+        return models.Count == 0 ? Task.CompletedTask : _usage.BulkWriteAsync(models, new BulkWriteOptions { IsOrdered = false }, cancellationToken);
+    }
+
     public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) => _usage.DeleteManyAsync(u => u.AppId == appId, cancellationToken);
 
     /// <summary>Returns every monthly counter still kept for one end user of an app, oldest first.</summary>
@@ -115,8 +179,11 @@ public sealed class UsageStore
         new(UserMonthId(appId, userId, now), appId, "user-month", Month(now), tokens, 1, now.Date.AddDays(70));
 }
 
+/// <summary>A counter with a token limit, and the tokens it had used when the caller read it.</summary>
+public sealed record QuotaCounter(CounterIncrement Counter, long Limit, long Used);
+
 /// <summary>An addition to one usage counter, created with its fixed fields when it does not exist yet.</summary>
-internal sealed record CounterIncrement(string Id, string AppId, string Scope, string Period, long Tokens, long Requests, DateTime ExpiresAt);
+public sealed record CounterIncrement(string Id, string AppId, string Scope, string Period, long Tokens, long Requests, DateTime ExpiresAt);
 
 /// <summary>
 /// Group commit for counter increments: callers that arrive while a write is running are queued, and the next

@@ -114,6 +114,9 @@ public sealed class UpstreamClientFactory(IHttpMessageHandlerFactory handlers, I
                 // A redirect would resend the Authorization header to wherever the upstream points.
                 AllowAutoRedirect = false,
                 PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+
+                // The provider is a third party: trace context and baggage, which carry request ids, stay here.
+                ActivityHeadersPropagator = System.Diagnostics.DistributedContextPropagator.CreateNoOutputPropagator(),
             });
         services.AddSingleton<UpstreamClientFactory>();
         return services;

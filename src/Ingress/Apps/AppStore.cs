@@ -25,7 +25,15 @@ public sealed class AppDocument
     /// </summary>
     public long Version { get; set; }
 
+    /// <summary>The limits the operator set.</summary>
     public AppLimits Limits { get; set; } = new();
+
+    /// <summary>The limits the app's developer set for their own bill; null until they set any.</summary>
+    public AppLimits? DeveloperLimits { get; set; }
+
+    /// <summary>The limits that apply: the stricter of the operator's and the developer's for each one.</summary>
+    [BsonIgnore]
+    public AppLimits EffectiveLimits => AppLimits.Stricter(Limits, DeveloperLimits);
 
     /// <summary>Off until the developer switches it on, which needs an active key; prompts are rejected while off.</summary>
     public bool AddonActive { get; set; }
@@ -62,7 +70,7 @@ public sealed class AppDocument
         HasActiveSecret(caller?.FindFirstValue(AuthSchemes.SecretIdClaim), now);
 }
 
-/// <summary>Limits the operator sets per app; null means unlimited. They hold across every Ingress instance.</summary>
+/// <summary>Limits per app, set by the operator or the developer; null means unlimited. They hold across every Ingress instance.</summary>
 public sealed class AppLimits
 {
     public int? RequestsPerMinute { get; set; }
@@ -76,8 +84,34 @@ public sealed class AppLimits
 
     public int? MaxOutputTokens { get; set; }
 
-    /// <summary>Models end users may ask for; null or empty allows any.</summary>
+    /// <summary>Models end users may ask for; null allows any.</summary>
     public List<string>? AllowedModels { get; set; }
+
+    /// <summary>
+    /// Returns, for each limit, the lower of the two, and the models that both allow. The result's model list can be
+    /// empty, which allows no model.
+    /// </summary>
+    public static AppLimits Stricter(AppLimits first, AppLimits? second)
+    {
+        // NOTE: apps stored before an empty list was refused may hold one, which meant every model.
+        var firstModels = first.AllowedModels is { Count: 0 } ? null : first.AllowedModels;
+        var secondModels = second?.AllowedModels is { Count: 0 } ? null : second?.AllowedModels;
+        return new AppLimits
+        {
+            RequestsPerMinute = Lower(first.RequestsPerMinute, second?.RequestsPerMinute),
+            UserRequestsPerMinute = Lower(first.UserRequestsPerMinute, second?.UserRequestsPerMinute),
+            TokensPerDay = Lower(first.TokensPerDay, second?.TokensPerDay),
+            TokensPerMonth = Lower(first.TokensPerMonth, second?.TokensPerMonth),
+            MaxOutputTokens = Lower(first.MaxOutputTokens, second?.MaxOutputTokens),
+            AllowedModels = firstModels is null ? secondModels
+                : secondModels is null ? firstModels
+                : firstModels.Intersect(secondModels, StringComparer.Ordinal).ToList(),
+        };
+    }
+
+    private static T? Lower<T>(T? a, T? b)
+        where T : struct, IComparable<T> =>
+        a is null ? b : b is null ? a : a.Value.CompareTo(b.Value) <= 0 ? a : b;
 }
 
 public sealed class AppSecretHash
@@ -182,10 +216,13 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
         return app;
     }
 
-    public async Task<bool> SetLimitsAsync(string appId, AppLimits limits, CancellationToken cancellationToken)
+    /// <summary>Stores the operator's limits, or with <paramref name="developer"/> the developer's own.</summary>
+    public async Task<bool> SetLimitsAsync(string appId, AppLimits limits, CancellationToken cancellationToken, bool developer = false)
     {
-        var result = await _apps.UpdateOneAsync(a => a.AppId == appId, Builders<AppDocument>.Update.Set(a => a.Limits, limits),
-            cancellationToken: cancellationToken);
+        var update = developer
+            ? Builders<AppDocument>.Update.Set(a => a.DeveloperLimits, limits)
+            : Builders<AppDocument>.Update.Set(a => a.Limits, limits);
+        var result = await _apps.UpdateOneAsync(a => a.AppId == appId, update, cancellationToken: cancellationToken);
         cache.Remove("app:" + appId);
         return result.MatchedCount > 0;
     }

@@ -1,3 +1,4 @@
+using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Hubs;
@@ -15,7 +16,7 @@ public sealed record AllowancePayload(long UsedTokens, long MonthlyTokens, int T
 /// Tells the end user's add-on and, when configured, the host's webhook that the user crossed the threshold share
 /// of their monthly allowance. Only the instance that routed the prompt gets the event, so the webhook goes once.
 /// </summary>
-public sealed class AllowanceConsumer(IHubContext<AddOnHub> hub, AppStore apps, UserRefCipher userRefs, WebhookSender webhooks)
+public sealed class AllowanceConsumer(IHubContext<AddOnHub> hub, AppStore apps, UsageStore usage, UserRefCipher userRefs, WebhookSender webhooks)
     : IConsumer<AllowanceThresholdCrossed>
 {
     public async Task Consume(ConsumeContext<AllowanceThresholdCrossed> context)
@@ -38,7 +39,9 @@ public sealed class AllowanceConsumer(IHubContext<AddOnHub> hub, AppStore apps, 
                 thresholdPercent = m.ThresholdPercent,
                 period = m.Period,
                 occurredAt = m.CrossedAt,
-            }));
+            }, StillWanted: async cancellationToken =>
+                (await apps.FindAsync(m.AppId, cancellationToken))?.WebhookUrl == url
+                && await usage.GetUserMonthAsync(m.AppId, m.UserId, m.CrossedAt.UtcDateTime, cancellationToken) is not null));
         }
     }
 }

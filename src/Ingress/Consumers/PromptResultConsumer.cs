@@ -16,7 +16,6 @@ public sealed class PromptResultConsumer(
     IHubContext<AddOnHub> hub,
     UserConnections connections,
     PendingReplies pending,
-    LimitedPromptsInFlight limitedInFlight,
     AcceptedPrompts accepted,
     IMemoryCache delivered,
     ILogger<PromptResultConsumer> logger)
@@ -99,7 +98,6 @@ public sealed class PromptResultConsumer(
         }
 
         delivered.Set(Key(requestId), true, RememberFor);
-        limitedInFlight.Finish(requestId);
         accepted.Remove(requestId);
         return true;
     }

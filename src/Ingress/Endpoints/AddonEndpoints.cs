@@ -142,7 +142,8 @@ public static partial class AddonEndpoints
 
     /// <summary>
     /// Returns everything stored about one end user of the app, so the host can reply to the user's request for access:
-    /// the host's controls, the monthly usage counters, the stored prompt results and the per-minute rate counters.
+    /// the host's controls, the monthly usage counters, the stored prompt results, the per-minute rate counters and the
+    /// tokens reserved for the user's running prompts.
     /// </summary>
     private static Task<IResult> GetUserDataAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores) =>
         ForUserAsync(http, appId, userId, stores, async (userId, pseudonym, cancellationToken) =>
@@ -151,6 +152,7 @@ public static partial class AddonEndpoints
             var months = await stores.Usage.GetUserMonthsAsync(appId, pseudonym, cancellationToken);
             var promptResults = await stores.Results.FindUserAsync(appId, pseudonym, cancellationToken);
             var rateCounters = await stores.Rates.GetUserAsync(appId, pseudonym, cancellationToken);
+            var reservations = await stores.Reservations.FindUserAsync(appId, pseudonym, cancellationToken);
             return Results.Ok(new
             {
                 appId,
@@ -167,23 +169,27 @@ public static partial class AddonEndpoints
                     deleteAfter = r.ExpiresAt,
                 }),
                 rateCounters = rateCounters.Select(c => new { minute = c.Period, requests = c.Requests, deleteAfter = c.ExpiresAt }),
+                tokenReservations = reservations.Select(r => new { requestId = r.RequestId, tokens = r.Tokens, deleteAfter = r.ExpiresAt }),
             });
         });
 
     /// <summary>
-    /// Deletes everything stored about one end user of the app: controls, monthly counters, stored prompt results and
-    /// per-minute rate counters. The app's own day and month totals keep the user's tokens, because they name no user.
+    /// Deletes everything stored about one end user of the app: controls, monthly counters, stored prompt results,
+    /// per-minute rate counters and the tokens reserved for running prompts. The app's own day and month totals keep the user's tokens, because they name no user.
     /// </summary>
     private static Task<IResult> EraseUserAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores,
         ILogger<ApiLogCategory> logger) =>
         ForUserAsync(http, appId, userId, stores, async (userId, pseudonym, cancellationToken) =>
         {
             bool controls = await stores.Controls.DeleteAsync(appId, pseudonym, cancellationToken);
+
+            // Before the counters are deleted, so that the app's counters release what the user's running prompts reserved.
+            long tokenReservations = await stores.Reservations.ReleaseUserAsync(appId, pseudonym, cancellationToken);
             long counters = await stores.Usage.DeleteUserAsync(appId, pseudonym, cancellationToken);
             long promptResults = await stores.Results.DeleteUserAsync(appId, pseudonym, cancellationToken);
             long rateCounters = await stores.Rates.DeleteUserAsync(appId, pseudonym, cancellationToken);
             Log.UserErased(logger, appId, counters, promptResults);
-            return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = promptResults, rateCounters } });
+            return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = promptResults, rateCounters, tokenReservations } });
         });
 
     /// <summary>Checks the caller and the user id in the path, then runs the action with the decoded user id and its pseudonym.</summary>
@@ -282,7 +288,7 @@ public static partial class AddonEndpoints
 
     /// <summary>Token service that derives user pseudonyms, and the stores that contain data of one end user.</summary>
     private readonly record struct UserDataStores(
-        UserTokens Tokens, UserControlStore Controls, UsageStore Usage, PromptResultStore Results, RateCounterStore Rates);
+        UserTokens Tokens, UserControlStore Controls, UsageStore Usage, PromptResultStore Results, RateCounterStore Rates, TokenReservationStore Reservations);
 
     /// <summary>Returns the end user's tokens this month and, when the host set an allowance, what is left of it.</summary>
     private static async Task<IResult> GetOwnUsageAsync(HttpContext http, UserTokens tokens, UsageStore usage, UserControlStore store, TimeProvider clock)

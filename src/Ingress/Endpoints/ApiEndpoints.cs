@@ -42,6 +42,8 @@ public static class ApiEndpoints
 
         endpoints.MapPost("/api/apps/{appId}/user-tokens", IssueUserToken).RequireAuthorization(AuthSchemes.AppCredentials);
         endpoints.MapGet("/api/apps/{appId}/usage", GetUsageAsync).RequireAuthorization(AuthSchemes.AppCredentials);
+        endpoints.MapGet("/api/apps/{appId}/limits", GetDeveloperLimitsAsync).RequireAuthorization(AuthSchemes.AppCredentials);
+        endpoints.MapPut("/api/apps/{appId}/limits", SetDeveloperLimitsAsync).RequireAuthorization(AuthSchemes.AppCredentials);
 
         var prompts = endpoints.MapGroup("/api/prompts").RequireAuthorization(AuthSchemes.UserToken).RequireCors(BrowserOrigins.PolicyName);
         prompts.MapPost("", SubmitPromptAsync);
@@ -87,7 +89,11 @@ public static class ApiEndpoints
         var app = await apps.FindAsync(appId, http.RequestAborted);
         return app is null
             ? AppNotFound(appId)
-            : Results.Ok(new { app.AppId, app.Name, app.AddonActive, app.Limits, webhookConfigured = app.WebhookUrl is not null, app.CreatedAt });
+            : Results.Ok(new
+            {
+                app.AppId, app.Name, app.AddonActive, app.Limits, app.DeveloperLimits, app.EffectiveLimits,
+                webhookConfigured = app.WebhookUrl is not null, app.CreatedAt,
+            });
     }
 
     /// <summary>
@@ -95,7 +101,7 @@ public static class ApiEndpoints
     /// app document goes last, so a removal that fails halfway can be sent again and finishes the rest.
     /// </summary>
     private static async Task<IResult> DeleteAppAsync(string appId, HttpContext http, AppStore apps, KeyStore keys, UsageStore usage,
-        PromptResultStore results, UserControlStore userControls, ILogger<ApiLogCategory> logger)
+        TokenReservationStore reservations, PromptResultStore results, UserControlStore userControls, ILogger<ApiLogCategory> logger)
     {
         var cancellationToken = http.RequestAborted;
         if (await apps.FindAsync(appId, cancellationToken) is null)
@@ -108,6 +114,7 @@ public static class ApiEndpoints
         // during the removal is deleted either here or by that worker.
         await keys.DeleteAsync(appId, cancellationToken);
         await usage.DeleteAppAsync(appId, cancellationToken);
+        await reservations.DeleteAppAsync(appId, cancellationToken);
         await results.DeleteAppAsync(appId, cancellationToken);
         await userControls.DeleteAppAsync(appId, cancellationToken);
         await apps.DeleteAsync(appId, cancellationToken);
@@ -118,7 +125,37 @@ public static class ApiEndpoints
 
     private static object Summary(AppDocument app) => new { app.AppId, app.Name, app.AddonActive, app.CreatedAt };
 
-    private static async Task<IResult> SetLimitsAsync(string appId, HttpContext http, AppStore apps)
+    private static Task<IResult> SetLimitsAsync(string appId, HttpContext http, AppStore apps) =>
+        StoreLimitsAsync(appId, http, apps, developer: false);
+
+    /// <summary>Returns the limits the developer set, the operator's, and the stricter of both, which apply.</summary>
+    private static async Task<IResult> GetDeveloperLimitsAsync(string appId, HttpContext http, AppStore apps)
+    {
+        if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
+        }
+
+        return await apps.FindAsync(appId, http.RequestAborted) is { } app
+            ? Results.Ok(new { appId, limits = app.DeveloperLimits ?? new AppLimits(), operatorLimits = app.Limits, effective = app.EffectiveLimits })
+            : AppNotFound(appId);
+    }
+
+    /// <summary>
+    /// Stores the developer's own limits. They can only tighten the operator's: for each limit the lower of the two
+    /// applies, and only models that both allow.
+    /// </summary>
+    private static async Task<IResult> SetDeveloperLimitsAsync(string appId, HttpContext http, AppStore apps)
+    {
+        if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
+        {
+            return forbidden;
+        }
+
+        return await StoreLimitsAsync(appId, http, apps, developer: true);
+    }
+
+    private static async Task<IResult> StoreLimitsAsync(string appId, HttpContext http, AppStore apps, bool developer)
     {
         var (limits, error) = await JsonBody.ReadAsync<AppLimits>(http.Request);
         if (error is not null)
@@ -146,9 +183,18 @@ public static class ApiEndpoints
                 $"allowedModels[{badModel}] is not a model name. Each entry must be a string of 1 to 100 letters, digits, '.', '_', ':' or '-', not null or empty."));
         }
 
-        return await apps.SetLimitsAsync(appId, limits, http.RequestAborted)
-            ? Results.Ok(limits)
-            : AppNotFound(appId);
+        if (!await apps.SetLimitsAsync(appId, limits, http.RequestAborted, developer))
+        {
+            return AppNotFound(appId);
+        }
+
+        if (!developer)
+        {
+            return Results.Ok(limits);
+        }
+
+        var app = await apps.FindAsync(appId, http.RequestAborted);
+        return Results.Ok(new { appId, limits, operatorLimits = app?.Limits, effective = app?.EffectiveLimits });
     }
 
     private static async Task<IResult> RotateSecretAsync(string appId, HttpContext http, AppStore apps, RevokedConnectionSweeper sweeper)
@@ -267,7 +313,7 @@ public static class ApiEndpoints
             appId,
             today = new { period = UsageStore.Day(now), tokens = day?.Tokens ?? 0, requests = day?.Requests ?? 0 },
             month = new { period = UsageStore.Month(now), tokens = month?.Tokens ?? 0, requests = month?.Requests ?? 0 },
-            limits = app?.Limits,
+            limits = app?.EffectiveLimits,
         });
     }
 

@@ -51,10 +51,11 @@ public static class DemoHostEndpoints
             return error;
         }
 
+        // The same rule as the host API's: ids with a leading '@' are reserved, and "@app" is the app's own backend.
         string userId = input!.UserId ?? "";
-        if (userId.Length is 0 or > 128 || userId.Any(char.IsControl) || userId != userId.Trim())
+        if (ApiEndpoints.UserIdProblem(userId) is { } problem)
         {
-            return ApiErrors.BadRequest("userId must be 1 to 128 characters, without control characters or surrounding spaces.");
+            return ApiErrors.BadRequest(problem);
         }
 
         if (input.MonthlyTokenAllowance < 0 || input.AllowanceThresholdPercent is < 1 or > 100)

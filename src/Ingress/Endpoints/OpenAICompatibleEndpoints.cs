@@ -125,7 +125,7 @@ public static partial class OpenAICompatibleEndpoints
             return null;
         }
 
-        var ids = app.Limits.AllowedModels is { Count: > 0 } allowed ? allowed : [options.DefaultModel];
+        var ids = app.EffectiveLimits.AllowedModels ?? [options.DefaultModel];
         long created = new DateTimeOffset(DateTime.SpecifyKind(app.CreatedAt, DateTimeKind.Utc)).ToUnixTimeSeconds();
         return ids.Select(id => new OpenAIModel(id, "model", created, "openai")).ToList();
     }

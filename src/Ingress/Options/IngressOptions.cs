@@ -33,14 +33,6 @@ public sealed class PromptOptions
     [Range(1, 10_000)]
     public int CancelsPerMinute { get; set; } = 30;
 
-    /// <summary>
-    /// Prompts one end user may have running on one Ingress instance while a token quota of the app or the user's
-    /// allowance applies. A further prompt gets 429 rate_limited. Quotas are checked when a prompt starts, so this
-    /// bounds how far running prompts can overshoot them.
-    /// </summary>
-    [Range(1, 1000)]
-    public int MaxLimitedPromptsInFlight { get; set; } = 3;
-
     /// <summary>Hub connections one end user may have open on one Ingress instance. A further connection is closed.</summary>
     [Range(1, 10_000)]
     public int MaxConnectionsPerUser { get; set; } = 20;

@@ -10,23 +10,36 @@ using Microsoft.Extensions.Options;
 namespace AddOnEvents.Ingress.Prompts;
 
 /// <summary>The output limit and allowance to send upstream, or why the prompt may not go upstream at all.</summary>
-public sealed record Admission(int MaxOutputTokens, Submission? Rejection, UserAllowance? Allowance = null, bool UsageLimited = false);
+/// <param name="Reserved">Whether tokens are reserved for the prompt, which the caller must release if it does not publish it.</param>
+public sealed record Admission(int MaxOutputTokens, Submission? Rejection, UserAllowance? Allowance = null, bool UsageLimited = false, bool Reserved = false);
+
+/// <summary>The prompt to admit: its request id, how many characters it sends upstream, and how long it may wait in the queue.</summary>
+public sealed record PromptToAdmit(Guid RequestId, string Model, int? RequestedOutputTokens, bool Freeform, long PromptCharacters, DateTime ExpiresAt);
 
 /// <summary>
 /// Applies the app's and the end user's limits before anything is published: allowed models, output tokens,
 /// requests per minute (counters shared by every Ingress instance) and token quotas (counted from the upstream's
-/// reported usage).
+/// reported usage, with the maximum cost of running prompts reserved against them).
 /// </summary>
 public sealed class PromptLimiter(
-    AppStore apps, UserControlStore userControls, RateCounterStore rates, UsageStore usage, IOptions<PromptOptions> options, TimeProvider clock)
+    AppStore apps, UserControlStore userControls, RateCounterStore rates, UsageStore usage, TokenReservationStore reservations,
+    IOptions<PromptOptions> options, TimeProvider clock)
 {
+    /// <summary>
+    /// How long after a prompt's queue expiry its reserved tokens are released if no worker finished it, for example
+    /// after a crash. It covers the upstream call and its retries, which may start just before the expiry.
+    /// </summary>
+    public static readonly TimeSpan ReservationGrace = TimeSpan.FromMinutes(15);
+
+    /// <summary>Seconds after which a prompt rejected because running prompts reserved the rest of a quota should be sent again.</summary>
+    public const int ReservedRetryAfterSeconds = 5;
+
     /// <summary>Share of the allowance, in percent, at which the host is told when it chose none.</summary>
     public const int DefaultThresholdPercent = 80;
 
-    public async Task<Admission> AdmitAsync(
-        ClaimsPrincipal user, string appId, string pseudonym, string model, int? requestedOutputTokens, bool freeform,
-        CancellationToken cancellationToken)
+    public async Task<Admission> AdmitAsync(ClaimsPrincipal user, string appId, string pseudonym, PromptToAdmit prompt, CancellationToken cancellationToken)
     {
+        var (model, requestedOutputTokens, freeform) = (prompt.Model, prompt.RequestedOutputTokens, prompt.Freeform);
         var app = await apps.FindCachedAsync(appId, cancellationToken);
         if (app is null)
         {
@@ -59,11 +72,12 @@ public sealed class PromptLimiter(
                 "Free-form prompts are switched off for your account; use one of the actions on selected text.");
         }
 
-        var limits = app.Limits;
-        if (limits.AllowedModels is { Count: > 0 } allowed && !allowed.Contains(model, StringComparer.Ordinal))
+        var limits = app.EffectiveLimits;
+        if (limits.AllowedModels is { } allowed && !allowed.Contains(model, StringComparer.Ordinal))
         {
-            return Reject(StatusCodes.Status400BadRequest, ErrorCodes.ModelNotAllowed,
-                $"The model '{model}' is not enabled for this app. Allowed: {string.Join(", ", allowed)}.");
+            return Reject(StatusCodes.Status400BadRequest, ErrorCodes.ModelNotAllowed, allowed.Count == 0
+                ? "No model is enabled for this app: the operator's and the developer's lists of allowed models have none in common."
+                : $"The model '{model}' is not enabled for this app. Allowed: {string.Join(", ", allowed)}.");
         }
 
         int appCap = Math.Min(limits.MaxOutputTokens ?? int.MaxValue, options.Value.MaxOutputTokensLimit);
@@ -73,32 +87,79 @@ public sealed class PromptLimiter(
                 string.Create(CultureInfo.InvariantCulture, $"maxOutputTokens may be at most {appCap} for this app."));
         }
 
+        var quotas = new List<QuotaCounter>(3);
         if (limits.TokensPerDay is not null || limits.TokensPerMonth is not null)
         {
             var (day, month) = await usage.GetAppUsageAsync(appId, now, cancellationToken);
-            if (limits.TokensPerDay is { } perDay && (day?.Tokens ?? 0) >= perDay)
+            if (limits.TokensPerDay is { } perDay)
             {
-                return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
-                    "This app used all its tokens for today.", (int)(now.Date.AddDays(1) - now).TotalSeconds);
+                if ((day?.Tokens ?? 0) >= perDay)
+                {
+                    return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
+                        "This app used all its tokens for today.", (int)(now.Date.AddDays(1) - now).TotalSeconds);
+                }
+
+                quotas.Add(UsageStore.AppDayLimit(appId, now, perDay, day?.Tokens ?? 0));
             }
 
-            if (limits.TokensPerMonth is { } perMonth && (month?.Tokens ?? 0) >= perMonth)
+            if (limits.TokensPerMonth is { } perMonth)
             {
-                return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
-                    "This app used all its tokens for this month.", SecondsToNextMonth(now));
+                if ((month?.Tokens ?? 0) >= perMonth)
+                {
+                    return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
+                        "This app used all its tokens for this month.", SecondsToNextMonth(now));
+                }
+
+                quotas.Add(UsageStore.AppMonthLimit(appId, now, perMonth, month?.Tokens ?? 0));
             }
         }
 
         var allowance = AllowanceOf(user, controls);
-        if (allowance is not null
-            && ((await usage.GetUserMonthAsync(appId, pseudonym, now, cancellationToken))?.Tokens ?? 0) >= allowance.MonthlyTokens)
+        if (allowance is not null)
         {
-            return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
-                "You used your token allowance for this month.", SecondsToNextMonth(now));
+            long used = (await usage.GetUserMonthAsync(appId, pseudonym, now, cancellationToken))?.Tokens ?? 0;
+            if (used >= allowance.MonthlyTokens)
+            {
+                return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded,
+                    "You used your token allowance for this month.", SecondsToNextMonth(now));
+            }
+
+            quotas.Add(UsageStore.UserMonthLimit(appId, pseudonym, now, allowance.MonthlyTokens, used));
+        }
+
+        int maxOutputTokens = requestedOutputTokens ?? Math.Min(options.Value.DefaultMaxOutputTokens, appCap);
+        if (quotas.Count > 0)
+        {
+            long cost = TokenEstimate.FromCharacters(prompt.PromptCharacters) + maxOutputTokens;
+            if (await reservations.TryReserveAsync(prompt.RequestId, appId, pseudonym, quotas, cost, prompt.ExpiresAt + ReservationGrace, cancellationToken) is { } full)
+            {
+                return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded, full.Counter.Scope switch
+                {
+                    "day" => "Prompts running now have reserved the rest of this app's tokens for today. Try again when they finish.",
+                    "month" => "Prompts running now have reserved the rest of this app's tokens for this month. Try again when they finish.",
+                    _ => "Your prompts running now have reserved the rest of your token allowance for this month. Try again when they finish.",
+                }, ReservedRetryAfterSeconds);
+            }
         }
 
         // The rate counters come last and the user's before the app's, so that a prompt rejected for another
         // reason uses no budget, and one user's rejected bursts do not use up the budget of the whole app.
+        if (await RateLimitAsync(user, appId, pseudonym, limits, now, cancellationToken) is { } limited)
+        {
+            if (quotas.Count > 0)
+            {
+                await reservations.ReleaseAsync(prompt.RequestId, CancellationToken.None);
+            }
+
+            return limited;
+        }
+
+        return new Admission(maxOutputTokens, null, allowance, UsageLimited: quotas.Count > 0, Reserved: quotas.Count > 0);
+    }
+
+    private async Task<Admission?> RateLimitAsync(ClaimsPrincipal user, string appId, string pseudonym, AppLimits limits, DateTime now,
+        CancellationToken cancellationToken)
+    {
         int secondsToNextMinute = 60 - now.Second;
         int? userRpm = Min(ClaimInt(user, UserTokens.UserRequestsPerMinuteClaim), limits.UserRequestsPerMinute);
         if (userRpm is { } rpm && await rates.HitAsync(RateCounterStore.UserScope(appId, pseudonym), now, cancellationToken) > rpm)
@@ -113,9 +174,7 @@ public sealed class PromptLimiter(
                 "This app sent too many prompts this minute. Try again shortly.", secondsToNextMinute);
         }
 
-        int maxOutputTokens = requestedOutputTokens ?? Math.Min(options.Value.DefaultMaxOutputTokens, appCap);
-        bool usageLimited = allowance is not null || limits.TokensPerDay is not null || limits.TokensPerMonth is not null;
-        return new Admission(maxOutputTokens, null, allowance, usageLimited);
+        return null;
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Security.Claims;
 using System.Text.RegularExpressions;
+using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Endpoints;
@@ -60,7 +61,7 @@ public sealed partial class PromptSubmitter(
     UserTokens tokens,
     ResultRoute route,
     PromptLimiter limiter,
-    LimitedPromptsInFlight limitedInFlight,
+    TokenReservationStore reservations,
     AcceptedPrompts accepted,
     UserRefCipher userRefs,
     IOptions<PromptOptions> options,
@@ -135,15 +136,17 @@ public sealed partial class PromptSubmitter(
                 $"maxOutputTokens must be between 1 and {limits.MaxOutputTokensLimit}."));
         }
 
-        var admission = await limiter.AdmitAsync(user, appId, pseudonym, model, input.MaxOutputTokens, freeform, http.RequestAborted);
+        var now = clock.GetUtcNow();
+        var requestId = NewId.NextGuid();
+        var timeToLive = TimeSpan.FromSeconds(limits.TimeToLiveSeconds);
+        var admission = await limiter.AdmitAsync(user, appId, pseudonym,
+            new PromptToAdmit(requestId, model, input.MaxOutputTokens, freeform, turns.Sum(turn => (long)turn.Content.Length), (now + timeToLive).UtcDateTime),
+            http.RequestAborted);
         if (admission.Rejection is { } rejection)
         {
             return rejection;
         }
 
-        var now = clock.GetUtcNow();
-        var requestId = NewId.NextGuid();
-        var timeToLive = TimeSpan.FromSeconds(limits.TimeToLiveSeconds);
         var message = new PromptRequested(
             requestId, requestId, appId, pseudonym, route.RoutingKey, model, admission.MaxOutputTokens,
             turns, now, now + timeToLive, input.Stream ?? true)
@@ -153,18 +156,15 @@ public sealed partial class PromptSubmitter(
             Sampling = input.Sampling,
             SealedUserRef = admission.Allowance is null ? null : userRefs.Seal(appId, user.FindFirstValue(AuthSchemes.UserIdClaim)!),
         };
-        if (admission.UsageLimited && !limitedInFlight.TryStart(pseudonym, requestId, message.ExpiresAt, limits.MaxLimitedPromptsInFlight))
-        {
-            return Submission.Rejected(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited, string.Create(CultureInfo.InvariantCulture,
-                $"You have {limits.MaxLimitedPromptsInFlight} prompts running. Wait for one to finish, then send again."), 1);
-        }
-
         beforePublish?.Invoke(requestId);
         accepted.Add(requestId, appId, pseudonym, message.ExpiresAt);
         if (!await publisher.PublishAsync(message, http.RequestAborted, timeToLive))
         {
             accepted.Remove(requestId);
-            limitedInFlight.Finish(requestId);
+
+            // NOTE: a publish whose confirm timed out may still reach a worker, which then runs without a reservation.
+            // Keeping the reservation instead would block its tokens until the sweep releases them.
+            await ReleaseReservationAsync(admission, requestId);
             return Submission.Rejected(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable,
                 "The message broker did not confirm the prompt. Retry in a few seconds.", ApiErrors.OutageRetryAfterSeconds);
         }
@@ -172,6 +172,9 @@ public sealed partial class PromptSubmitter(
         Log.PromptAccepted(logger, requestId, appId);
         return new Submission(requestId, StatusCodes.Status202Accepted, null);
     }
+
+    private Task ReleaseReservationAsync(Admission admission, Guid requestId) =>
+        admission.Reserved ? reservations.ReleaseAsync(requestId, CancellationToken.None) : Task.CompletedTask;
 
     /// <summary>Tells whether the query string or an app header names an app or a user other than the token's.</summary>
     private static bool NamesAnotherAppOrUser(HttpContext http, string appId, string? userId) =>

@@ -110,8 +110,11 @@ public static class WebhookAddresses
         byte[] b = address.GetAddressBytes();
         if (address.AddressFamily == AddressFamily.InterNetworkV6)
         {
+            // 64:ff9b:1::/48 is NAT64 for local networks, whose translators may reach private IPv4 addresses. Its
+            // prefix length varies, so where the IPv4 address sits is unknown, and the whole range is refused.
             return !(address.IsIPv6LinkLocal || address.IsIPv6SiteLocal || address.IsIPv6Multicast || (b[0] & 0xFE) == 0xFC
-                || (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0D && b[3] == 0xB8));
+                || (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0D && b[3] == 0xB8)
+                || (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xFF && b[3] == 0x9B && b[4] == 0x00 && b[5] == 0x01));
         }
 
         return !(b[0] == 0 || b[0] == 10 || b[0] == 127 || b[0] >= 224

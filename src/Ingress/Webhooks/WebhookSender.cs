@@ -7,7 +7,11 @@ using System.Threading.Channels;
 namespace AddOnEvents.Ingress.Webhooks;
 
 /// <summary>One webhook delivery: where, with which secret, and the JSON body.</summary>
-public sealed record WebhookDelivery(string AppId, string Url, string Secret, object Payload);
+/// <param name="StillWanted">
+/// Asked before every attempt: false when the host no longer wants the delivery, because the webhook URL was changed
+/// or removed, or because the user it names was erased. Retries then stop, so no erased user id leaves afterwards.
+/// </param>
+public sealed record WebhookDelivery(string AppId, string Url, string Secret, object Payload, Func<CancellationToken, Task<bool>>? StillWanted = null);
 
 /// <summary>
 /// Sends webhooks to host backends in the background, signed and retried. The signature header is
@@ -55,6 +59,12 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, TimePr
         {
             try
             {
+                if (delivery.StillWanted is { } stillWanted && !await stillWanted(stoppingToken))
+                {
+                    LogWithdrawn(delivery.AppId, attempt);
+                    return;
+                }
+
                 using var request = new HttpRequestMessage(HttpMethod.Post, delivery.Url)
                 {
                     Content = new StringContent(body, Encoding.UTF8, "application/json"),
@@ -71,7 +81,8 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, TimePr
 
                 LogAttemptFailed(delivery.AppId, attempt, ((int)response.StatusCode).ToString(CultureInfo.InvariantCulture));
             }
-            catch (Exception ex) when (ex is HttpRequestException || (ex is OperationCanceledException && !stoppingToken.IsCancellationRequested))
+            catch (Exception ex) when (ex is HttpRequestException or MongoDB.Driver.MongoException or TimeoutException
+                || (ex is OperationCanceledException && !stoppingToken.IsCancellationRequested))
             {
                 LogAttemptFailed(delivery.AppId, attempt, ex.GetType().Name);
             }
@@ -93,6 +104,10 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, TimePr
 
     [LoggerMessage(EventId = 1103, Level = LogLevel.Error, Message = "Gave up a webhook of app {AppId} after {Attempts} attempts")]
     private partial void LogGaveUp(string appId, int attempts);
+
+    [LoggerMessage(EventId = 1111, Level = LogLevel.Information,
+        Message = "Withdrew a webhook of app {AppId} before attempt {Attempt}: its URL changed or the user it names was erased")]
+    private partial void LogWithdrawn(string appId, int attempt);
 
     [LoggerMessage(EventId = 1104, Level = LogLevel.Warning, Message = "Dropped a webhook of app {AppId}: the send queue is full")]
     private partial void LogDropped(string appId);

@@ -21,6 +21,7 @@ public sealed partial class PromptRequestedConsumer(
     KeyStore keys,
     PromptResultStore results,
     UsageStore usage,
+    TokenReservationStore reservations,
     AddonActivation activation,
     EnvelopeCipher cipher,
     ChatCompletionCaller caller,
@@ -172,6 +173,8 @@ public sealed partial class PromptRequestedConsumer(
                     await PublishStoredAsync(context, stored);
                 }
 
+                // A cancel recorded before any worker claimed the prompt finishes it too.
+                await ReleaseReservationAsync(prompt);
                 return 0;
             }
 
@@ -337,6 +340,7 @@ public sealed partial class PromptRequestedConsumer(
                 return;
             }
 
+            await ReleaseReservationAsync(prompt);
             storing = null;
         }
 
@@ -362,7 +366,15 @@ public sealed partial class PromptRequestedConsumer(
             }
 
             // Another delivery that stored its result first has published it too, and Ingress pushes only the first.
-            await CountStoredAsync(context, result, outcome);
+            if (await CountStoredAsync(context, result, outcome))
+            {
+                await ReleaseReservationAsync(prompt);
+            }
+        }
+        else if (!countFirst || !storeFirst)
+        {
+            // Nothing was stored: the prompt expired in the queue, or failed before or while storing its result.
+            await ReleaseReservationAsync(prompt);
         }
 
         metrics.PromptFinished(prompt.AppId, (result as PromptFailed)?.Code ?? AddOnEventsMetrics.Completed,
@@ -414,14 +426,15 @@ public sealed partial class PromptRequestedConsumer(
             return null;
         }
 
-        // NOTE: an estimate at about 4 characters per token, OpenAI's rule of thumb for English text. Text in other
-        // languages and code often needs more tokens per character, so this can count too few.
-        int promptTokens = EstimateTokens(prompt.Messages.Sum(turn => (long)turn.Content.Length));
-        int completionTokens = EstimateTokens(received);
-        return new TokenUsage(promptTokens, completionTokens, promptTokens + completionTokens);
+        return TokenEstimate.Of(prompt, received);
     }
 
-    private static int EstimateTokens(long characters) => (int)Math.Min(int.MaxValue, (characters + 3) / 4);
+    /// <summary>
+    /// Releases the tokens reserved for a prompt that a quota or an allowance checks, once it has finished and its
+    /// usage is counted. Later deliveries of the same prompt find nothing to release.
+    /// </summary>
+    private Task ReleaseReservationAsync(PromptRequested prompt) =>
+        prompt.UsageLimited || prompt.Allowance is not null ? reservations.ReleaseAsync(prompt.RequestId, CancellationToken.None) : Task.CompletedTask;
 
     /// <summary>
     /// Adds the answer's tokens to the app's and the user's counters, and publishes the threshold event when the
@@ -487,7 +500,8 @@ public sealed partial class PromptRequestedConsumer(
                 using var timer = new PeriodicTimer(lease / 3, clock);
                 while (await timer.WaitForNextTickAsync(token))
                 {
-                    await results.RenewLeaseAsync(requestId, worker.Id, clock.GetUtcNow().UtcDateTime + lease, token);
+                    var now = clock.GetUtcNow().UtcDateTime;
+                    await results.RenewLeaseAsync(requestId, worker.Id, now + lease, now.AddSeconds(options.Value.ResultRetentionSeconds), token);
                 }
             },
             cancellationToken);

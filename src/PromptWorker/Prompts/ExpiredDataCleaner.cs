@@ -5,12 +5,14 @@ using MongoDB.Driver;
 namespace AddOnEvents.PromptWorker.Prompts;
 
 /// <summary>
-/// Deletes expired answers, claims and counters on a timer. TTL indexes do the same on MongoDB, but this sweep does
+/// Deletes expired answers, claims and counters on a timer, and releases the tokens reserved by prompts that never
+/// finished. TTL indexes do the same on MongoDB, but this sweep does
 /// not depend on them, and every PromptWorker instance runs it (the deletes are idempotent).
 /// </summary>
 public sealed partial class ExpiredDataCleaner(
     PromptResultStore results,
     UsageStore usage,
+    TokenReservationStore reservations,
     RateCounterStore rates,
     TimeProvider clock,
     IOptions<PromptWorkerOptions> options,
@@ -23,6 +25,7 @@ public sealed partial class ExpiredDataCleaner(
             await results.EnsureIndexesAsync(stoppingToken);
             await usage.EnsureIndexesAsync(stoppingToken);
             await rates.EnsureIndexesAsync(stoppingToken);
+            await reservations.EnsureIndexesAsync(stoppingToken);
         }
         catch (MongoException ex)
         {
@@ -37,7 +40,8 @@ public sealed partial class ExpiredDataCleaner(
                 var now = clock.GetUtcNow().UtcDateTime;
                 long deleted = await results.DeleteExpiredAsync(now, stoppingToken)
                     + await usage.DeleteExpiredAsync(now, stoppingToken)
-                    + await rates.DeleteExpiredAsync(now, stoppingToken);
+                    + await rates.DeleteExpiredAsync(now, stoppingToken)
+                    + await reservations.ReleaseExpiredAsync(now, stoppingToken);
                 LogSwept(deleted);
             }
             catch (Exception ex) when (ex is MongoException or TimeoutException)

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using AddOnEvents.Common.Crypto;
 using AddOnEvents.Common.Hosting;
+using AddOnEvents.Common.Storage;
 using AddOnEvents.Common.Upstream;
 using AddOnEvents.Contracts;
 using Betalgo.Ranul.OpenAI.ObjectModels.RequestModels;
@@ -101,7 +102,7 @@ public sealed partial class ChatCompletionCaller(
             if (!streaming)
             {
                 var response = await service.ChatCompletion.CreateCompletion(request, cancellationToken: timeout.Token);
-                return response.Successful ? MapAnswer(response, info) : MapError(prompt, info, response.Error);
+                return response.Successful ? MapAnswer(prompt, response, info) : MapError(prompt, info, response.Error);
             }
 
             return await StreamAsync(service, request, prompt, info, onText!, timeout.Token);
@@ -189,7 +190,18 @@ public sealed partial class ChatCompletionCaller(
             return Unreadable(prompt);
         }
 
-        return Finish(text.ToString(), finishReason ?? "stop", usage ?? new TokenUsage(0, 0, 0), info);
+        // A provider always names why an answer ended. A stream that closes without it was cut off, for example by a
+        // proxy, and the text the user has is not the whole answer.
+        if (finishReason is null)
+        {
+            LogUpstreamFailed(prompt.RequestId, prompt.AppId, "stream ended early");
+            return ChatOutcome.Failure(ErrorCodes.UpstreamUnavailable,
+                "The AI provider ended the answer before it was complete. Try again later.", retryable: true);
+        }
+
+        string answer = text.ToString();
+        // Some OpenAI-compatible servers report no usage; quotas and allowances must still count the answer.
+        return Finish(answer, finishReason, usage ?? TokenEstimate.Of(prompt, answer.Length), info);
     }
 
     /// <summary>Copies the caller's sampling parameters onto the request, for streamed and non-streamed requests alike.</summary>
@@ -214,7 +226,7 @@ public sealed partial class ChatCompletionCaller(
         };
     }
 
-    private static ChatOutcome MapAnswer(ChatCompletionCreateResponse response, UpstreamCallInfo info)
+    private static ChatOutcome MapAnswer(PromptRequested prompt, ChatCompletionCreateResponse response, UpstreamCallInfo info)
     {
         var choice = response.Choices?.FirstOrDefault();
         if (choice?.Message is null)
@@ -222,10 +234,11 @@ public sealed partial class ChatCompletionCaller(
             return ChatOutcome.Failure(ErrorCodes.UpstreamInvalidResponse, "The AI provider sent an answer without any choices.");
         }
 
+        string answer = choice.Message.Content ?? "";
         var usage = response.Usage is { } u
             ? new TokenUsage(u.PromptTokens, u.CompletionTokens ?? 0, u.TotalTokens)
-            : new TokenUsage(0, 0, 0);
-        return Finish(choice.Message.Content ?? "", choice.FinishReason ?? "stop", usage, info);
+            : TokenEstimate.Of(prompt, answer.Length);
+        return Finish(answer, choice.FinishReason ?? "stop", usage, info);
     }
 
     private static ChatOutcome Finish(string text, string finishReason, TokenUsage usage, UpstreamCallInfo info)

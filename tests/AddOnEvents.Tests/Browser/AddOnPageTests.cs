@@ -1,3 +1,4 @@
+using System.Net.Http.Json;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.Playwright;
 using static Microsoft.Playwright.Assertions;
@@ -120,6 +121,19 @@ public sealed class AddOnPageTests(BrowserFixture system)
         await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == "Stop this one with Escape.", BrowserFixture.Timeout);
         await page.Keyboard.PressAsync("Escape");
         await Expect(page.Locator(".turn").Last).ToHaveAttributeAsync("data-state", "stopped");
+    }
+
+    [Theory]
+    [InlineData("@app")]
+    [InlineData("..")]
+    public async Task DemoBackendRefusesReservedUserIds(string userId)
+    {
+        using var http = system.CreateClient();
+
+        using var response = await http.PostAsJsonAsync("/demo/token", new { userId });
+
+        Assert.Equal(System.Net.HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", (await response.Content.ReadFromJsonAsync<System.Text.Json.JsonElement>()).GetProperty("code").GetString());
     }
 
     [Fact]

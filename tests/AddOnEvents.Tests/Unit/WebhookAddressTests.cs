@@ -29,6 +29,8 @@ public sealed class WebhookAddressTests
     [InlineData("https://[::127.0.0.1]/")]
     [InlineData("https://[::ffff:0:127.0.0.1]/")]
     [InlineData("https://[64:ff9b::7f00:1]/")]
+    [InlineData("https://[64:ff9b:1::7f00:1]/")]
+    [InlineData("https://[64:ff9b:1:7f00:1::]/")]
     [InlineData("https://[2002:7f00:1::]/")]
     [InlineData("https://[2001:db8::1]/")]
     [InlineData("https://192.0.2.1/")]

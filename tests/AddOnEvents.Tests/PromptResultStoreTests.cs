@@ -1,0 +1,32 @@
+using AddOnEvents.Common.Storage;
+using AddOnEvents.Contracts;
+using AddOnEvents.Tests.Fixtures;
+using MongoDB.Driver;
+
+namespace AddOnEvents.Tests;
+
+/// <summary>Claims and results against jongodb, in a database of their own.</summary>
+public sealed class PromptResultStoreTests
+{
+    private static readonly DateTime Now = new(2026, 12, 5, 12, 0, 0, DateTimeKind.Utc);
+
+    [Fact]
+    public async Task RenewedClaimOutlivesItsFirstRetention()
+    {
+        MongoSetup.RegisterConventions();
+        var store = new PromptResultStore(new MongoClient(TestEnvironment.MongoUri).GetDatabase("results" + Guid.NewGuid().ToString("N")[..12]));
+        var requestId = Guid.NewGuid();
+        var prompt = new PromptRequested(requestId, requestId, "app_renew", "u_renew", "route", "gpt-4o-mini", 10,
+            [new ChatTurn("user", "hi")], Now, Now.AddMinutes(10), Stream: false);
+
+        var claim = await store.TryClaimAsync(prompt, "worker-1", Now, TimeSpan.FromSeconds(20), Now.AddSeconds(60), default);
+        await store.RenewLeaseAsync(requestId, "worker-1", Now.AddSeconds(130), Now.AddSeconds(170), default);
+        long swept = await store.DeleteExpiredAsync(Now.AddSeconds(120), default);
+        var outcome = await store.FinishAsync(requestId, PromptResultStore.Completed(
+            new PromptCompleted(requestId, requestId, "app_renew", "u_renew", "route", "done", "stop", new TokenUsage(1, 1, 2), Now)), default);
+
+        Assert.Equal(ClaimOutcome.Claimed, claim.Outcome);
+        Assert.Equal(0, swept);
+        Assert.Equal(FinishOutcome.Stored, outcome);
+    }
+}
