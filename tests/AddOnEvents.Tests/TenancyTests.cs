@@ -299,13 +299,7 @@ public sealed class TenancyTests(SystemFixture system)
     [Fact]
     public async Task TokenQuotaStopsPromptsWithoutUpstreamCall()
     {
-        var app = await system.CreateAppAsync();
-        await system.RegisterActiveKeyAsync(app, "sk-quota-" + Guid.NewGuid().ToString("N"));
-        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
-        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { tokensPerDay = 5 }))
-        {
-            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
-        }
+        var app = await CreateLimitedAppAsync(new { tokensPerDay = 5 });
 
         string token = await system.IssueUserTokenAsync(app, "heavy-user");
         await using var client = await system.ConnectAsync(token);
@@ -330,13 +324,7 @@ public sealed class TenancyTests(SystemFixture system)
     [Fact]
     public async Task RunningPromptsReserveTheAppQuota()
     {
-        var app = await system.CreateAppAsync();
-        await system.RegisterActiveKeyAsync(app, "sk-reserved-" + Guid.NewGuid().ToString("N"));
-        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
-        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { tokensPerDay = 300 }))
-        {
-            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
-        }
+        var app = await CreateLimitedAppAsync(new { tokensPerDay = 300 });
 
         // Each prompt may cost about 110 tokens (its text and 100 output tokens), so three fit below 300.
         string marker = "reserved " + Guid.NewGuid().ToString("N");
@@ -367,7 +355,7 @@ public sealed class TenancyTests(SystemFixture system)
             var export = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/users/{accepted[0].User}");
             long reserved = await ReservedOnDay(app);
 
-            // The reservations are released once the answers are counted.
+            // The reservations are released once the completions are counted.
             var deadline = DateTime.UtcNow + Patience;
             while (await ReservedOnDay(app) != 0 && DateTime.UtcNow < deadline)
             {
@@ -402,13 +390,7 @@ public sealed class TenancyTests(SystemFixture system)
     [Fact]
     public async Task FailedPromptsReleaseTheirReservations()
     {
-        var app = await system.CreateAppAsync();
-        await system.RegisterActiveKeyAsync(app, "sk-give-back-" + Guid.NewGuid().ToString("N"));
-        using (var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken)))
-        using (var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { tokensPerMonth = 1_000_000 }))
-        {
-            Assert.Equal(HttpStatusCode.OK, set.StatusCode);
-        }
+        var app = await CreateLimitedAppAsync(new { tokensPerMonth = 1_000_000 });
 
         string marker = "give back " + Guid.NewGuid().ToString("N");
         system.Upstream.Responder = r => r.LastUserMessage == $"{marker} fails" ? ScriptedResponse.Error(400, "invalid_request_error", "no")
@@ -445,6 +427,17 @@ public sealed class TenancyTests(SystemFixture system)
         {
             system.Upstream.Responder = null;
         }
+    }
+
+    /// <summary>Creates an app with an active key and the given operator limits.</summary>
+    private async Task<TestApp> CreateLimitedAppAsync(object limits)
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-limited-" + Guid.NewGuid().ToString("N"));
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", limits);
+        Assert.Equal(HttpStatusCode.OK, set.StatusCode);
+        return app;
     }
 
     private Task<long> ReservedInMonth(TestApp app) => ReservedAsync($"{app.AppId}|month|{DateTime.UtcNow:yyyy-MM}");
@@ -611,7 +604,7 @@ public sealed class TenancyTests(SystemFixture system)
     }
 
     [Fact]
-    public async Task TokenForTheAppsOwnUserIdIsRejected()
+    public async Task ReservedUserIdTokenIsRejected()
     {
         var app = await system.CreateAppAsync();
         var issued = new JwtSecurityTokenHandler().ReadJwtToken(await system.IssueUserTokenAsync(app, "ordinary"));

@@ -15,7 +15,7 @@ public sealed class TokenReservationStoreTests
         var (usage, reservations) = NewStores();
         string appId = NewAppId();
 
-        // Room for 100 tokens and 30 per prompt: the reservations at 0, 30, 60 and 90 pass, and every later one sees 120.
+        // Room for 100 tokens and 30 per prompt: the reservations at 0, 30, 60 and 90 pass, and every later one finds 120 reserved.
         var outcomes = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => Task.Run(() =>
             reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [UsageStore.AppDayLimit(appId, Now, 100, 0)], 30, Now.AddHours(1), default))));
 

@@ -141,7 +141,7 @@ public sealed class TokenReservationStore(IMongoDatabase database, UsageStore us
     }
 }
 
-/// <summary>Estimates of token counts from text length, for answers whose upstream reports none.</summary>
+/// <summary>Estimates of token counts from text length, for completions whose upstream reports none.</summary>
 public static class TokenEstimate
 {
     /// <summary>

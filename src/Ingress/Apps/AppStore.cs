@@ -109,9 +109,16 @@ public sealed class AppLimits
         };
     }
 
-    private static T? Lower<T>(T? a, T? b)
-        where T : struct, IComparable<T> =>
-        a is null ? b : b is null ? a : a.Value.CompareTo(b.Value) <= 0 ? a : b;
+    private static T? Lower<T>(T? first, T? second)
+        where T : struct, IComparable<T>
+    {
+        if (first is null || second is null)
+        {
+            return first ?? second;
+        }
+
+        return first.Value.CompareTo(second.Value) <= 0 ? first : second;
+    }
 }
 
 public sealed class AppSecretHash
