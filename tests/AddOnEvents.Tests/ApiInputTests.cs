@@ -316,6 +316,7 @@ public sealed class ApiInputTests(SystemFixture system)
     [InlineData(" ")]
     [InlineData("gpt 4o")]
     [InlineData("a\nb")]
+    [InlineData("sk-proj-pasted0key0instead0of0a0model")]
     public async Task MalformedAllowedModelIsRejected(string model)
     {
         var app = await system.CreateAppAsync();
@@ -325,6 +326,26 @@ public sealed class ApiInputTests(SystemFixture system)
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal("invalid_request", await CodeOf(response));
+    }
+
+    [Theory]
+    [InlineData("/api/prompts")]
+    [InlineData("/v1/chat/completions")]
+    public async Task KeyPastedAsModelIsRejectedUnquoted(string path)
+    {
+        const string pasted = "sk-proj-zz9pasted9key9zz";
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-model-check-" + Guid.NewGuid().ToString("N"));
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "pasting-user")));
+
+        using var response = path == "/api/prompts"
+            ? await user.PostAsJsonAsync(path, new { prompt = "hi", model = pasted })
+            : await user.PostAsJsonAsync(path, new { model = pasted, messages = new[] { new { role = "user", content = "hi" } } });
+        string body = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.DoesNotContain("zz9pasted9key9zz", body, StringComparison.Ordinal);
+        Assert.DoesNotContain(system.Upstream.Requests, r => r.Model == pasted);
     }
 
     [Fact]

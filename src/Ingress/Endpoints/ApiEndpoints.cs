@@ -180,7 +180,7 @@ public static class ApiEndpoints
         if (badModel >= 0)
         {
             return ApiErrors.BadRequest(string.Create(CultureInfo.InvariantCulture,
-                $"allowedModels[{badModel}] is not a model name. Each entry must be a string of 1 to 100 letters, digits, '.', '_', ':' or '-', not null or empty."));
+                $"allowedModels[{badModel}] is not a model name. Each entry must be a string of 1 to 100 letters, digits, '.', '_', ':' or '-', not null or empty, and must not start with 'sk-' as API keys do."));
         }
 
         if (!await apps.SetLimitsAsync(appId, limits, http.RequestAborted, developer))

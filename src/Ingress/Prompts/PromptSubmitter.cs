@@ -127,7 +127,7 @@ public sealed partial class PromptSubmitter(
         if (!IsModelName(model))
         {
             return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
-                "model must be 1 to 100 letters, digits, '.', '_', ':' or '-'.");
+                "model must be 1 to 100 letters, digits, '.', '_', ':' or '-', and must not start with 'sk-' as API keys do.");
         }
 
         if (input.MaxOutputTokens is < 1 || input.MaxOutputTokens > limits.MaxOutputTokensLimit)
@@ -183,8 +183,13 @@ public sealed partial class PromptSubmitter(
         || (http.Request.Query.TryGetValue("userId", out var userInQuery) && userInQuery.Any(value => value != userId))
         || (http.Request.Query.TryGetValue("user_id", out var snakeUserInQuery) && snakeUserInQuery.Any(value => value != userId));
 
-    /// <summary>Tells whether a string is a model name that prompts may ask for: 1 to 100 letters, digits, '.', '_', ':' or '-'.</summary>
-    public static bool IsModelName(string? name) => name is not null && ModelName().IsMatch(name);
+    /// <summary>
+    /// Tells whether a string is a model name that prompts may ask for: 1 to 100 letters, digits, '.', '_', ':' or
+    /// '-'. A name that starts like an OpenAI key is rejected, because it is most likely a key pasted into the wrong
+    /// field, and a rejected name is never echoed or sent upstream.
+    /// </summary>
+    public static bool IsModelName(string? name) =>
+        name is not null && ModelName().IsMatch(name) && !name.StartsWith("sk-", StringComparison.OrdinalIgnoreCase);
 
     [GeneratedRegex("^[A-Za-z0-9._:-]{1,100}$")]
     private static partial Regex ModelName();

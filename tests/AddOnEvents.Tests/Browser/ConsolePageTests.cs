@@ -1,3 +1,6 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.Playwright;
 using static Microsoft.Playwright.Assertions;
@@ -131,6 +134,73 @@ public sealed class ConsolePageTests(BrowserFixture system)
             Assert.DoesNotContain(requests, request => request.Contains(app.Secret, StringComparison.Ordinal));
             Assert.DoesNotContain(requests, request => request.Contains("sk-unsent", StringComparison.Ordinal));
         }
+    }
+
+    [Fact]
+    public async Task LimitsFormSavesAndShowsLimitsInForce()
+    {
+        var app = await system.CreateAppAsync("Console limits");
+        // The operator's max output tokens is lower than the developer's value below, so the operator's stays in force.
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using (var operatorLimits = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { maxOutputTokens = 300 }))
+        {
+            Assert.Equal(HttpStatusCode.OK, operatorLimits.StatusCode);
+        }
+
+        await using var browser = await system.OpenAsync("/console.html");
+        var page = browser.Page;
+        await SignInAsync(page, app);
+        var tokensPerDay = page.GetByLabel("Tokens per day, whole app");
+        var maxOutputTokens = page.GetByLabel("Max output tokens per answer");
+        var allowedModels = page.GetByLabel("Allowed models");
+        var saveButton = page.GetByRole(AriaRole.Button, new() { Name = "Save limits" });
+        await Expect(page.Locator("#limit-max-output-tokens-effective"))
+            .ToHaveTextAsync("Applies: 300 tokens per answer at most, the operator's limit");
+        await Expect(page.Locator("#limit-tokens-per-day-effective")).ToHaveTextAsync("Applies: no limit");
+        await Expect(tokensPerDay).ToHaveValueAsync("");
+        await Expect(saveButton).ToBeEnabledAsync();
+
+        await tokensPerDay.FillAsync("900");
+        await maxOutputTokens.FillAsync("800");
+        await allowedModels.FillAsync(" gpt-4o-mini ,gpt-4o, ");
+        await saveButton.ClickAsync();
+
+        await Expect(page.Locator("#limits-status")).ToContainTextAsync("Limits saved");
+        await Expect(tokensPerDay).ToHaveValueAsync("900");
+        await Expect(maxOutputTokens).ToHaveValueAsync("800");
+        await Expect(allowedModels).ToHaveValueAsync("gpt-4o-mini, gpt-4o");
+        await Expect(page.Locator("#limit-tokens-per-day-effective")).ToHaveTextAsync("Applies: 900 tokens a day, your limit");
+        await Expect(page.Locator("#limit-max-output-tokens-effective"))
+            .ToHaveTextAsync("Applies: 300 tokens per answer at most, the operator's limit");
+        await Expect(page.Locator("#limit-allowed-models-effective")).ToHaveTextAsync("Applies: gpt-4o-mini, gpt-4o, your list");
+        await Expect(page.Locator("#limit-tokens-per-month-effective")).ToHaveTextAsync("Applies: no limit");
+        await browser.ScreenshotAsync("console-7-limits-saved");
+
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        var saved = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/limits");
+        var own = saved.GetProperty("limits");
+        var effective = saved.GetProperty("effective");
+        Assert.Equal(900, own.GetProperty("tokensPerDay").GetInt64());
+        Assert.Equal(800, own.GetProperty("maxOutputTokens").GetInt32());
+        Assert.Equal(["gpt-4o-mini", "gpt-4o"], own.GetProperty("allowedModels").EnumerateArray().Select(m => m.GetString()));
+        Assert.Equal(JsonValueKind.Null, own.GetProperty("tokensPerMonth").ValueKind);
+        Assert.Equal(900, effective.GetProperty("tokensPerDay").GetInt64());
+        Assert.Equal(300, effective.GetProperty("maxOutputTokens").GetInt32());
+        Assert.Equal(["gpt-4o-mini", "gpt-4o"], effective.GetProperty("allowedModels").EnumerateArray().Select(m => m.GetString()));
+
+        await tokensPerDay.FillAsync("0");
+        await saveButton.ClickAsync();
+
+        await Expect(page.Locator("#limits-error")).ToContainTextAsync("Every limit must be a positive number");
+        await Expect(page.Locator("#limits-error code")).ToHaveTextAsync("invalid_request");
+        await Expect(page.Locator("#limits-status")).ToBeEmptyAsync();
+        await Expect(page.Locator("#limit-tokens-per-day-effective")).ToHaveTextAsync("Applies: 900 tokens a day, your limit");
+        await Expect(saveButton).ToBeEnabledAsync();
+        await browser.ScreenshotAsync("console-8-limits-rejected");
+        var afterRejected = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/limits");
+        Assert.Equal(900, afterRejected.GetProperty("limits").GetProperty("tokensPerDay").GetInt64());
+        Assert.Equal(900, afterRejected.GetProperty("effective").GetProperty("tokensPerDay").GetInt64());
+        Assert.Equal(800, afterRejected.GetProperty("limits").GetProperty("maxOutputTokens").GetInt32());
     }
 
     private static async Task SignInAsync(IPage page, TestApp app, bool expectSignedIn = true)

@@ -38,6 +38,27 @@ export function basicAuthorization(appId, appSecret) {
 }
 
 /**
+ * Calls an endpoint of the signed-in app under /api/apps/{appId} with its stored credentials, as requestJson does.
+ */
+export function callApp(method, path, body) {
+  const credentials = loadCredentials();
+  if (!credentials) {
+    return Promise.reject(new Error("Sign in first."));
+  }
+  const url = `/api/apps/${encodeURIComponent(credentials.appId)}${path}`;
+  return requestJson(method, url, { authorization: basicAuthorization(credentials.appId, credentials.appSecret), body });
+}
+
+/** The unit of each numeric app limit, worded to follow the number, as in "500 tokens a day". */
+export const LIMIT_UNITS = {
+  requestsPerMinute: "requests a minute",
+  userRequestsPerMinute: "requests a minute per user",
+  tokensPerDay: "tokens a day",
+  tokensPerMonth: "tokens a month",
+  maxOutputTokens: "tokens per answer at most",
+};
+
+/**
  * An API call that failed. `code` is the stable error code from the JSON error body, or one derived
  * from the HTTP status when the body has none. `codeFromServer` records which, so pages show
  * only codes that the server sent.

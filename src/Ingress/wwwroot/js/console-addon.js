@@ -1,7 +1,7 @@
 // Developer console, add-on panels: the on/off switch (PUT /api/apps/{appId}/addon), the webhook URL
 // (PUT .../webhook, whose signing secret is shown once) and usage for today and this month with the app's limits.
 // console.js signs in and stores the credentials; these panels load whenever the signed-in area is shown.
-import { basicAuthorization, clearFieldError, loadCredentials, requestJson, showFieldError } from "./common.js";
+import { LIMIT_UNITS, callApp, clearFieldError, showFieldError } from "./common.js";
 
 const elements = {
   appArea: document.getElementById("app-area"),
@@ -27,23 +27,6 @@ const ACTIVATION_ERRORS = {
     "shows Active or Unverified, then switch the add-on on.",
 };
 
-const LIMIT_LABELS = {
-  requestsPerMinute: "requests a minute",
-  userRequestsPerMinute: "requests a minute per user",
-  tokensPerDay: "tokens a day",
-  tokensPerMonth: "tokens a month",
-  maxOutputTokens: "tokens per answer at most",
-};
-
-function call(method, path, body) {
-  const credentials = loadCredentials();
-  if (!credentials) {
-    return Promise.reject(new Error("Sign in first."));
-  }
-  const url = `/api/apps/${encodeURIComponent(credentials.appId)}${path}`;
-  return requestJson(method, url, { authorization: basicAuthorization(credentials.appId, credentials.appSecret), body });
-}
-
 function renderActive(active) {
   elements.active.checked = active;
   elements.activeState.textContent = active ? "On" : "Off";
@@ -52,7 +35,7 @@ function renderActive(active) {
 
 async function loadActivation() {
   try {
-    const { data } = await call("GET", "/addon");
+    const { data } = await callApp("GET", "/addon");
     renderActive(data?.active === true);
     elements.webhookUrl.value = data?.webhookUrl ?? "";
     clearFieldError(elements.activeError);
@@ -65,7 +48,7 @@ async function setActive(active) {
   clearFieldError(elements.activeError, [elements.active]);
   elements.active.disabled = true;
   try {
-    const { data } = await call("PUT", "/addon", { active });
+    const { data } = await callApp("PUT", "/addon", { active });
     renderActive(data?.active === true);
   } catch (error) {
     renderActive(!active);
@@ -82,7 +65,7 @@ async function saveWebhook() {
   const url = elements.webhookUrl.value.trim();
   elements.webhookSaveButton.disabled = true;
   try {
-    const { data } = await call("PUT", "/webhook", { url: url === "" ? null : url });
+    const { data } = await callApp("PUT", "/webhook", { url: url === "" ? null : url });
     if (typeof data?.signingSecret === "string" && data.signingSecret !== "") {
       elements.webhookSecretValue.textContent = data.signingSecret;
       elements.webhookSecret.hidden = false;
@@ -103,7 +86,7 @@ function describePeriod(period) {
 
 function describeLimits(limits) {
   const parts = [];
-  for (const [name, label] of Object.entries(LIMIT_LABELS)) {
+  for (const [name, label] of Object.entries(LIMIT_UNITS)) {
     if (typeof limits?.[name] === "number") parts.push(`${limits[name].toLocaleString()} ${label}`);
   }
   if (Array.isArray(limits?.allowedModels) && limits.allowedModels.length > 0) {
@@ -115,7 +98,7 @@ function describeLimits(limits) {
 async function loadUsage() {
   clearFieldError(elements.usageError);
   try {
-    const { data } = await call("GET", "/usage");
+    const { data } = await callApp("GET", "/usage");
     elements.usageToday.textContent = describePeriod(data?.today);
     elements.usageMonth.textContent = describePeriod(data?.month);
     elements.usageLimits.textContent = describeLimits(data?.limits);
