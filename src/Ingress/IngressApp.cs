@@ -194,18 +194,30 @@ public static class IngressApp
                 {
                     var apps = context.HttpContext.RequestServices.GetRequiredService<AppStore>();
                     string? appId = context.Principal?.FindFirstValue(AuthSchemes.AppIdClaim);
-                    var app = appId is null ? null : await apps.FindCachedAsync(appId, context.HttpContext.RequestAborted);
+                    AppDocument? app;
+                    try
+                    {
+                        app = appId is null ? null : await apps.FindCachedAsync(appId, context.HttpContext.RequestAborted);
+                    }
+                    catch (OperationCanceledException) when (context.HttpContext.RequestAborted.IsCancellationRequested)
+                    {
+                        // The client disconnected, so there is no one to respond to and nothing for the error log.
+                        context.Fail("The request was aborted.");
+                        return;
+                    }
+
                     var now = context.HttpContext.RequestServices.GetRequiredService<TimeProvider>().GetUtcNow().UtcDateTime;
                     if (app is null || !app.HasActiveSecret(context.Principal, now))
                     {
                         context.Fail("The token's app no longer exists or the app secret that issued it was revoked.");
                     }
 
-                    // Ids with a leading '@' are never issued to end users; "@app" stands for the app's own backend,
-                    // whose answers must not reach a hub connection.
-                    else if (context.Principal?.FindFirstValue(AuthSchemes.UserIdClaim)?.StartsWith('@') != false)
+                    // The host API never issues these ids. "@app" stands for the app's own backend, whose results must
+                    // not reach a hub connection, and "." or ".." could never be erased through the user paths.
+                    else if (context.Principal?.FindFirstValue(AuthSchemes.UserIdClaim) is not { } userId
+                        || ApiEndpoints.UserIdProblem(userId) is not null)
                     {
-                        context.Fail("The token names a reserved user id.");
+                        context.Fail("The token names a user id that the host API never issues.");
                     }
                 },
             };

@@ -29,4 +29,21 @@ public sealed class PromptResultStoreTests
         Assert.Equal(0, swept);
         Assert.Equal(FinishOutcome.Stored, outcome);
     }
+
+    [Fact]
+    public async Task TakenOverClaimOutlivesItsFirstRetention()
+    {
+        MongoSetup.RegisterConventions();
+        var store = new PromptResultStore(new MongoClient(TestEnvironment.MongoUri).GetDatabase("results" + Guid.NewGuid().ToString("N")[..12]));
+        var requestId = Guid.NewGuid();
+        var prompt = new PromptRequested(requestId, requestId, "app_takeover", "u_takeover", "route", "gpt-4o-mini", 10,
+            [new ChatTurn("user", "hi")], Now, Now.AddMinutes(10), Stream: false);
+
+        await store.TryClaimAsync(prompt, "worker-1", Now, TimeSpan.FromSeconds(5), Now.AddSeconds(30), default);
+        var takeover = await store.TryClaimAsync(prompt, "worker-2", Now.AddSeconds(20), TimeSpan.FromSeconds(5), Now.AddSeconds(50), default);
+        long swept = await store.DeleteExpiredAsync(Now.AddSeconds(40), default);
+
+        Assert.Equal(ClaimOutcome.Claimed, takeover.Outcome);
+        Assert.Equal(0, swept);
+    }
 }

@@ -324,9 +324,9 @@ public sealed class TenancyTests(SystemFixture system)
     [Fact]
     public async Task RunningPromptsReserveTheAppQuota()
     {
-        var app = await CreateLimitedAppAsync(new { tokensPerDay = 300 });
+        var app = await CreateLimitedAppAsync(new { tokensPerDay = 400 });
 
-        // Each prompt may cost about 110 tokens (its text and 100 output tokens), so three fit below 300.
+        // Each prompt may cost about 150 tokens (43 bytes of text, 8 for the message, 100 output tokens), so three fit below 400.
         string marker = "reserved " + Guid.NewGuid().ToString("N");
         system.Upstream.Responder = r => r.LastUserMessage?.StartsWith(marker, StringComparison.Ordinal) == true
             ? ScriptedResponse.Slow(TimeSpan.FromSeconds(3), ScriptedResponse.Answer("done") with { Usage = new ScriptedUsage(10, 20, 30) })
@@ -367,7 +367,7 @@ public sealed class TenancyTests(SystemFixture system)
             using var afterwards = await later.PostAsJsonAsync("/api/prompts", new { prompt = "after the reserving ones", maxOutputTokens = 100 });
 
             Assert.Equal(3, accepted.Count);
-            Assert.InRange(reserved, 300, 400);
+            Assert.InRange(reserved, 400, 500);
             Assert.Equal(0, reservedAfter);
             Assert.All(rejected, response =>
             {
@@ -384,6 +384,75 @@ public sealed class TenancyTests(SystemFixture system)
         {
             system.Upstream.Responder = null;
             rejected.ForEach(response => response.Dispose());
+        }
+    }
+
+    [Fact]
+    public async Task WideCharactersReserveTheirBytes()
+    {
+        var app = await CreateLimitedAppAsync(new { tokensPerDay = 10_000 });
+        string marker = "wide " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage?.StartsWith(marker, StringComparison.Ordinal) == true
+            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(3), ScriptedResponse.Answer("done"))
+            : null;
+        try
+        {
+            // 2,000 CJK characters are 6,000 UTF-8 bytes and can be as many tokens, so two prompts fill 10,000.
+            var statuses = new List<HttpStatusCode>();
+            for (int i = 0; i < 4; i++)
+            {
+                using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, $"wide-user-{i}")));
+                using var response = await user.PostAsJsonAsync("/api/prompts",
+                    new { prompt = $"{marker} {i} " + new string('中', 2_000), maxOutputTokens = 100, stream = false });
+                statuses.Add(response.StatusCode);
+            }
+
+            Assert.Equal([HttpStatusCode.Accepted, HttpStatusCode.Accepted, HttpStatusCode.TooManyRequests, HttpStatusCode.TooManyRequests], statuses);
+        }
+        finally
+        {
+            system.Upstream.Responder = null;
+        }
+    }
+
+    [Fact]
+    public async Task ErasedUsersSpendStaysOnTheAppsBill()
+    {
+        var app = await CreateLimitedAppAsync(new { tokensPerMonth = 1_000_000 });
+        string marker = "erased mid-prompt " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == marker
+            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(3), ScriptedResponse.Answer("done") with { Usage = new ScriptedUsage(10, 20, 30) })
+            : null;
+        try
+        {
+            using var developer = system.CreateClient(SystemFixture.Basic(app));
+            string token = await system.IssueUserTokenAsync(app, "leaving-mid-prompt");
+            await using var client = await system.ConnectAsync(token);
+            var requestId = await system.PostPromptAsync(token, marker, stream: false);
+            await SystemFixture.WaitUntilAsync(() => system.Upstream.Requests.Any(r => r.LastUserMessage == marker));
+            using (var erase = await developer.DeleteAsync($"/api/apps/{app.AppId}/users/leaving-mid-prompt"))
+            {
+                Assert.Equal(HttpStatusCode.OK, erase.StatusCode);
+            }
+
+            await client.WaitForResultAsync(requestId, Patience);
+            var deadline = DateTime.UtcNow + Patience;
+            long tokens = 0;
+            while (tokens == 0 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(100);
+                tokens = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month").GetProperty("tokens").GetInt64();
+            }
+
+            var userCounters = await system.Database.GetCollection<BsonDocument>("usage")
+                .Find(Builders<BsonDocument>.Filter.Eq("appId", app.AppId) & Builders<BsonDocument>.Filter.Eq("scope", "user-month")).ToListAsync();
+
+            Assert.Equal(30, tokens);
+            Assert.Empty(userCounters);
+        }
+        finally
+        {
+            system.Upstream.Responder = null;
         }
     }
 
@@ -603,8 +672,11 @@ public sealed class TenancyTests(SystemFixture system)
         Assert.Contains("401", hubFailure.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task ReservedUserIdTokenIsRejected()
+    [Theory]
+    [InlineData("@app")]
+    [InlineData(".")]
+    [InlineData("..")]
+    public async Task ReservedUserIdTokenIsRejected(string userId)
     {
         var app = await system.CreateAppAsync();
         var issued = new JwtSecurityTokenHandler().ReadJwtToken(await system.IssueUserTokenAsync(app, "ordinary"));
@@ -614,7 +686,7 @@ public sealed class TenancyTests(SystemFixture system)
             Audience = "addonevents-addon",
             Subject = new ClaimsIdentity(issued.Claims
                 .Where(c => c.Type is not ("sub" or "aud" or "iss" or "exp" or "nbf" or "iat"))
-                .Append(new Claim("sub", "@app"))),
+                .Append(new Claim("sub", userId))),
             Expires = DateTime.UtcNow.AddMinutes(10),
             SigningCredentials = new SigningCredentials(
                 new SymmetricSecurityKey(Convert.FromBase64String(system.Secrets.TokenSigningKey)), SecurityAlgorithms.HmacSha256),

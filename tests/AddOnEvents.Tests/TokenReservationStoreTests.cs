@@ -17,7 +17,7 @@ public sealed class TokenReservationStoreTests
 
         // Room for 100 tokens and 30 per prompt: the reservations at 0, 30, 60 and 90 pass, and every later one finds 120 reserved.
         var outcomes = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => Task.Run(() =>
-            reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [UsageStore.AppDayLimit(appId, Now, 100, 0)], 30, Now.AddHours(1), default))));
+            reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [UsageStore.AppDayLimit(appId, Now, 100, 0)], 30, Now.AddHours(1)))));
 
         Assert.Equal(4, outcomes.Count(full => full is null));
         Assert.Equal(120, (await usage.GetAppUsageAsync(appId, Now, default)).Day!.Reserved);
@@ -32,8 +32,8 @@ public sealed class TokenReservationStoreTests
         var second = Guid.NewGuid();
         QuotaCounter[] limits = [UsageStore.AppDayLimit(appId, Now, 1_000, 0), UsageStore.UserMonthLimit(appId, "u1", Now, 500, 0)];
 
-        Assert.Null(await reservations.TryReserveAsync(first, appId, "u1", limits, 40, Now.AddHours(1), default));
-        Assert.Null(await reservations.TryReserveAsync(second, appId, "u1", limits, 25, Now.AddHours(1), default));
+        Assert.Null(await reservations.TryReserveAsync(first, appId, "u1", limits, 40, Now.AddHours(1)));
+        Assert.Null(await reservations.TryReserveAsync(second, appId, "u1", limits, 25, Now.AddHours(1)));
         await Task.WhenAll(Enumerable.Range(0, 5).Select(_ => reservations.ReleaseAsync(first, default)));
 
         Assert.Equal(25, (await usage.GetAppUsageAsync(appId, Now, default)).Day!.Reserved);
@@ -47,8 +47,8 @@ public sealed class TokenReservationStoreTests
         string appId = NewAppId();
         var day = UsageStore.AppDayLimit(appId, Now, 1_000, 0);
 
-        Assert.Null(await reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [UsageStore.UserMonthLimit(appId, "u1", Now, 50, 0)], 60, Now.AddHours(1), default));
-        var full = await reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [day, UsageStore.UserMonthLimit(appId, "u1", Now, 50, 0)], 10, Now.AddHours(1), default);
+        Assert.Null(await reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [UsageStore.UserMonthLimit(appId, "u1", Now, 50, 0)], 60, Now.AddHours(1)));
+        var full = await reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [day, UsageStore.UserMonthLimit(appId, "u1", Now, 50, 0)], 10, Now.AddHours(1));
 
         Assert.Equal("user-month", full?.Counter.Scope);
         Assert.Equal(0, (await usage.GetAppUsageAsync(appId, Now, default)).Day!.Reserved);
@@ -64,8 +64,8 @@ public sealed class TokenReservationStoreTests
         await usage.AddAsync(appId, "u1", 90, Now, default);
 
         var (counted, _) = await usage.GetAppUsageAsync(appId, Now, default);
-        var first = await reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [UsageStore.AppDayLimit(appId, Now, 100, counted!.Tokens)], 30, Now.AddHours(1), default);
-        var second = await reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [UsageStore.AppDayLimit(appId, Now, 100, counted.Tokens)], 30, Now.AddHours(1), default);
+        var first = await reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [UsageStore.AppDayLimit(appId, Now, 100, counted!.Tokens)], 30, Now.AddHours(1));
+        var second = await reservations.TryReserveAsync(Guid.NewGuid(), appId, "u1", [UsageStore.AppDayLimit(appId, Now, 100, counted.Tokens)], 30, Now.AddHours(1));
 
         Assert.Null(first);
         Assert.NotNull(second);
@@ -80,10 +80,10 @@ public sealed class TokenReservationStoreTests
         var (usage, reservations) = NewStores();
         string appId = NewAppId();
         var day = UsageStore.AppDayLimit(appId, Now, 1_000, 0);
-        await reservations.TryReserveAsync(Guid.NewGuid(), appId, "crashed", [day], 100, Now.AddMinutes(1), default);
-        await reservations.TryReserveAsync(Guid.NewGuid(), appId, "erased", [day], 20, Now.AddHours(1), default);
-        await reservations.TryReserveAsync(Guid.NewGuid(), appId, "erased", [day], 20, Now.AddHours(1), default);
-        await reservations.TryReserveAsync(Guid.NewGuid(), appId, "running", [day], 7, Now.AddHours(1), default);
+        await reservations.TryReserveAsync(Guid.NewGuid(), appId, "crashed", [day], 100, Now.AddMinutes(1));
+        await reservations.TryReserveAsync(Guid.NewGuid(), appId, "erased", [day], 20, Now.AddHours(1));
+        await reservations.TryReserveAsync(Guid.NewGuid(), appId, "erased", [day], 20, Now.AddHours(1));
+        await reservations.TryReserveAsync(Guid.NewGuid(), appId, "running", [day], 7, Now.AddHours(1));
 
         long expired = await reservations.ReleaseExpiredAsync(Now.AddMinutes(2), default);
         long erased = await reservations.ReleaseUserAsync(appId, "erased", default);

@@ -129,7 +129,8 @@ public sealed class PromptResultStore(IMongoDatabase database)
         var takenOver = await _results.FindOneAndUpdateAsync<PromptResultDocument>(
             r => r.RequestId == prompt.RequestId && r.Status == PromptStatus.Pending && r.LeaseUntil == existing.LeaseUntil
                 && r.LeaseOwner == existing.LeaseOwner,
-            Builders<PromptResultDocument>.Update.Set(r => r.LeaseOwner, owner).Set(r => r.LeaseUntil, now + lease).Inc(r => r.Attempts, 1),
+            Builders<PromptResultDocument>.Update.Set(r => r.LeaseOwner, owner).Set(r => r.LeaseUntil, now + lease).Set(r => r.ExpiresAt, expiresAt)
+                .Inc(r => r.Attempts, 1),
             new FindOneAndUpdateOptions<PromptResultDocument> { ReturnDocument = ReturnDocument.After },
             cancellationToken);
         return takenOver is null ? new Claim(ClaimOutcome.HeldElsewhere, existing, 0) : new Claim(ClaimOutcome.Claimed, takenOver, takenOver.Attempts);

@@ -37,8 +37,12 @@ public sealed class TokenReservationStore(IMongoDatabase database, UsageStore us
     /// Reserves <paramref name="tokens"/> on every counter, or on none, and returns the first counter that had no
     /// room left, or null when all of them had room.
     /// </summary>
+    /// <remarks>
+    /// It takes no cancellation token: a request cancelled between its writes would leave counters reserved with no
+    /// record to release them, for example when a client disconnects while its prompt is admitted.
+    /// </remarks>
     public async Task<QuotaCounter?> TryReserveAsync(Guid requestId, string appId, string userId, IReadOnlyList<QuotaCounter> counters,
-        long tokens, DateTime expiresAt, CancellationToken cancellationToken)
+        long tokens, DateTime expiresAt)
     {
         // The record goes first. If this process stops before the counters are written, the sweep releases tokens
         // that were never reserved, so at most one more prompt gets in. The other order would block the reserved
@@ -51,7 +55,7 @@ public sealed class TokenReservationStore(IMongoDatabase database, UsageStore us
             Counters = counters.Select(c => c.Counter.Id).ToList(),
             Tokens = tokens,
             ExpiresAt = expiresAt,
-        }, cancellationToken: cancellationToken);
+        }, cancellationToken: CancellationToken.None);
 
         var reserved = new List<string>(counters.Count);
         foreach (var counter in counters)
@@ -59,11 +63,13 @@ public sealed class TokenReservationStore(IMongoDatabase database, UsageStore us
             bool room;
             try
             {
-                room = await usage.TryReserveAsync(counter, tokens, cancellationToken);
+                room = await usage.TryReserveAsync(counter, tokens, CancellationToken.None);
             }
             catch
             {
-                await UndoAsync(requestId, reserved, tokens);
+                // The failed write may have been applied, so its counter is released too. Releasing tokens that were
+                // never reserved lets at most one more prompt in, while keeping them would block them for the period.
+                await UndoAsync(requestId, [.. reserved, counter.Counter.Id], tokens);
                 throw;
             }
 
@@ -149,6 +155,15 @@ public static class TokenEstimate
     /// often needs more tokens per character, so this can count too few.
     /// </summary>
     public static int FromCharacters(long characters) => (int)Math.Min(int.MaxValue, (characters + 3) / 4);
+
+    /// <summary>
+    /// Returns a bound on the tokens that the prompt's messages can count as. Each token of OpenAI's byte-level
+    /// tokenizers covers at least one UTF-8 byte, so the bound is one token per byte. Each message adds 8 for the chat
+    /// format's own tokens, an estimate above the 3 or 4 that OpenAI documents. Users choose the text, so a bound
+    /// must also hold for text that needs more tokens per character than English.
+    /// </summary>
+    public static long MaxPromptTokens(IEnumerable<ChatTurn> turns) =>
+        turns.Sum(turn => (long)System.Text.Encoding.UTF8.GetByteCount(turn.Content) + 8);
 
     /// <summary>Estimates the usage of a prompt and of the answer text it got.</summary>
     public static TokenUsage Of(PromptRequested prompt, long answerCharacters)

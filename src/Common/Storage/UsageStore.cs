@@ -54,6 +54,13 @@ public sealed class UsageStore
         _batch.WriteAsync([AppDay(appId, tokens, now), AppMonth(appId, tokens, now), UserMonth(appId, userId, tokens, now)], cancellationToken);
 
     /// <summary>
+    /// Adds usage to the app's counters only, for a completion whose user was erased while it ran: the app's bill
+    /// still includes it, but no counter of the user may come back.
+    /// </summary>
+    public Task AddAppAsync(string appId, long tokens, DateTime now, CancellationToken cancellationToken) =>
+        _batch.WriteAsync([AppDay(appId, tokens, now), AppMonth(appId, tokens, now)], cancellationToken);
+
+    /// <summary>
     /// Adds usage as <see cref="AddAsync"/> does, and returns the user's tokens this month including it, so a
     /// caller can tell when a threshold was crossed. The user's counter is written on its own to read it back.
     /// NOTE: jongodb can return a total that already includes a concurrent increment of the same counter while
@@ -117,7 +124,7 @@ public sealed class UsageStore
             .SetOnInsert(u => u.ExpiresAt, counter.Counter.ExpiresAt);
 
         // The upsert creates a counter that does not exist yet. On one that exists but has no room it tries to
-        // insert a second document with the same id, and the duplicate key says "no room". Two first prompts
+        // insert a second document with the same id, and the duplicate key means "no room". Two first prompts
         // racing to create the counter also meet a duplicate key, so one more try tells the cases apart.
         for (int attempt = 0; ; attempt++)
         {

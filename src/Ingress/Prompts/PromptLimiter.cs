@@ -13,8 +13,8 @@ namespace AddOnEvents.Ingress.Prompts;
 /// <param name="Reserved">Whether tokens are reserved for the prompt, which the caller must release if it does not publish it.</param>
 public sealed record Admission(int MaxOutputTokens, Submission? Rejection, UserAllowance? Allowance = null, bool UsageLimited = false, bool Reserved = false);
 
-/// <summary>The prompt to admit: its request id, how many characters it sends upstream, and how long it may wait in the queue.</summary>
-public sealed record PromptToAdmit(Guid RequestId, string Model, int? RequestedOutputTokens, bool Freeform, long PromptCharacters, DateTime ExpiresAt);
+/// <summary>The prompt to admit: its request id, the most tokens its messages can count as, and how long it may wait in the queue.</summary>
+public sealed record PromptToAdmit(Guid RequestId, string Model, int? RequestedOutputTokens, bool Freeform, long MaxPromptTokens, DateTime ExpiresAt);
 
 /// <summary>
 /// Applies the app's and the end user's limits before anything is published: allowed models, output tokens,
@@ -130,8 +130,8 @@ public sealed class PromptLimiter(
         int maxOutputTokens = requestedOutputTokens ?? Math.Min(options.Value.DefaultMaxOutputTokens, appCap);
         if (quotas.Count > 0)
         {
-            long cost = TokenEstimate.FromCharacters(prompt.PromptCharacters) + maxOutputTokens;
-            if (await reservations.TryReserveAsync(prompt.RequestId, appId, pseudonym, quotas, cost, prompt.ExpiresAt + ReservationGrace, cancellationToken) is { } full)
+            long cost = prompt.MaxPromptTokens + maxOutputTokens;
+            if (await reservations.TryReserveAsync(prompt.RequestId, appId, pseudonym, quotas, cost, prompt.ExpiresAt + ReservationGrace) is { } full)
             {
                 return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.QuotaExceeded, full.Counter.Scope switch
                 {
@@ -144,7 +144,19 @@ public sealed class PromptLimiter(
 
         // The rate counters come last and the user's before the app's, so that a prompt rejected for another
         // reason uses no budget, and one user's rejected bursts do not use up the budget of the whole app.
-        if (await RateLimitAsync(user, appId, pseudonym, limits, now, cancellationToken) is { } limited)
+        Admission? limited;
+        try
+        {
+            limited = await RateLimitAsync(user, appId, pseudonym, limits, now, cancellationToken);
+        }
+        catch when (quotas.Count > 0)
+        {
+            // A client that disconnects cancels the request, and its reservation must not outlive it.
+            await reservations.ReleaseAsync(prompt.RequestId, CancellationToken.None);
+            throw;
+        }
+
+        if (limited is not null)
         {
             if (quotas.Count > 0)
             {

@@ -140,7 +140,7 @@ public sealed partial class PromptSubmitter(
         var requestId = NewId.NextGuid();
         var timeToLive = TimeSpan.FromSeconds(limits.TimeToLiveSeconds);
         var admission = await limiter.AdmitAsync(user, appId, pseudonym,
-            new PromptToAdmit(requestId, model, input.MaxOutputTokens, freeform, turns.Sum(turn => (long)turn.Content.Length), (now + timeToLive).UtcDateTime),
+            new PromptToAdmit(requestId, model, input.MaxOutputTokens, freeform, TokenEstimate.MaxPromptTokens(turns), (now + timeToLive).UtcDateTime),
             http.RequestAborted);
         if (admission.Rejection is { } rejection)
         {
@@ -158,7 +158,19 @@ public sealed partial class PromptSubmitter(
         };
         beforePublish?.Invoke(requestId);
         accepted.Add(requestId, appId, pseudonym, message.ExpiresAt);
-        if (!await publisher.PublishAsync(message, http.RequestAborted, timeToLive))
+        bool published;
+        try
+        {
+            published = await publisher.PublishAsync(message, http.RequestAborted, timeToLive);
+        }
+        catch when (admission.Reserved)
+        {
+            // A client that disconnects cancels the publish, and the reservation must not outlive the request.
+            await ReleaseReservationAsync(admission, requestId);
+            throw;
+        }
+
+        if (!published)
         {
             accepted.Remove(requestId);
 

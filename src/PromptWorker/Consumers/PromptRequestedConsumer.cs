@@ -388,8 +388,8 @@ public sealed partial class PromptRequestedConsumer(
 
     /// <summary>
     /// Counts the usage of an answer whose result this delivery stored, and returns false when another delivery
-    /// stored its result first. A record that is gone belongs to a removed app, or outlived its retention: the user
-    /// still gets the result, but nothing is counted for an app that may no longer exist.
+    /// stored its result first. A record that is gone belongs to an erased user or a removed app. Its usage then
+    /// goes to the app's counters only, and a removed app's counters are deleted again after the count.
     /// </summary>
     private async Task<bool> CountStoredAsync(ConsumeContext<PromptRequested> context, object result, FinishOutcome outcome)
     {
@@ -398,9 +398,9 @@ public sealed partial class PromptRequestedConsumer(
             return false;
         }
 
-        if (outcome == FinishOutcome.Stored && UsageOf(context.Message, result) is { } spent)
+        if (UsageOf(context.Message, result) is { } spent)
         {
-            await CountUsageAsync(context, spent);
+            await CountUsageAsync(context, spent, userErased: outcome == FinishOutcome.RecordGone);
         }
 
         return true;
@@ -437,15 +437,19 @@ public sealed partial class PromptRequestedConsumer(
         prompt.UsageLimited || prompt.Allowance is not null ? reservations.ReleaseAsync(prompt.RequestId, CancellationToken.None) : Task.CompletedTask;
 
     /// <summary>
-    /// Adds the answer's tokens to the app's and the user's counters, and publishes the threshold event when the
-    /// user's allowance threshold is crossed.
+    /// Adds the answer's tokens to the app's and the user's counters, or only to the app's for an erased user, and
+    /// publishes the threshold event when the user's allowance threshold is crossed.
     /// </summary>
-    private async Task CountUsageAsync(ConsumeContext<PromptRequested> context, TokenUsage spent)
+    private async Task CountUsageAsync(ConsumeContext<PromptRequested> context, TokenUsage spent, bool userErased)
     {
         var prompt = context.Message;
         var now = clock.GetUtcNow();
         long tokens = spent.TotalTokens;
-        if (prompt.Allowance is { } allowance)
+        if (userErased)
+        {
+            await usage.AddAppAsync(prompt.AppId, tokens, now.UtcDateTime, context.CancellationToken);
+        }
+        else if (prompt.Allowance is { } allowance)
         {
             long used = await usage.AddAndReadUserAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
             if (CrossedThreshold(allowance, used - tokens, used))
