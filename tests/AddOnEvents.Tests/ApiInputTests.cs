@@ -317,6 +317,7 @@ public sealed class ApiInputTests(SystemFixture system)
     [InlineData("gpt 4o")]
     [InlineData("a\nb")]
     [InlineData("sk-proj-pasted0key0instead0of0a0model")]
+    [InlineData("gpt-4o\n")]
     public async Task MalformedAllowedModelIsRejected(string model)
     {
         var app = await system.CreateAppAsync();

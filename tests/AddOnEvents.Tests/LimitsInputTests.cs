@@ -54,6 +54,7 @@ public sealed class LimitsInputTests(SystemFixture system)
             """{"tokensPerDay":1000,"maxOutputTokens":50,"allowedModels":["gpt-4o-mini","gpt-4o"]}""");
         using var foreign = await PutJsonAsync(otherDeveloper, $"/api/apps/{app.AppId}/limits", """{"tokensPerDay":1}""");
         using var invalid = await PutJsonAsync(developer, $"/api/apps/{app.AppId}/limits", """{"tokensPerDay":0}""");
+        using var inexact = await PutJsonAsync(developer, $"/api/apps/{app.AppId}/limits", """{"tokensPerMonth":9007199254740992}""");
         var read = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/limits");
         using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "limited-by-developer")));
         using var otherModel = await user.PostAsJsonAsync("/api/prompts", new { prompt = "hi", model = "gpt-4o-mini" });
@@ -63,6 +64,7 @@ public sealed class LimitsInputTests(SystemFixture system)
         Assert.Equal(HttpStatusCode.OK, saved.StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, foreign.StatusCode);
         Assert.Equal(HttpStatusCode.BadRequest, invalid.StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, inexact.StatusCode);
         var effective = read.GetProperty("effective");
         Assert.Equal(10, effective.GetProperty("tokensPerDay").GetInt64());
         Assert.Equal(50, effective.GetProperty("maxOutputTokens").GetInt32());

@@ -125,6 +125,9 @@ public static class ApiEndpoints
 
     private static object Summary(AppDocument app) => new { app.AppId, app.Name, app.AddonActive, app.CreatedAt };
 
+    /// <summary>The largest whole number that a JavaScript number holds exactly, 2^53 - 1.</summary>
+    private const long MaxExactTokens = 9_007_199_254_740_991;
+
     private static Task<IResult> SetLimitsAsync(string appId, HttpContext http, AppStore apps) =>
         StoreLimitsAsync(appId, http, apps, developer: false);
 
@@ -167,6 +170,13 @@ public static class ApiEndpoints
             || limits.MaxOutputTokens < 1)
         {
             return ApiErrors.BadRequest("Every limit must be a positive number, or null for no limit.");
+        }
+
+        // Browsers hold numbers as doubles, so the console could not show or send back a larger token limit exactly.
+        if (limits.TokensPerDay > MaxExactTokens || limits.TokensPerMonth > MaxExactTokens)
+        {
+            return ApiErrors.BadRequest(string.Create(CultureInfo.InvariantCulture,
+                $"tokensPerDay and tokensPerMonth may be at most {MaxExactTokens}; send null for no limit."));
         }
 
         if (limits.AllowedModels is { Count: 0 })

@@ -203,7 +203,8 @@ public sealed partial class PromptSubmitter(
     public static bool IsModelName(string? name) =>
         name is not null && ModelName().IsMatch(name) && !name.StartsWith("sk-", StringComparison.OrdinalIgnoreCase);
 
-    [GeneratedRegex("^[A-Za-z0-9._:-]{1,100}$")]
+    // \z, not $: in .NET, $ also matches before a final line break.
+    [GeneratedRegex(@"^[A-Za-z0-9._:-]{1,100}\z")]
     private static partial Regex ModelName();
 }
 

@@ -145,7 +145,7 @@ function readForm() {
       invalid.push(field.input);
     }
   }
-  // An empty list would allow no model, so an empty field sends null, which allows any.
+  // The server rejects an empty list, which would read as no model allowed, so an empty field sends null instead.
   const models = elements.modelsInput.value
     .split(",")
     .map((model) => model.trim())
