@@ -125,7 +125,7 @@ public sealed class UsageStore
 
         // The upsert creates a counter that does not exist yet. On one that exists but has no room it tries to
         // insert a second document with the same id, and the duplicate key means "no room". Two first prompts
-        // racing to create the counter also meet a duplicate key, so one more try tells the cases apart.
+        // racing to create the counter also meet a duplicate key, so one more attempt distinguishes the two cases.
         for (int attempt = 0; ; attempt++)
         {
             try

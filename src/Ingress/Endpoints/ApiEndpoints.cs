@@ -125,7 +125,7 @@ public static class ApiEndpoints
 
     private static object Summary(AppDocument app) => new { app.AppId, app.Name, app.AddonActive, app.CreatedAt };
 
-    /// <summary>The largest whole number that a JavaScript number holds exactly, 2^53 - 1.</summary>
+    /// <summary>The largest whole number that a JavaScript number represents exactly, 2^53 - 1.</summary>
     private const long MaxExactTokens = 9_007_199_254_740_991;
 
     private static Task<IResult> SetLimitsAsync(string appId, HttpContext http, AppStore apps) =>

@@ -10,8 +10,11 @@ using Microsoft.Extensions.Options;
 namespace AddOnEvents.Ingress.Prompts;
 
 /// <summary>The output limit and allowance to send upstream, or why the prompt may not go upstream at all.</summary>
-/// <param name="Reserved">Whether tokens are reserved for the prompt, which the caller must release if it does not publish it.</param>
-public sealed record Admission(int MaxOutputTokens, Submission? Rejection, UserAllowance? Allowance = null, bool UsageLimited = false, bool Reserved = false);
+/// <param name="UsageLimited">
+/// Whether a token quota or an allowance applies. Tokens are then reserved for the prompt, and the caller must release
+/// them if it does not publish the prompt.
+/// </param>
+public sealed record Admission(int MaxOutputTokens, Submission? Rejection, UserAllowance? Allowance = null, bool UsageLimited = false);
 
 /// <summary>The prompt to admit: its request id, the most tokens its messages can count as, and how long it may wait in the queue.</summary>
 public sealed record PromptToAdmit(Guid RequestId, string Model, int? RequestedOutputTokens, bool Freeform, long MaxPromptTokens, DateTime ExpiresAt);
@@ -166,7 +169,7 @@ public sealed class PromptLimiter(
             return limited;
         }
 
-        return new Admission(maxOutputTokens, null, allowance, UsageLimited: quotas.Count > 0, Reserved: quotas.Count > 0);
+        return new Admission(maxOutputTokens, null, allowance, UsageLimited: quotas.Count > 0);
     }
 
     private async Task<Admission?> RateLimitAsync(ClaimsPrincipal user, string appId, string pseudonym, AppLimits limits, DateTime now,

@@ -163,7 +163,7 @@ public sealed partial class PromptSubmitter(
         {
             published = await publisher.PublishAsync(message, http.RequestAborted, timeToLive);
         }
-        catch when (admission.Reserved)
+        catch when (admission.UsageLimited)
         {
             // A client that disconnects cancels the publish, and the reservation must not outlive the request.
             await ReleaseReservationAsync(admission, requestId);
@@ -186,7 +186,7 @@ public sealed partial class PromptSubmitter(
     }
 
     private Task ReleaseReservationAsync(Admission admission, Guid requestId) =>
-        admission.Reserved ? reservations.ReleaseAsync(requestId, CancellationToken.None) : Task.CompletedTask;
+        admission.UsageLimited ? reservations.ReleaseAsync(requestId, CancellationToken.None) : Task.CompletedTask;
 
     /// <summary>Tells whether the query string or an app header names an app or a user other than the token's.</summary>
     private static bool NamesAnotherAppOrUser(HttpContext http, string appId, string? userId) =>

@@ -190,8 +190,8 @@ public sealed partial class ChatCompletionCaller(
             return Unreadable(prompt);
         }
 
-        // A provider always names why an answer ended. A stream that closes without it was cut off, for example by a
-        // proxy, and the text the user has is not the whole answer.
+        // OpenAI sends a finish reason with the last choice of every completed stream. A stream that closes without one
+        // was cut off, for example by a proxy, so the text the user has is not the whole completion.
         if (finishReason is null)
         {
             LogUpstreamFailed(prompt.RequestId, prompt.AppId, "stream ended early");
@@ -200,7 +200,7 @@ public sealed partial class ChatCompletionCaller(
         }
 
         string answer = text.ToString();
-        // Some OpenAI-compatible servers report no usage; quotas and allowances must still count the answer.
+        // Some OpenAI-compatible servers report no usage, and quotas and allowances must still count the completion.
         return Finish(answer, finishReason, usage ?? TokenEstimate.Of(prompt, answer.Length), info);
     }
 

@@ -126,7 +126,7 @@ public sealed class AddOnPageTests(BrowserFixture system)
     [Theory]
     [InlineData("@app")]
     [InlineData("..")]
-    public async Task DemoBackendRefusesReservedUserIds(string userId)
+    public async Task DemoTokenRejectsReservedUserIds(string userId)
     {
         using var http = system.CreateClient();
 
