@@ -5,7 +5,6 @@ using AddOnEvents.Ingress.Hubs;
 using AddOnEvents.Ingress.Prompts;
 using AddOnEvents.Ingress.Webhooks;
 using MassTransit;
-using Microsoft.AspNetCore.SignalR;
 
 namespace AddOnEvents.Ingress.Consumers;
 
@@ -16,13 +15,13 @@ public sealed record AllowancePayload(long UsedTokens, long MonthlyTokens, int T
 /// Tells the end user's add-on and, when configured, the host's webhook that the user crossed the threshold share
 /// of their monthly allowance. Only the instance that routed the prompt gets the event, so the webhook goes once.
 /// </summary>
-public sealed class AllowanceConsumer(IHubContext<AddOnHub> hub, AppStore apps, UsageStore usage, UserRefCipher userRefs, WebhookSender webhooks)
+public sealed class AllowanceConsumer(UserConnections connections, AppStore apps, UsageStore usage, UserRefCipher userRefs, WebhookSender webhooks)
     : IConsumer<AllowanceThresholdCrossed>
 {
     public async Task Consume(ConsumeContext<AllowanceThresholdCrossed> context)
     {
         var m = context.Message;
-        await hub.Clients.User(m.UserId).SendAsync("AllowanceThreshold",
+        await connections.SendAsync(m.UserId, "AllowanceThreshold",
             new AllowancePayload(m.UsedTokens, m.MonthlyTokens, m.ThresholdPercent, m.Period), context.CancellationToken);
         var app = await apps.FindCachedAsync(m.AppId, context.CancellationToken);
         string? userId = userRefs.Open(m.AppId, m.SealedUserRef);

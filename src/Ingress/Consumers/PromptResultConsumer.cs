@@ -2,7 +2,6 @@ using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Hubs;
 using AddOnEvents.Ingress.Prompts;
 using MassTransit;
-using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.Caching.Memory;
 
 namespace AddOnEvents.Ingress.Consumers;
@@ -13,7 +12,6 @@ namespace AddOnEvents.Ingress.Consumers;
 /// answer keep their order while different answers go out in parallel.
 /// </summary>
 public sealed class PromptResultConsumer(
-    IHubContext<AddOnHub> hub,
     UserConnections connections,
     PendingReplies pending,
     AcceptedPrompts accepted,
@@ -80,7 +78,7 @@ public sealed class PromptResultConsumer(
         timeout.CancelAfter(PushTimeout);
         try
         {
-            await hub.Clients.User(userId).SendAsync(method, payload, timeout.Token);
+            await connections.SendAsync(userId, method, payload, timeout.Token);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {

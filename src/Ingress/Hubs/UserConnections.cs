@@ -4,22 +4,43 @@ using Microsoft.AspNetCore.SignalR;
 namespace AddOnEvents.Ingress.Hubs;
 
 /// <summary>
-/// The hub connections open on this instance, so that the connections of a user whose client stopped reading can be
-/// closed, and one user cannot hold an unbounded number of them. SignalR's hub context can send to a user but
-/// cannot close the user's connections.
+/// The hub connections open on this instance, indexed by user. SignalR's default hub context finds a user's
+/// connections by checking every connection of the instance, so with thousands of idle users each result would cost
+/// a pass over all of them. The index sends a result to its user's connections directly, closes the connections of
+/// a user whose client stopped reading, and limits how many connections one user may open.
 /// </summary>
-public sealed class UserConnections
+public sealed class UserConnections(IHubContext<AddOnHub> hub)
 {
     private readonly ConcurrentDictionary<string, HubCallerContext> _connections = new();
-    private readonly ConcurrentDictionary<string, int> _perUser = new();
+
+    // Arrays are replaced, never changed, so a reader holds a consistent list without a lock. A user's last
+    // connection to close removes the entry, so the index takes memory only for users online.
+    private readonly ConcurrentDictionary<string, HubCallerContext[]> _byUser = new(StringComparer.Ordinal);
 
     /// <summary>Adds the connection, or returns false when its user already has <paramref name="maxPerUser"/> here.</summary>
     public bool TryAdd(HubCallerContext connection, int maxPerUser)
     {
-        if (connection.UserIdentifier is { } user && _perUser.AddOrUpdate(user, 1, (_, count) => count + 1) > maxPerUser)
+        if (connection.UserIdentifier is { } user)
         {
-            Release(user);
-            return false;
+            while (true)
+            {
+                if (_byUser.TryGetValue(user, out var current))
+                {
+                    if (current.Length >= maxPerUser)
+                    {
+                        return false;
+                    }
+
+                    if (_byUser.TryUpdate(user, [.. current, connection], current))
+                    {
+                        break;
+                    }
+                }
+                else if (_byUser.TryAdd(user, [connection]))
+                {
+                    break;
+                }
+            }
         }
 
         _connections[connection.ConnectionId] = connection;
@@ -31,40 +52,49 @@ public sealed class UserConnections
 
     public void Remove(HubCallerContext connection)
     {
-        if (_connections.TryRemove(connection.ConnectionId, out _) && connection.UserIdentifier is { } user)
+        if (!_connections.TryRemove(connection.ConnectionId, out _) || connection.UserIdentifier is not { } user)
         {
-            Release(user);
-        }
-    }
-
-    /// <summary>Closes every connection of the user on this instance and returns how many were open.</summary>
-    public int Abort(string userId)
-    {
-        int aborted = 0;
-        foreach (var connection in _connections.Values)
-        {
-            if (connection.UserIdentifier == userId)
-            {
-                connection.Abort();
-                aborted++;
-            }
+            return;
         }
 
-        return aborted;
-    }
-
-    // A user whose last connection closes leaves no entry behind, so the counts take memory only for users online.
-    private void Release(string user)
-    {
-        while (_perUser.TryGetValue(user, out int count))
+        while (_byUser.TryGetValue(user, out var current))
         {
-            bool done = count <= 1
-                ? _perUser.TryRemove(new KeyValuePair<string, int>(user, count))
-                : _perUser.TryUpdate(user, count - 1, count);
+            var rest = Array.FindAll(current, other => !ReferenceEquals(other, connection));
+            bool done = rest.Length == 0
+                ? _byUser.TryRemove(new KeyValuePair<string, HubCallerContext[]>(user, current))
+                : _byUser.TryUpdate(user, rest, current);
             if (done)
             {
                 return;
             }
         }
+    }
+
+    /// <summary>Calls a client method on every connection of the user on this instance.</summary>
+    public Task SendAsync(string userId, string method, object payload, CancellationToken cancellationToken)
+    {
+        if (!_byUser.TryGetValue(userId, out var current))
+        {
+            return Task.CompletedTask;
+        }
+
+        var ids = Array.ConvertAll(current, connection => connection.ConnectionId);
+        return hub.Clients.Clients(ids).SendAsync(method, payload, cancellationToken);
+    }
+
+    /// <summary>Closes every connection of the user on this instance and returns how many were open.</summary>
+    public int Abort(string userId)
+    {
+        if (!_byUser.TryGetValue(userId, out var current))
+        {
+            return 0;
+        }
+
+        foreach (var connection in current)
+        {
+            connection.Abort();
+        }
+
+        return current.Length;
     }
 }

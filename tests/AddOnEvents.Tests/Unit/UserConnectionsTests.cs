@@ -1,0 +1,128 @@
+using System.Security.Claims;
+using AddOnEvents.Ingress.Hubs;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.SignalR;
+
+namespace AddOnEvents.Tests.Unit;
+
+public sealed class UserConnectionsTests
+{
+    [Fact]
+    public async Task SendReachesEveryConnectionOfTheUserAndNoOther()
+    {
+        var hub = new RecordingHubContext();
+        var connections = new UserConnections(hub);
+        var first = new FakeConnection("c1", "alice");
+        var second = new FakeConnection("c2", "alice");
+        var other = new FakeConnection("c3", "bob");
+        Assert.True(connections.TryAdd(first, 5));
+        Assert.True(connections.TryAdd(second, 5));
+        Assert.True(connections.TryAdd(other, 5));
+
+        await connections.SendAsync("alice", "PromptCompleted", "answer", CancellationToken.None);
+        connections.Remove(first);
+        await connections.SendAsync("alice", "PromptCompleted", "answer", CancellationToken.None);
+        await connections.SendAsync("carol", "PromptCompleted", "answer", CancellationToken.None);
+
+        Assert.Equal(["c1,c2", "c2"], hub.Sent);
+    }
+
+    [Fact]
+    public void LimitCountsOnlyOpenConnectionsOfTheSameUser()
+    {
+        var connections = new UserConnections(new RecordingHubContext());
+        var first = new FakeConnection("c1", "alice");
+        Assert.True(connections.TryAdd(first, 2));
+        Assert.True(connections.TryAdd(new FakeConnection("c2", "alice"), 2));
+        Assert.False(connections.TryAdd(new FakeConnection("c3", "alice"), 2));
+        Assert.True(connections.TryAdd(new FakeConnection("c4", "bob"), 2));
+
+        // A rejected connection was never added, so its disconnect must not free a slot.
+        connections.Remove(new FakeConnection("c3", "alice"));
+        Assert.False(connections.TryAdd(new FakeConnection("c5", "alice"), 2));
+
+        connections.Remove(first);
+        Assert.True(connections.TryAdd(new FakeConnection("c6", "alice"), 2));
+    }
+
+    [Fact]
+    public void AbortClosesOnlyTheUsersConnections()
+    {
+        var connections = new UserConnections(new RecordingHubContext());
+        var first = new FakeConnection("c1", "alice");
+        var second = new FakeConnection("c2", "alice");
+        var other = new FakeConnection("c3", "bob");
+        connections.TryAdd(first, 5);
+        connections.TryAdd(second, 5);
+        connections.TryAdd(other, 5);
+
+        Assert.Equal(2, connections.Abort("alice"));
+        Assert.Equal(0, connections.Abort("carol"));
+        Assert.True(first.Aborted);
+        Assert.True(second.Aborted);
+        Assert.False(other.Aborted);
+    }
+
+    private sealed class FakeConnection(string id, string user) : HubCallerContext
+    {
+        public bool Aborted { get; private set; }
+
+        public override string ConnectionId => id;
+
+        public override string? UserIdentifier => user;
+
+        public override ClaimsPrincipal? User => null;
+
+        public override IDictionary<object, object?> Items { get; } = new Dictionary<object, object?>();
+
+        public override IFeatureCollection Features { get; } = new FeatureCollection();
+
+        public override CancellationToken ConnectionAborted => CancellationToken.None;
+
+        public override void Abort() => Aborted = true;
+    }
+
+    /// <summary>Records, for each send, the connection ids it went to.</summary>
+    private sealed class RecordingHubContext : IHubContext<AddOnHub>
+    {
+        private readonly RecordingClients _clients = new();
+
+        public List<string> Sent => _clients.Sent;
+
+        public IHubClients Clients => _clients;
+
+        public IGroupManager Groups => throw new NotSupportedException();
+    }
+
+    private sealed class RecordingClients : IHubClients
+    {
+        public List<string> Sent { get; } = [];
+
+        public IClientProxy Clients(IReadOnlyList<string> connectionIds) => new Proxy(Sent, string.Join(',', connectionIds));
+
+        public IClientProxy All => throw new NotSupportedException();
+
+        public IClientProxy AllExcept(IReadOnlyList<string> excludedConnectionIds) => throw new NotSupportedException();
+
+        public IClientProxy Client(string connectionId) => throw new NotSupportedException();
+
+        public IClientProxy Group(string groupName) => throw new NotSupportedException();
+
+        public IClientProxy GroupExcept(string groupName, IReadOnlyList<string> excludedConnectionIds) => throw new NotSupportedException();
+
+        public IClientProxy Groups(IReadOnlyList<string> groupNames) => throw new NotSupportedException();
+
+        public IClientProxy User(string userId) => throw new NotSupportedException();
+
+        public IClientProxy Users(IReadOnlyList<string> userIds) => throw new NotSupportedException();
+
+        private sealed class Proxy(List<string> sent, string ids) : IClientProxy
+        {
+            public Task SendCoreAsync(string method, object?[] args, CancellationToken cancellationToken = default)
+            {
+                sent.Add(ids);
+                return Task.CompletedTask;
+            }
+        }
+    }
+}
