@@ -78,8 +78,15 @@ public sealed class UserConnections(IHubContext<AddOnHub> hub)
             return Task.CompletedTask;
         }
 
-        var ids = Array.ConvertAll(current, connection => connection.ConnectionId);
-        return hub.Clients.Clients(ids).SendAsync(method, payload, cancellationToken);
+        // One send per connection, because sending to a list of connection ids makes SignalR's default hub
+        // context check every connection of the instance against the list.
+        var sends = new Task[current.Length];
+        for (int i = 0; i < current.Length; i++)
+        {
+            sends[i] = hub.Clients.Client(current[i].ConnectionId).SendAsync(method, payload, cancellationToken);
+        }
+
+        return Task.WhenAll(sends);
     }
 
     /// <summary>Closes every connection of the user on this instance and returns how many were open.</summary>

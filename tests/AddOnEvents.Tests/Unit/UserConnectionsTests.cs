@@ -24,7 +24,7 @@ public sealed class UserConnectionsTests
         await connections.SendAsync("alice", "PromptCompleted", "answer", CancellationToken.None);
         await connections.SendAsync("carol", "PromptCompleted", "answer", CancellationToken.None);
 
-        Assert.Equal(["c1,c2", "c2"], hub.Sent);
+        Assert.Equal(["c1", "c2", "c2"], hub.Sent);
     }
 
     [Fact]
@@ -82,7 +82,7 @@ public sealed class UserConnectionsTests
         public override void Abort() => Aborted = true;
     }
 
-    /// <summary>Records, for each send, the connection ids it went to.</summary>
+    /// <summary>Records the connection id of each send.</summary>
     private sealed class RecordingHubContext : IHubContext<AddOnHub>
     {
         private readonly RecordingClients _clients = new();
@@ -98,13 +98,13 @@ public sealed class UserConnectionsTests
     {
         public List<string> Sent { get; } = [];
 
-        public IClientProxy Clients(IReadOnlyList<string> connectionIds) => new Proxy(Sent, string.Join(',', connectionIds));
+        public IClientProxy Client(string connectionId) => new Proxy(Sent, connectionId);
 
         public IClientProxy All => throw new NotSupportedException();
 
         public IClientProxy AllExcept(IReadOnlyList<string> excludedConnectionIds) => throw new NotSupportedException();
 
-        public IClientProxy Client(string connectionId) => throw new NotSupportedException();
+        public IClientProxy Clients(IReadOnlyList<string> connectionIds) => throw new NotSupportedException();
 
         public IClientProxy Group(string groupName) => throw new NotSupportedException();
 
@@ -116,11 +116,11 @@ public sealed class UserConnectionsTests
 
         public IClientProxy Users(IReadOnlyList<string> userIds) => throw new NotSupportedException();
 
-        private sealed class Proxy(List<string> sent, string ids) : IClientProxy
+        private sealed class Proxy(List<string> sent, string connectionId) : IClientProxy
         {
             public Task SendCoreAsync(string method, object?[] args, CancellationToken cancellationToken = default)
             {
-                sent.Add(ids);
+                sent.Add(connectionId);
                 return Task.CompletedTask;
             }
         }
