@@ -95,6 +95,8 @@ public static class IngressApp
         services.AddSingleton<WebhookSender>();
         services.AddHostedService(sp => sp.GetRequiredService<WebhookSender>());
         services.AddOptions<WebhookOptions>().Bind(configuration.GetSection(WebhookOptions.SectionName));
+        services.AddOptions<NewAppLimits>().Bind(configuration.GetSection(NewAppLimits.SectionName)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<NewAppLimits>, NewAppLimitsValidator>();
         services.AddHttpClient(WebhookSender.HttpClientName)
             .ConfigurePrimaryHttpMessageHandler(sp =>
             {

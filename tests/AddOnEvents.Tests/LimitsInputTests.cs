@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using AddOnEvents.Tests.Fixtures;
+using Microsoft.Extensions.Options;
 
 namespace AddOnEvents.Tests;
 
@@ -121,6 +122,53 @@ public sealed class LimitsInputTests(SystemFixture system)
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal("invalid_request", error.GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task NewAppsStartWithConfiguredLimits()
+    {
+        var configured = new Uri(await system.StartServiceAsync("Ingress2", new Dictionary<string, string?>
+        {
+            ["NewAppLimits:TokensPerDay"] = "5000",
+            ["NewAppLimits:AllowedModels:0"] = "gpt-4o-mini",
+        }));
+        try
+        {
+            using var adminThere = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken), configured);
+            using var created = await adminThere.PostAsync("/api/admin/apps",
+                new StringContent("""{"name":"Starts limited"}""", Encoding.UTF8, "application/json"));
+            string appId = (await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appId").GetString()!;
+            var plain = await system.CreateAppAsync();
+            using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+            var limits = (await admin.GetFromJsonAsync<JsonElement>($"/api/admin/apps/{appId}")).GetProperty("limits");
+            var plainLimits = (await admin.GetFromJsonAsync<JsonElement>($"/api/admin/apps/{plain.AppId}")).GetProperty("limits");
+
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            Assert.Equal(5000, limits.GetProperty("tokensPerDay").GetInt64());
+            Assert.Equal("gpt-4o-mini", limits.GetProperty("allowedModels")[0].GetString());
+            Assert.Equal(1, limits.GetProperty("allowedModels").GetArrayLength());
+            Assert.Equal(JsonValueKind.Null, plainLimits.GetProperty("tokensPerDay").ValueKind);
+        }
+        finally
+        {
+            await system.StopServiceAsync("Ingress2");
+        }
+    }
+
+    [Fact]
+    public async Task InvalidNewAppLimitsStopTheStart()
+    {
+        try
+        {
+            var error = await Assert.ThrowsAsync<OptionsValidationException>(() => system.StartServiceAsync("Ingress2",
+                new Dictionary<string, string?> { ["NewAppLimits:TokensPerDay"] = "0" }));
+
+            Assert.Contains("NewAppLimits is invalid: Every limit must be a positive number", error.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await system.StopServiceAsync("Ingress2");
+        }
     }
 
     private static Task<HttpResponseMessage> PutJsonAsync(HttpClient client, string path, string json) =>

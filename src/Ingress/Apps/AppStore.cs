@@ -1,9 +1,12 @@
+using System.Globalization;
 using System.Security.Claims;
 using System.Security.Cryptography;
 using System.Text;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Crypto;
+using AddOnEvents.Ingress.Prompts;
 using Microsoft.Extensions.Caching.Memory;
+using Microsoft.Extensions.Options;
 using MongoDB.Bson.Serialization.Attributes;
 using MongoDB.Driver;
 
@@ -71,8 +74,11 @@ public sealed class AppDocument
 }
 
 /// <summary>Limits per app, set by the operator or the developer; null means unlimited. They hold across every Ingress instance.</summary>
-public sealed class AppLimits
+public class AppLimits
 {
+    /// <summary>The largest whole number that a JavaScript number represents exactly, 2^53 - 1.</summary>
+    public const long MaxExactTokens = 9_007_199_254_740_991;
+
     public int? RequestsPerMinute { get; set; }
 
     /// <summary>Default per end user; a user token may carry a lower one.</summary>
@@ -109,6 +115,48 @@ public sealed class AppLimits
         };
     }
 
+    /// <summary>Returns the error message for invalid limits, or null when they are valid.</summary>
+    public string? Problem()
+    {
+        if (RequestsPerMinute < 1 || UserRequestsPerMinute < 1 || TokensPerDay < 1 || TokensPerMonth < 1 || MaxOutputTokens < 1)
+        {
+            return "Every limit must be a positive number, or null for no limit.";
+        }
+
+        // Browsers hold numbers as doubles, so the console could not show or send back a larger token limit exactly.
+        if (TokensPerDay > MaxExactTokens || TokensPerMonth > MaxExactTokens)
+        {
+            return string.Create(CultureInfo.InvariantCulture,
+                $"tokensPerDay and tokensPerMonth may be at most {MaxExactTokens}; send null for no limit.");
+        }
+
+        if (AllowedModels is { Count: 0 })
+        {
+            return "allowedModels must not be an empty list, because it would read as no model allowed. Send null or leave the field out to allow every model, or list the models to allow.";
+        }
+
+        // The same rule as the model of a prompt, because an entry that a prompt cannot name would never be used.
+        int badModel = AllowedModels?.FindIndex(m => !PromptSubmitter.IsModelName(m)) ?? -1;
+        if (badModel >= 0)
+        {
+            return string.Create(CultureInfo.InvariantCulture,
+                $"allowedModels[{badModel}] is not a model name. Each entry must be a string of 1 to 100 letters, digits, '.', '_', ':' or '-', not null or empty, and must not start with 'sk-' as API keys do.");
+        }
+
+        return null;
+    }
+
+    /// <summary>Returns a copy that shares no list with this one.</summary>
+    public AppLimits Copy() => new()
+    {
+        RequestsPerMinute = RequestsPerMinute,
+        UserRequestsPerMinute = UserRequestsPerMinute,
+        TokensPerDay = TokensPerDay,
+        TokensPerMonth = TokensPerMonth,
+        MaxOutputTokens = MaxOutputTokens,
+        AllowedModels = AllowedModels?.ToList(),
+    };
+
     private static T? Lower<T>(T? first, T? second)
         where T : struct, IComparable<T>
     {
@@ -119,6 +167,24 @@ public sealed class AppLimits
 
         return first.Value.CompareTo(second.Value) <= 0 ? first : second;
     }
+}
+
+/// <summary>
+/// Operator limits that every new app starts with, from the <c>NewAppLimits</c> configuration section. Without it a
+/// new app has no limits until the operator or the developer sets some.
+/// </summary>
+public sealed class NewAppLimits : AppLimits
+{
+    public const string SectionName = "NewAppLimits";
+}
+
+/// <summary>Rejects, at start, default limits that the limits endpoints would reject too.</summary>
+public sealed class NewAppLimitsValidator : IValidateOptions<NewAppLimits>
+{
+    public ValidateOptionsResult Validate(string? name, NewAppLimits options) =>
+        options.Problem() is { } problem
+            ? ValidateOptionsResult.Fail($"{NewAppLimits.SectionName} is invalid: {problem} Fix the {NewAppLimits.SectionName}__* settings of Ingress.")
+            : ValidateOptionsResult.Success;
 }
 
 public sealed class AppSecretHash
@@ -156,7 +222,7 @@ public enum SecretChange
 
 /// <summary>Creates apps and verifies app credentials.</summary>
 public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache, TimeProvider clock, WebhookSecretCipher webhookSecrets,
-    ILogger<AppStore> logger)
+    IOptions<NewAppLimits> newAppLimits, ILogger<AppStore> logger)
 {
     // PBKDF2-HMAC-SHA256 at OWASP's 2023 recommendation. A verified secret is then cached for 30 seconds, so the
     // slow hash runs about twice a minute per credential, not once per request. Each use of a cached secret checks
@@ -181,6 +247,7 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
             AppId = appId,
             Name = name,
             CreatedAt = now,
+            Limits = newAppLimits.Value.Copy(),
             Secrets = [Hash(secret, now)],
         }, cancellationToken: cancellationToken);
         return (appId, secret);

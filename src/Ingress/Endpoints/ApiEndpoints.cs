@@ -125,9 +125,6 @@ public static class ApiEndpoints
 
     private static object Summary(AppDocument app) => new { app.AppId, app.Name, app.AddonActive, app.CreatedAt };
 
-    /// <summary>The largest whole number that a JavaScript number represents exactly, 2^53 - 1.</summary>
-    private const long MaxExactTokens = 9_007_199_254_740_991;
-
     private static Task<IResult> SetLimitsAsync(string appId, HttpContext http, AppStore apps) =>
         StoreLimitsAsync(appId, http, apps, developer: false);
 
@@ -166,31 +163,9 @@ public static class ApiEndpoints
             return error;
         }
 
-        if (limits!.RequestsPerMinute < 1 || limits.UserRequestsPerMinute < 1 || limits.TokensPerDay < 1 || limits.TokensPerMonth < 1
-            || limits.MaxOutputTokens < 1)
+        if (limits!.Problem() is { } problem)
         {
-            return ApiErrors.BadRequest("Every limit must be a positive number, or null for no limit.");
-        }
-
-        // Browsers hold numbers as doubles, so the console could not show or send back a larger token limit exactly.
-        if (limits.TokensPerDay > MaxExactTokens || limits.TokensPerMonth > MaxExactTokens)
-        {
-            return ApiErrors.BadRequest(string.Create(CultureInfo.InvariantCulture,
-                $"tokensPerDay and tokensPerMonth may be at most {MaxExactTokens}; send null for no limit."));
-        }
-
-        if (limits.AllowedModels is { Count: 0 })
-        {
-            return ApiErrors.BadRequest(
-                "allowedModels must not be an empty list, because it would read as no model allowed. Send null or leave the field out to allow every model, or list the models to allow.");
-        }
-
-        // The same rule as the model of a prompt, because an entry that a prompt cannot name would never be used.
-        int badModel = limits.AllowedModels?.FindIndex(m => !PromptSubmitter.IsModelName(m)) ?? -1;
-        if (badModel >= 0)
-        {
-            return ApiErrors.BadRequest(string.Create(CultureInfo.InvariantCulture,
-                $"allowedModels[{badModel}] is not a model name. Each entry must be a string of 1 to 100 letters, digits, '.', '_', ':' or '-', not null or empty, and must not start with 'sk-' as API keys do."));
+            return ApiErrors.BadRequest(problem);
         }
 
         if (!await apps.SetLimitsAsync(appId, limits, http.RequestAborted, developer))
