@@ -40,6 +40,9 @@ public sealed class FailureFixture : SystemFixture
         ["PromptWorker:ClaimLeaseSeconds"] = "3",
         ["Upstream:MaxAttempts"] = "3",
         ["Upstream:RetryBaseDelayMilliseconds"] = "100",
+
+        // Longer than every slow response that the tests expect to arrive, so only the timeout test's attempts time out.
+        ["Upstream:TimeoutSeconds"] = "4",
     });
 
     public override Dictionary<string, string?> IngressSettings() => OnPrivateNode(new(base.IngressSettings()));
@@ -106,6 +109,46 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
 
         Assert.Equal("upstream_unavailable", result.Code);
         Assert.Equal(3, system.Upstream.Requests.Count(r => r.LastUserMessage == prompt));
+    }
+
+    [Fact]
+    public async Task TimedOutAttemptCountsItsPrompt()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-timeout-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "slow-user");
+        await using var client = await system.ConnectAsync(token);
+        string prompt = "slow then fast " + Guid.NewGuid().ToString("N");
+        int calls = 0;
+        system.Upstream.Responder = r =>
+        {
+            if (r.LastUserMessage != prompt)
+            {
+                return null;
+            }
+
+            return Interlocked.Increment(ref calls) == 1
+                ? ScriptedResponse.Slow(TimeSpan.FromSeconds(30), ScriptedResponse.Answer("too late"))
+                : ScriptedResponse.Answer("in time") with { Usage = new ScriptedUsage(10, 20, 30) };
+        };
+
+        var requestId = await system.PostPromptAsync(token, prompt, stream: false);
+        var result = await client.WaitForResultAsync(requestId, Patience);
+        system.Upstream.Responder = null;
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        long tokens = 0;
+        var deadline = DateTime.UtcNow + Patience;
+        while (tokens <= 30 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(200);
+            tokens = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month").GetProperty("tokens").GetInt64();
+        }
+
+        Assert.Equal("in time", result.Text);
+        Assert.Equal(2, system.Upstream.Requests.Count(r => r.LastUserMessage == prompt));
+
+        // The answer's 30 tokens, and at least the prompt's own text again for the attempt that timed out.
+        Assert.True(tokens >= 30 + (prompt.Length / 4), $"counted {tokens} tokens");
     }
 
     [Fact]

@@ -47,6 +47,10 @@ public sealed partial class PromptRequestedConsumer(
     // while a call runs, so a cancel during a wait between attempts counts nothing.
     private bool _inUpstreamCall;
 
+    // Attempts that the upstream timeout cut off before any text arrived. The provider received their prompt and
+    // may bill it, even though no usage came back.
+    private int _silentTimeouts;
+
     public async Task Consume(ConsumeContext<PromptRequested> context)
     {
         var prompt = context.Message;
@@ -54,6 +58,7 @@ public sealed partial class PromptRequestedConsumer(
         _waitedOnUpstream = TimeSpan.Zero;
         _pieces = null;
         _inUpstreamCall = false;
+        _silentTimeouts = 0;
         _claimed = false;
         if (context.GetRetryAttempt() == 0)
         {
@@ -284,10 +289,16 @@ public sealed partial class PromptRequestedConsumer(
         while (true)
         {
             long called = clock.GetTimestamp();
+            long receivedBefore = pieces?.ReceivedCharacters ?? 0;
             _inUpstreamCall = true;
             var outcome = await caller.CallAsync(key, prompt, attempt, pieces is null ? null : pieces.AddAsync, cancellationToken);
             _inUpstreamCall = false;
             _waitedOnUpstream += clock.GetElapsedTime(called);
+            if (outcome.ErrorCode == ErrorCodes.UpstreamTimeout && (pieces?.ReceivedCharacters ?? 0) == receivedBefore)
+            {
+                _silentTimeouts++;
+            }
+
             if (pieces is not null)
             {
                 await pieces.FlushAsync();
@@ -410,24 +421,36 @@ public sealed partial class PromptRequestedConsumer(
     /// Returns the upstream's usage of a completed answer, or an estimate for an answer that failed or was cancelled
     /// after part of it was streamed to the user, because the upstream reports usage only at the end of a stream.
     /// Without the estimate, a user could read most of an answer, cancel it and use no allowance. A cancel that
-    /// ends the upstream request before any text arrived counts the prompt, which the upstream received.
+    /// ends the upstream request before any text arrived counts the prompt, which the upstream received, and so does
+    /// each attempt that timed out before any text arrived.
     /// </summary>
     private TokenUsage? UsageOf(PromptRequested prompt, object result)
     {
+        TokenUsage? timedOut = null;
+        if (_silentTimeouts > 0)
+        {
+            int promptTokens = TokenEstimate.Of(prompt, 0).PromptTokens * _silentTimeouts;
+            timedOut = new TokenUsage(promptTokens, 0, promptTokens);
+        }
+
         if (result is PromptCompleted completed)
         {
-            return completed.Usage;
+            return Sum(completed.Usage, timedOut);
         }
 
         long received = _pieces?.ReceivedCharacters ?? 0;
         bool cancelledUpstream = _inUpstreamCall && result is PromptFailed { Code: ErrorCodes.Cancelled };
         if (received == 0 && !cancelledUpstream)
         {
-            return null;
+            return timedOut;
         }
 
-        return TokenEstimate.Of(prompt, received);
+        return Sum(TokenEstimate.Of(prompt, received), timedOut);
     }
+
+    private static TokenUsage Sum(TokenUsage usage, TokenUsage? more) => more is null
+        ? usage
+        : new TokenUsage(usage.PromptTokens + more.PromptTokens, usage.CompletionTokens + more.CompletionTokens, usage.TotalTokens + more.TotalTokens);
 
     /// <summary>
     /// Releases the tokens reserved for a prompt that a quota or an allowance checks, once it has finished and its
@@ -562,7 +585,7 @@ internal sealed class LeaseRenewal : IDisposable
         }
         catch (Exception ex) when (ex is OperationCanceledException or MongoException or TimeoutException)
         {
-            // A missed renewal only lets another worker take over later; the result store keeps one result.
+            // A missed renewal only lets another worker take over later, and the result store keeps one result.
         }
     }
 
