@@ -23,8 +23,6 @@ public sealed class PromptResultConsumer(
     // Every result of a request comes to this one instance, so remembering the delivered ones here is enough.
     private static readonly TimeSpan RememberFor = TimeSpan.FromMinutes(15);
 
-    /// <summary>Maximum wait for a user's connections to take one message.</summary>
-    private static readonly TimeSpan PushTimeout = TimeSpan.FromSeconds(3);
 
     public async Task Consume(ConsumeContext<PromptPiece> context)
     {
@@ -66,25 +64,8 @@ public sealed class PromptResultConsumer(
         Log.ResultDelivered(logger, "failure", m.RequestId);
     }
 
-    /// <summary>
-    /// Sends to every connection of the user, giving up after <see cref="PushTimeout"/>. A client that stops reading
-    /// fills its connection's buffer, and every push to it would then hold one of the consumer's slots, so the results
-    /// of other users would wait too. So the user's connections are closed at the first push that gives up, and later
-    /// pushes to the user return at once. The client reconnects and fetches the results it missed by request id.
-    /// </summary>
-    private async Task PushAsync(string userId, string method, object payload, CancellationToken cancellationToken)
-    {
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(PushTimeout);
-        try
-        {
-            await connections.SendAsync(userId, method, payload, timeout.Token);
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            Log.PushTimedOut(logger, method, PushTimeout.TotalSeconds, connections.Abort(userId));
-        }
-    }
+    private Task PushAsync(string userId, string method, object payload, CancellationToken cancellationToken) =>
+        connections.SendAsync(userId, method, payload, cancellationToken);
 
     /// <summary>Records the request as finished; false when a final result for it was already delivered.</summary>
     private bool FirstFinal(Guid requestId)

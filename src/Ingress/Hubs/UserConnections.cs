@@ -9,8 +9,11 @@ namespace AddOnEvents.Ingress.Hubs;
 /// a pass over all of them. The index sends a result to its user's connections directly, closes the connections of
 /// a user whose client stopped reading, and limits how many connections one user may open.
 /// </summary>
-public sealed class UserConnections(IHubContext<AddOnHub> hub)
+public sealed class UserConnections(IHubContext<AddOnHub> hub, ILogger<UserConnections> logger)
 {
+    /// <summary>Maximum wait for a user's connections to take one message.</summary>
+    public static readonly TimeSpan PushTimeout = TimeSpan.FromSeconds(3);
+
     private readonly ConcurrentDictionary<string, HubCallerContext> _connections = new();
 
     // Arrays are replaced, never changed, so a reader holds a consistent list without a lock. A user's last
@@ -70,23 +73,39 @@ public sealed class UserConnections(IHubContext<AddOnHub> hub)
         }
     }
 
-    /// <summary>Calls a client method on every connection of the user on this instance.</summary>
-    public Task SendAsync(string userId, string method, object payload, CancellationToken cancellationToken)
+    /// <summary>
+    /// Calls a client method on every connection of the user on this instance, giving up after
+    /// <see cref="PushTimeout"/>. A client that stops reading fills its connection's buffer, and every send to it would
+    /// then hold one of the caller's consumer slots, so the messages of other users would wait too. So the user's
+    /// connections are closed at the first send that gives up, and later sends to the user return at once. The client
+    /// reconnects and fetches the results it missed by request id.
+    /// </summary>
+    public async Task SendAsync(string userId, string method, object payload, CancellationToken cancellationToken)
     {
         if (!_byUser.TryGetValue(userId, out var current))
         {
-            return Task.CompletedTask;
+            return;
         }
+
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(PushTimeout);
 
         // One send per connection, because sending to a list of connection ids makes SignalR's default hub
         // context check every connection of the instance against the list.
         var sends = new Task[current.Length];
         for (int i = 0; i < current.Length; i++)
         {
-            sends[i] = hub.Clients.Client(current[i].ConnectionId).SendAsync(method, payload, cancellationToken);
+            sends[i] = hub.Clients.Client(current[i].ConnectionId).SendAsync(method, payload, timeout.Token);
         }
 
-        return Task.WhenAll(sends);
+        try
+        {
+            await Task.WhenAll(sends);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            Log.PushTimedOut(logger, method, PushTimeout.TotalSeconds, Abort(userId));
+        }
     }
 
     /// <summary>Closes every connection of the user on this instance and returns how many were open.</summary>

@@ -527,6 +527,7 @@ public sealed partial class PromptRequestedConsumer(
                 var now = clock.GetUtcNow().UtcDateTime;
                 return results.RenewLeaseAsync(requestId, worker.Id, now + lease, now.AddSeconds(options.Value.ResultRetentionSeconds), token);
             },
+            ex => LogRenewalFailed(requestId, ex.GetType().Name),
             cancellationToken);
     }
 
@@ -556,36 +557,51 @@ public sealed partial class PromptRequestedConsumer(
     [LoggerMessage(EventId = 3007, Level = LogLevel.Information, Message = "Dropped expired request {RequestId} of app {AppId}")]
     private partial void LogExpired(Guid requestId, string appId);
 
+    [LoggerMessage(EventId = 3009, Level = LogLevel.Warning,
+        Message = "Failed to renew the claim on request {RequestId} with {ExceptionType}; trying again at the next renewal")]
+    private partial void LogRenewalFailed(Guid requestId, string exceptionType);
+
     [LoggerMessage(EventId = 3008, Level = LogLevel.Warning,
         Message = "Published request {RequestId} of app {AppId}, but storing its result failed with {ExceptionType}")]
     private partial void LogStoreFailed(Guid requestId, string appId, string exceptionType);
 }
 
 /// <summary>A background loop that renews a claim until disposed.</summary>
-internal sealed class LeaseRenewal : IDisposable
+public sealed class LeaseRenewal : IDisposable
 {
     private readonly PeriodicTimer _timer;
     private readonly CancellationTokenSource _stop;
 
-    public LeaseRenewal(TimeSpan interval, TimeProvider clock, Func<CancellationToken, Task> renew, CancellationToken cancellationToken)
+    /// <param name="failed">Receives each failed renewal. The loop goes on and tries again at the next tick.</param>
+    public LeaseRenewal(TimeSpan interval, TimeProvider clock, Func<CancellationToken, Task> renew, Action<Exception> failed,
+        CancellationToken cancellationToken)
     {
         _timer = new PeriodicTimer(interval, clock);
         _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        _ = RunAsync(renew, _stop.Token);
+        _ = RunAsync(renew, failed, _stop.Token);
     }
 
-    private async Task RunAsync(Func<CancellationToken, Task> renew, CancellationToken token)
+    private async Task RunAsync(Func<CancellationToken, Task> renew, Action<Exception> failed, CancellationToken token)
     {
         try
         {
             while (await _timer.WaitForNextTickAsync(token))
             {
-                await renew(token);
+                try
+                {
+                    await renew(token);
+                }
+                catch (Exception ex) when (ex is MongoException or TimeoutException)
+                {
+                    // A lease lasts three intervals, so the next renewal may still come in time after a short
+                    // database outage, and keep other workers from calling the upstream a second time.
+                    failed(ex);
+                }
             }
         }
-        catch (Exception ex) when (ex is OperationCanceledException or MongoException or TimeoutException)
+        catch (OperationCanceledException)
         {
-            // A missed renewal only lets another worker take over later, and the result store keeps one result.
+            // The prompt ended while a renewal was running, or the worker is stopping.
         }
     }
 

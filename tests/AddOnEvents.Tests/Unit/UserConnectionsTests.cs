@@ -2,16 +2,17 @@ using System.Security.Claims;
 using AddOnEvents.Ingress.Hubs;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.SignalR;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace AddOnEvents.Tests.Unit;
 
 public sealed class UserConnectionsTests
 {
     [Fact]
-    public async Task SendReachesEveryConnectionOfTheUserAndNoOther()
+    public async Task SendReachesOnlyTheUsersConnections()
     {
         var hub = new RecordingHubContext();
-        var connections = new UserConnections(hub);
+        var connections = new UserConnections(hub, NullLogger<UserConnections>.Instance);
         var first = new FakeConnection("c1", "alice");
         var second = new FakeConnection("c2", "alice");
         var other = new FakeConnection("c3", "bob");
@@ -28,9 +29,9 @@ public sealed class UserConnectionsTests
     }
 
     [Fact]
-    public void LimitCountsOnlyOpenConnectionsOfTheSameUser()
+    public void LimitCountsOpenConnectionsPerUser()
     {
-        var connections = new UserConnections(new RecordingHubContext());
+        var connections = new UserConnections(new RecordingHubContext(), NullLogger<UserConnections>.Instance);
         var first = new FakeConnection("c1", "alice");
         Assert.True(connections.TryAdd(first, 2));
         Assert.True(connections.TryAdd(new FakeConnection("c2", "alice"), 2));
@@ -48,7 +49,7 @@ public sealed class UserConnectionsTests
     [Fact]
     public void AbortClosesOnlyTheUsersConnections()
     {
-        var connections = new UserConnections(new RecordingHubContext());
+        var connections = new UserConnections(new RecordingHubContext(), NullLogger<UserConnections>.Instance);
         var first = new FakeConnection("c1", "alice");
         var second = new FakeConnection("c2", "alice");
         var other = new FakeConnection("c3", "bob");
@@ -58,6 +59,25 @@ public sealed class UserConnectionsTests
 
         Assert.Equal(2, connections.Abort("alice"));
         Assert.Equal(0, connections.Abort("carol"));
+        Assert.True(first.Aborted);
+        Assert.True(second.Aborted);
+        Assert.False(other.Aborted);
+    }
+
+    [Fact]
+    public async Task StalledSendClosesTheUsersConnections()
+    {
+        var hub = new RecordingHubContext { Stall = true };
+        var connections = new UserConnections(hub, NullLogger<UserConnections>.Instance);
+        var first = new FakeConnection("c1", "alice");
+        var second = new FakeConnection("c2", "alice");
+        var other = new FakeConnection("c3", "bob");
+        connections.TryAdd(first, 5);
+        connections.TryAdd(second, 5);
+        connections.TryAdd(other, 5);
+
+        await connections.SendAsync("alice", "AllowanceThreshold", "payload", CancellationToken.None).WaitAsync(UserConnections.PushTimeout * 3);
+
         Assert.True(first.Aborted);
         Assert.True(second.Aborted);
         Assert.False(other.Aborted);
@@ -87,6 +107,13 @@ public sealed class UserConnectionsTests
     {
         private readonly RecordingClients _clients = new();
 
+        /// <summary>Makes every send wait until it is cancelled, as for a client that stopped reading.</summary>
+        public bool Stall
+        {
+            get => _clients.Stall;
+            init => _clients.Stall = value;
+        }
+
         public List<string> Sent => _clients.Sent;
 
         public IHubClients Clients => _clients;
@@ -96,9 +123,11 @@ public sealed class UserConnectionsTests
 
     private sealed class RecordingClients : IHubClients
     {
+        public bool Stall { get; set; }
+
         public List<string> Sent { get; } = [];
 
-        public IClientProxy Client(string connectionId) => new Proxy(Sent, connectionId);
+        public IClientProxy Client(string connectionId) => new Proxy(this, connectionId);
 
         public IClientProxy All => throw new NotSupportedException();
 
@@ -116,12 +145,12 @@ public sealed class UserConnectionsTests
 
         public IClientProxy Users(IReadOnlyList<string> userIds) => throw new NotSupportedException();
 
-        private sealed class Proxy(List<string> sent, string connectionId) : IClientProxy
+        private sealed class Proxy(RecordingClients clients, string connectionId) : IClientProxy
         {
             public Task SendCoreAsync(string method, object?[] args, CancellationToken cancellationToken = default)
             {
-                sent.Add(connectionId);
-                return Task.CompletedTask;
+                clients.Sent.Add(connectionId);
+                return clients.Stall ? Task.Delay(Timeout.Infinite, cancellationToken) : Task.CompletedTask;
             }
         }
     }
