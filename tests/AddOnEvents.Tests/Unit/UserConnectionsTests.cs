@@ -12,13 +12,7 @@ public sealed class UserConnectionsTests
     public async Task SendReachesOnlyTheUsersConnections()
     {
         var hub = new RecordingHubContext();
-        var connections = new UserConnections(hub, NullLogger<UserConnections>.Instance);
-        var first = new FakeConnection("c1", "alice");
-        var second = new FakeConnection("c2", "alice");
-        var other = new FakeConnection("c3", "bob");
-        Assert.True(connections.TryAdd(first, 5));
-        Assert.True(connections.TryAdd(second, 5));
-        Assert.True(connections.TryAdd(other, 5));
+        var (connections, first, _, _) = TwoUsers(hub);
 
         await connections.SendAsync("alice", "PromptCompleted", "answer", CancellationToken.None);
         connections.Remove(first);
@@ -49,13 +43,7 @@ public sealed class UserConnectionsTests
     [Fact]
     public void AbortClosesOnlyTheUsersConnections()
     {
-        var connections = new UserConnections(new RecordingHubContext(), NullLogger<UserConnections>.Instance);
-        var first = new FakeConnection("c1", "alice");
-        var second = new FakeConnection("c2", "alice");
-        var other = new FakeConnection("c3", "bob");
-        connections.TryAdd(first, 5);
-        connections.TryAdd(second, 5);
-        connections.TryAdd(other, 5);
+        var (connections, first, second, other) = TwoUsers(new RecordingHubContext());
 
         Assert.Equal(2, connections.Abort("alice"));
         Assert.Equal(0, connections.Abort("carol"));
@@ -67,20 +55,27 @@ public sealed class UserConnectionsTests
     [Fact]
     public async Task StalledSendClosesTheUsersConnections()
     {
-        var hub = new RecordingHubContext { Stall = true };
-        var connections = new UserConnections(hub, NullLogger<UserConnections>.Instance);
-        var first = new FakeConnection("c1", "alice");
-        var second = new FakeConnection("c2", "alice");
-        var other = new FakeConnection("c3", "bob");
-        connections.TryAdd(first, 5);
-        connections.TryAdd(second, 5);
-        connections.TryAdd(other, 5);
+        var (connections, first, second, other) = TwoUsers(new RecordingHubContext { Stall = true });
 
         await connections.SendAsync("alice", "AllowanceThreshold", "payload", CancellationToken.None).WaitAsync(UserConnections.PushTimeout * 3);
 
         Assert.True(first.Aborted);
         Assert.True(second.Aborted);
         Assert.False(other.Aborted);
+    }
+
+    /// <summary>Returns an index holding connections c1 and c2 of alice and c3 of bob.</summary>
+    private static (UserConnections Connections, FakeConnection First, FakeConnection Second, FakeConnection Other) TwoUsers(
+        RecordingHubContext hub)
+    {
+        var connections = new UserConnections(hub, NullLogger<UserConnections>.Instance);
+        var first = new FakeConnection("c1", "alice");
+        var second = new FakeConnection("c2", "alice");
+        var other = new FakeConnection("c3", "bob");
+        Assert.True(connections.TryAdd(first, 5));
+        Assert.True(connections.TryAdd(second, 5));
+        Assert.True(connections.TryAdd(other, 5));
+        return (connections, first, second, other);
     }
 
     private sealed class FakeConnection(string id, string user) : HubCallerContext
