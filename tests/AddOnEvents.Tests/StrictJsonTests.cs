@@ -284,6 +284,8 @@ public sealed class StrictJsonTests(SystemFixture system)
 
     [Theory]
     [InlineData("/api/apps/{appId}/user-tokens", """{"userId":"u-1","ttlSeconds":"60"}""", "$.ttlSeconds: it must be a whole number")]
+    [InlineData("/api/apps/{appId}/user-tokens", """{"userId":"u-1","ttlSeconds":3000000000}""",
+        "$.ttlSeconds: it must be a whole number from -2147483648 to 2147483647")]
     [InlineData("/api/apps/{appId}/user-tokens", """{"userId":"u-1","addonDisabled":"true"}""", "$.addonDisabled: it must be a boolean")]
     [InlineData("/api/apps/{appId}/user-tokens", """{"userId":["u-1"]}""", "$.userId: it must be a string")]
     public async Task WrongTypeNamesExpectedType(string path, string json, string expectedPart)

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -285,8 +286,19 @@ public static partial class JsonBody
             return "a boolean (true or false)";
         }
 
-        if (type == typeof(int) || type == typeof(long) || type == typeof(short) || type == typeof(byte)
-            || type == typeof(uint) || type == typeof(ulong) || type == typeof(ushort) || type == typeof(sbyte))
+        // The reader fails the same way for a number outside the type's range, so the message names the range.
+        if (type == typeof(int))
+        {
+            return string.Create(CultureInfo.InvariantCulture, $"a whole number from {int.MinValue} to {int.MaxValue}");
+        }
+
+        if (type == typeof(long))
+        {
+            return string.Create(CultureInfo.InvariantCulture, $"a whole number from {long.MinValue} to {long.MaxValue}");
+        }
+
+        if (type == typeof(short) || type == typeof(byte) || type == typeof(uint) || type == typeof(ulong) || type == typeof(ushort)
+            || type == typeof(sbyte))
         {
             return "a whole number";
         }
