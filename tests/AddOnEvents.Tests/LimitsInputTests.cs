@@ -134,8 +134,8 @@ public sealed class LimitsInputTests(SystemFixture system)
         }));
         try
         {
-            using var adminThere = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken), configured);
-            using var created = await adminThere.PostAsync("/api/admin/apps",
+            using var configuredAdmin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken), configured);
+            using var created = await configuredAdmin.PostAsync("/api/admin/apps",
                 new StringContent("""{"name":"Starts limited"}""", Encoding.UTF8, "application/json"));
             string appId = (await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appId").GetString()!;
             var plain = await system.CreateAppAsync();

@@ -13,11 +13,9 @@ public sealed class PromptResultStoreTests
     [Fact]
     public async Task RenewedClaimOutlivesItsFirstRetention()
     {
-        MongoSetup.RegisterConventions();
-        var store = new PromptResultStore(new MongoClient(TestEnvironment.MongoUri).GetDatabase("results" + Guid.NewGuid().ToString("N")[..12]));
+        var store = NewStore();
         var requestId = Guid.NewGuid();
-        var prompt = new PromptRequested(requestId, requestId, "app_renew", "u_renew", "route", "gpt-4o-mini", 10,
-            [new ChatTurn("user", "hi")], Now, Now.AddMinutes(10), Stream: false);
+        var prompt = Prompt(requestId, "app_renew", "u_renew");
 
         var claim = await store.TryClaimAsync(prompt, "worker-1", Now, TimeSpan.FromSeconds(20), Now.AddSeconds(60), default);
         await store.RenewLeaseAsync(requestId, "worker-1", Now.AddSeconds(130), Now.AddSeconds(170), default);
@@ -33,11 +31,9 @@ public sealed class PromptResultStoreTests
     [Fact]
     public async Task TakenOverClaimOutlivesItsFirstRetention()
     {
-        MongoSetup.RegisterConventions();
-        var store = new PromptResultStore(new MongoClient(TestEnvironment.MongoUri).GetDatabase("results" + Guid.NewGuid().ToString("N")[..12]));
+        var store = NewStore();
         var requestId = Guid.NewGuid();
-        var prompt = new PromptRequested(requestId, requestId, "app_takeover", "u_takeover", "route", "gpt-4o-mini", 10,
-            [new ChatTurn("user", "hi")], Now, Now.AddMinutes(10), Stream: false);
+        var prompt = Prompt(requestId, "app_takeover", "u_takeover");
 
         await store.TryClaimAsync(prompt, "worker-1", Now, TimeSpan.FromSeconds(5), Now.AddSeconds(30), default);
         var takeover = await store.TryClaimAsync(prompt, "worker-2", Now.AddSeconds(20), TimeSpan.FromSeconds(5), Now.AddSeconds(50), default);
@@ -46,4 +42,14 @@ public sealed class PromptResultStoreTests
         Assert.Equal(ClaimOutcome.Claimed, takeover.Outcome);
         Assert.Equal(0, swept);
     }
+
+    /// <summary>Returns a store in a database of its own.</summary>
+    private static PromptResultStore NewStore()
+    {
+        MongoSetup.RegisterConventions();
+        return new PromptResultStore(new MongoClient(TestEnvironment.MongoUri).GetDatabase("results" + Guid.NewGuid().ToString("N")[..12]));
+    }
+
+    private static PromptRequested Prompt(Guid requestId, string appId, string userId) =>
+        new(requestId, requestId, appId, userId, "route", "gpt-4o-mini", 10, [new ChatTurn("user", "hi")], Now, Now.AddMinutes(10), Stream: false);
 }

@@ -178,7 +178,7 @@ public sealed class NewAppLimits : AppLimits
     public const string SectionName = "NewAppLimits";
 }
 
-/// <summary>Rejects, at start, default limits that the limits endpoints would reject too.</summary>
+/// <summary>Start-up check that rejects new-app limits which the limits endpoints would reject too.</summary>
 public sealed class NewAppLimitsValidator : IValidateOptions<NewAppLimits>
 {
     public ValidateOptionsResult Validate(string? name, NewAppLimits options) =>

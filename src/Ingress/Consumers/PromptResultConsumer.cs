@@ -23,7 +23,6 @@ public sealed class PromptResultConsumer(
     // Every result of a request comes to this one instance, so remembering the delivered ones here is enough.
     private static readonly TimeSpan RememberFor = TimeSpan.FromMinutes(15);
 
-
     public async Task Consume(ConsumeContext<PromptPiece> context)
     {
         var m = context.Message;

@@ -5,9 +5,8 @@ namespace AddOnEvents.Ingress.Hubs;
 
 /// <summary>
 /// The hub connections open on this instance, indexed by user. SignalR's default hub context finds a user's
-/// connections by checking every connection of the instance, so with thousands of idle users each result would cost
-/// a pass over all of them. The index sends a result to its user's connections directly, closes the connections of
-/// a user whose client stopped reading, and limits how many connections one user may open.
+/// connections by checking every connection on the instance. The index finds them directly, closes the connections
+/// of a user whose client stopped reading, and limits how many connections one user may open.
 /// </summary>
 public sealed class UserConnections(IHubContext<AddOnHub> hub, ILogger<UserConnections> logger)
 {
@@ -16,7 +15,7 @@ public sealed class UserConnections(IHubContext<AddOnHub> hub, ILogger<UserConne
 
     private readonly ConcurrentDictionary<string, HubCallerContext> _connections = new();
 
-    // Arrays are replaced, never changed, so a reader holds a consistent list without a lock. A user's last
+    // Arrays are replaced, never changed, so a reader gets a consistent list without a lock. A user's last
     // connection to close removes the entry, so the index takes memory only for users online.
     private readonly ConcurrentDictionary<string, HubCallerContext[]> _byUser = new(StringComparer.Ordinal);
 
@@ -75,10 +74,10 @@ public sealed class UserConnections(IHubContext<AddOnHub> hub, ILogger<UserConne
 
     /// <summary>
     /// Calls a client method on every connection of the user on this instance, giving up after
-    /// <see cref="PushTimeout"/>. A client that stops reading fills its connection's buffer, and every send to it would
-    /// then hold one of the caller's consumer slots, so the messages of other users would wait too. So the user's
-    /// connections are closed at the first send that gives up, and later sends to the user return at once. The client
-    /// reconnects and fetches the results it missed by request id.
+    /// <see cref="PushTimeout"/>. A client that stops reading fills its connection's buffer, and each send to it would
+    /// occupy one of the caller's consumer slots, so other users' messages would wait too. The first send that gives up
+    /// therefore closes the user's connections, and later sends to the user return at once. The client reconnects and
+    /// fetches the results it missed by request id.
     /// </summary>
     public async Task SendAsync(string userId, string method, object payload, CancellationToken cancellationToken)
     {
