@@ -95,7 +95,10 @@ public static class IngressApp
         services.AddSingleton<WebhookSender>();
         services.AddHostedService(sp => sp.GetRequiredService<WebhookSender>());
         services.AddOptions<WebhookOptions>().Bind(configuration.GetSection(WebhookOptions.SectionName));
-        services.AddOptions<NewAppLimits>().Bind(configuration.GetSection(NewAppLimits.SectionName)).ValidateOnStart();
+        // A misspelt setting would otherwise leave new apps without the limit the operator meant to set.
+        services.AddOptions<NewAppLimits>()
+            .Bind(configuration.GetSection(NewAppLimits.SectionName), binder => binder.ErrorOnUnknownConfiguration = true)
+            .ValidateOnStart();
         services.AddSingleton<IValidateOptions<NewAppLimits>, NewAppLimitsValidator>();
         services.AddHttpClient(WebhookSender.HttpClientName)
             .ConfigurePrimaryHttpMessageHandler(sp =>

@@ -171,6 +171,22 @@ public sealed class LimitsInputTests(SystemFixture system)
         }
     }
 
+    [Fact]
+    public async Task MisspeltNewAppLimitStopsTheStart()
+    {
+        try
+        {
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => system.StartServiceAsync("Ingress2",
+                new Dictionary<string, string?> { ["NewAppLimits:TokensPerDays"] = "2000" }));
+
+            Assert.Contains("TokensPerDays", error.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await system.StopServiceAsync("Ingress2");
+        }
+    }
+
     private static Task<HttpResponseMessage> PutJsonAsync(HttpClient client, string path, string json) =>
         client.PutAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
 }
