@@ -147,26 +147,29 @@ public sealed class PromptLimiter(
 
         // The rate counters come last and the user's before the app's, so that a prompt rejected for another
         // reason uses no budget, and one user's rejected bursts do not use up the budget of the whole app.
-        // A prompt rejected here, or a request that fails here because its client disconnected, must not keep its
-        // reservation.
-        bool admitted = false;
+        Admission? limited;
         try
         {
-            if (await RateLimitAsync(user, appId, pseudonym, limits, now, cancellationToken) is { } limited)
-            {
-                return limited;
-            }
-
-            admitted = true;
-            return new Admission(maxOutputTokens, null, allowance, UsageLimited: quotas.Count > 0);
+            limited = await RateLimitAsync(user, appId, pseudonym, limits, now, cancellationToken);
         }
-        finally
+        catch when (quotas.Count > 0)
         {
-            if (!admitted && quotas.Count > 0)
+            // A client that disconnects cancels the request, and its reservation must not outlive it.
+            await reservations.ReleaseAsync(prompt.RequestId, CancellationToken.None);
+            throw;
+        }
+
+        if (limited is not null)
+        {
+            if (quotas.Count > 0)
             {
                 await reservations.ReleaseAsync(prompt.RequestId, CancellationToken.None);
             }
+
+            return limited;
         }
+
+        return new Admission(maxOutputTokens, null, allowance, UsageLimited: quotas.Count > 0);
     }
 
     private async Task<Admission?> RateLimitAsync(ClaimsPrincipal user, string appId, string pseudonym, AppLimits limits, DateTime now,

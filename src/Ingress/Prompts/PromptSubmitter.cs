@@ -158,25 +158,25 @@ public sealed partial class PromptSubmitter(
         };
         beforePublish?.Invoke(requestId);
         accepted.Add(requestId, appId, pseudonym, message.ExpiresAt);
-        // A publish that failed, or that a disconnecting client cancelled, must not leave the reservation behind.
-        // NOTE: a publish whose confirm timed out may still reach a worker, which then runs without a reservation.
-        // Keeping the reservation instead would block its tokens until the sweep releases them.
-        bool published = false;
+        bool published;
         try
         {
             published = await publisher.PublishAsync(message, http.RequestAborted, timeToLive);
         }
-        finally
+        catch when (admission.UsageLimited)
         {
-            if (!published)
-            {
-                await ReleaseReservationAsync(admission, requestId);
-            }
+            // A client that disconnects cancels the publish, and the reservation must not outlive the request.
+            await ReleaseReservationAsync(admission, requestId);
+            throw;
         }
 
         if (!published)
         {
             accepted.Remove(requestId);
+
+            // NOTE: a publish whose confirm timed out may still reach a worker, which then runs without a reservation.
+            // Keeping the reservation instead would block its tokens until the sweep releases them.
+            await ReleaseReservationAsync(admission, requestId);
             return Submission.Rejected(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable,
                 "The message broker did not confirm the prompt. Retry in a few seconds.", ApiErrors.OutageRetryAfterSeconds);
         }

@@ -351,6 +351,7 @@ public sealed partial class PromptRequestedConsumer(
                 return;
             }
 
+            await ReleaseReservationAsync(prompt);
             storing = null;
         }
 
@@ -376,9 +377,12 @@ public sealed partial class PromptRequestedConsumer(
             }
 
             // Another delivery that stored its result first has published it too, and Ingress pushes only the first.
-            await CountStoredAsync(context, result, outcome);
+            if (await CountStoredAsync(context, result, outcome))
+            {
+                await ReleaseReservationAsync(prompt);
+            }
         }
-        else if (!storeFirst)
+        else if (!countFirst || !storeFirst)
         {
             // Nothing was stored: the prompt expired in the queue, or failed before or while storing its result.
             await ReleaseReservationAsync(prompt);
@@ -394,10 +398,9 @@ public sealed partial class PromptRequestedConsumer(
             context.CancellationToken);
 
     /// <summary>
-    /// Counts the usage of the result this delivery stored and releases the prompt's reservation. Returns false, and
-    /// does neither, when another delivery stored its result first, because that delivery does both. A record that is
-    /// gone belongs to an erased user or a removed app. Its usage then goes to the app's counters only, and a removed
-    /// app's counters are deleted again after the count.
+    /// Counts the usage of an answer whose result this delivery stored, and returns false when another delivery
+    /// stored its result first. A record that is gone belongs to an erased user or a removed app. Its usage then
+    /// goes to the app's counters only, and a removed app's counters are deleted again after the count.
     /// </summary>
     private async Task<bool> CountStoredAsync(ConsumeContext<PromptRequested> context, object result, FinishOutcome outcome)
     {
@@ -411,7 +414,6 @@ public sealed partial class PromptRequestedConsumer(
             await CountUsageAsync(context, spent, userErased: outcome == FinishOutcome.RecordGone);
         }
 
-        await ReleaseReservationAsync(context.Message);
         return true;
     }
 
@@ -556,7 +558,7 @@ public sealed partial class PromptRequestedConsumer(
     private partial void LogExpired(Guid requestId, string appId);
 
     [LoggerMessage(EventId = 3009, Level = LogLevel.Warning,
-        Message = "Failed to renew the claim on request {RequestId} with {ExceptionType}. The next renewal tries again")]
+        Message = "Failed to renew the claim on request {RequestId} with {ExceptionType}; trying again at the next renewal")]
     private partial void LogRenewalFailed(Guid requestId, string exceptionType);
 
     [LoggerMessage(EventId = 3008, Level = LogLevel.Warning,
