@@ -191,12 +191,23 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
     [Fact]
     public async Task KilledPromptWorkerRequestCompletesOnce()
     {
-        var (token, client) = await NewUserAsync();
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-failure-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "survivor");
+        await using var client = await system.ConnectAsync(token);
         string prompt = "survive " + Guid.NewGuid().ToString("N");
         int calls = 0;
-        system.Upstream.Responder = r => r.LastUserMessage == prompt && Interlocked.Increment(ref calls) == 1
-            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(30), ScriptedResponse.Answer("too late"))
-            : null;
+        system.Upstream.Responder = r =>
+        {
+            if (r.LastUserMessage != prompt)
+            {
+                return null;
+            }
+
+            return Interlocked.Increment(ref calls) == 1
+                ? ScriptedResponse.Slow(TimeSpan.FromSeconds(30), ScriptedResponse.Answer("too late"))
+                : ScriptedResponse.Answer("Echo: " + prompt) with { Usage = new ScriptedUsage(10, 20, 30) };
+        };
         await system.StopServiceAsync(nameof(PromptWorker));
         await using var doomed = ServiceProcess.Start(nameof(PromptWorker), system.PromptWorkerSettings(), system.Logs);
 
@@ -207,10 +218,21 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         var result = await client.WaitForResultAsync(requestId, Patience);
         await Task.Delay(TimeSpan.FromSeconds(2));
         system.Upstream.Responder = null;
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        long tokens = 0;
+        var deadline = DateTime.UtcNow + Patience;
+        while (tokens <= 30 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(200);
+            tokens = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month").GetProperty("tokens").GetInt64();
+        }
 
         Assert.Equal("Echo: " + prompt, result.Text);
         Assert.Single(client.Received, r => r.RequestId == requestId);
         Assert.Equal(2, system.Upstream.Requests.Count(r => r.LastUserMessage == prompt));
+
+        // The second worker's 30 tokens, and the prompt again for the call that was running when the first one died.
+        Assert.True(tokens >= 30 + (prompt.Length / 4), $"counted {tokens} tokens");
     }
 
     [Fact]

@@ -187,6 +187,23 @@ public sealed class LimitsInputTests(SystemFixture system)
         }
     }
 
+    [Fact]
+    public async Task SingleAllowedModelValueStopsTheStart()
+    {
+        try
+        {
+            // A single value where a list belongs would otherwise leave new apps free to use every model.
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => system.StartServiceAsync("Ingress2",
+                new Dictionary<string, string?> { ["NewAppLimits:AllowedModels"] = "gpt-4o-mini" }));
+
+            Assert.Contains("'NewAppLimits:AllowedModels'", error.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await system.StopServiceAsync("Ingress2");
+        }
+    }
+
     private static Task<HttpResponseMessage> PutJsonAsync(HttpClient client, string path, string json) =>
         client.PutAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
 }

@@ -77,7 +77,10 @@ public enum ClaimOutcome
     Finished,
 }
 
-/// <summary>How a claim ended, and for a claim taken, the number of the upstream attempt it may make.</summary>
+/// <summary>
+/// How a claim ended, and for a claim taken, the number of the upstream attempt it may make. A claim taken over from
+/// a worker whose lease ran out contains the record after the takeover, and a new claim contains none.
+/// </summary>
 public readonly record struct Claim(ClaimOutcome Outcome, PromptResultDocument? Existing, int Attempt);
 
 public sealed class PromptResultStore(IMongoDatabase database)

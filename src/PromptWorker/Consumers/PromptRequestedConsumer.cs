@@ -47,9 +47,9 @@ public sealed partial class PromptRequestedConsumer(
     // while a call runs, so a cancel during a wait between attempts counts nothing.
     private bool _inUpstreamCall;
 
-    // Attempts that the upstream timeout cut off before any text arrived. The provider received their prompt and
-    // may bill it, even though no usage came back.
-    private int _silentTimeouts;
+    // Calls whose prompt the provider may bill although no usage came back: attempts that the upstream timeout cut
+    // off before any text arrived, and the call of a worker that lost its claim while the call may have been running.
+    private int _unansweredCalls;
 
     public async Task Consume(ConsumeContext<PromptRequested> context)
     {
@@ -58,7 +58,7 @@ public sealed partial class PromptRequestedConsumer(
         _waitedOnUpstream = TimeSpan.Zero;
         _pieces = null;
         _inUpstreamCall = false;
-        _silentTimeouts = 0;
+        _unansweredCalls = 0;
         _claimed = false;
         if (context.GetRetryAttempt() == 0)
         {
@@ -167,6 +167,14 @@ public sealed partial class PromptRequestedConsumer(
             var claim = await results.TryClaimAsync(prompt, worker.Id, now, lease, expiresAt, context.CancellationToken);
             if (claim.Outcome == ClaimOutcome.Claimed)
             {
+                // The lease ran out because its worker died or stalled, possibly while the upstream was answering.
+                // That call's usage never comes back, so it counts as its prompt. This counts too much when the
+                // worker stopped before calling.
+                if (claim.Existing is not null)
+                {
+                    _unansweredCalls++;
+                }
+
                 return claim.Attempt;
             }
 
@@ -296,7 +304,7 @@ public sealed partial class PromptRequestedConsumer(
             _waitedOnUpstream += clock.GetElapsedTime(called);
             if (outcome.ErrorCode == ErrorCodes.UpstreamTimeout && (pieces?.ReceivedCharacters ?? 0) == receivedBefore)
             {
-                _silentTimeouts++;
+                _unansweredCalls++;
             }
 
             if (pieces is not null)
@@ -422,30 +430,30 @@ public sealed partial class PromptRequestedConsumer(
     /// after part of it was streamed to the user, because the upstream reports usage only at the end of a stream.
     /// Without the estimate, a user could read most of an answer, cancel it and use no allowance. A cancel that
     /// ends the upstream request before any text arrived counts the prompt, which the upstream received, and so does
-    /// each attempt that timed out before any text arrived.
+    /// each attempt that timed out before any text arrived, and the call of a worker whose claim this one took over.
     /// </summary>
     private TokenUsage? UsageOf(PromptRequested prompt, object result)
     {
-        TokenUsage? timedOut = null;
-        if (_silentTimeouts > 0)
+        TokenUsage? unanswered = null;
+        if (_unansweredCalls > 0)
         {
-            int promptTokens = TokenEstimate.Of(prompt, 0).PromptTokens * _silentTimeouts;
-            timedOut = new TokenUsage(promptTokens, 0, promptTokens);
+            int promptTokens = TokenEstimate.Of(prompt, 0).PromptTokens * _unansweredCalls;
+            unanswered = new TokenUsage(promptTokens, 0, promptTokens);
         }
 
         if (result is PromptCompleted completed)
         {
-            return Sum(completed.Usage, timedOut);
+            return Sum(completed.Usage, unanswered);
         }
 
         long received = _pieces?.ReceivedCharacters ?? 0;
         bool cancelledUpstream = _inUpstreamCall && result is PromptFailed { Code: ErrorCodes.Cancelled };
         if (received == 0 && !cancelledUpstream)
         {
-            return timedOut;
+            return unanswered;
         }
 
-        return Sum(TokenEstimate.Of(prompt, received), timedOut);
+        return Sum(TokenEstimate.Of(prompt, received), unanswered);
     }
 
     private static TokenUsage Sum(TokenUsage usage, TokenUsage? more) => more is null
