@@ -119,36 +119,18 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         string token = await system.IssueUserTokenAsync(app, "slow-user");
         await using var client = await system.ConnectAsync(token);
         string prompt = "slow then fast " + Guid.NewGuid().ToString("N");
-        int calls = 0;
-        system.Upstream.Responder = r =>
-        {
-            if (r.LastUserMessage != prompt)
-            {
-                return null;
-            }
-
-            return Interlocked.Increment(ref calls) == 1
-                ? ScriptedResponse.Slow(TimeSpan.FromSeconds(30), ScriptedResponse.Answer("too late"))
-                : ScriptedResponse.Answer("in time") with { Usage = new ScriptedUsage(10, 20, 30) };
-        };
+        system.Upstream.Responder = HangsOnceThenAnswers(prompt, "in time");
 
         var requestId = await system.PostPromptAsync(token, prompt, stream: false);
         var result = await client.WaitForResultAsync(requestId, Patience);
         system.Upstream.Responder = null;
-        using var developer = system.CreateClient(SystemFixture.Basic(app));
-        long tokens = 0;
-        var deadline = DateTime.UtcNow + Patience;
-        while (tokens <= 30 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(200);
-            tokens = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month").GetProperty("tokens").GetInt64();
-        }
+        long tokens = await MonthTokensAboveAsync(app, AnswerTokens);
 
         Assert.Equal("in time", result.Text);
         Assert.Equal(2, system.Upstream.Requests.Count(r => r.LastUserMessage == prompt));
 
         // The answer's 30 tokens, and at least the prompt's own text again for the attempt that timed out.
-        Assert.True(tokens >= 30 + (prompt.Length / 4), $"counted {tokens} tokens");
+        Assert.True(tokens >= AnswerTokens + (prompt.Length / 4), $"counted {tokens} tokens");
     }
 
     [Fact]
@@ -196,18 +178,7 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         string token = await system.IssueUserTokenAsync(app, "survivor");
         await using var client = await system.ConnectAsync(token);
         string prompt = "survive " + Guid.NewGuid().ToString("N");
-        int calls = 0;
-        system.Upstream.Responder = r =>
-        {
-            if (r.LastUserMessage != prompt)
-            {
-                return null;
-            }
-
-            return Interlocked.Increment(ref calls) == 1
-                ? ScriptedResponse.Slow(TimeSpan.FromSeconds(30), ScriptedResponse.Answer("too late"))
-                : ScriptedResponse.Answer("Echo: " + prompt) with { Usage = new ScriptedUsage(10, 20, 30) };
-        };
+        system.Upstream.Responder = HangsOnceThenAnswers(prompt, "Echo: " + prompt);
         await system.StopServiceAsync(nameof(PromptWorker));
         await using var doomed = ServiceProcess.Start(nameof(PromptWorker), system.PromptWorkerSettings(), system.Logs);
 
@@ -218,21 +189,14 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         var result = await client.WaitForResultAsync(requestId, Patience);
         await Task.Delay(TimeSpan.FromSeconds(2));
         system.Upstream.Responder = null;
-        using var developer = system.CreateClient(SystemFixture.Basic(app));
-        long tokens = 0;
-        var deadline = DateTime.UtcNow + Patience;
-        while (tokens <= 30 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(200);
-            tokens = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month").GetProperty("tokens").GetInt64();
-        }
+        long tokens = await MonthTokensAboveAsync(app, AnswerTokens);
 
         Assert.Equal("Echo: " + prompt, result.Text);
         Assert.Single(client.Received, r => r.RequestId == requestId);
         Assert.Equal(2, system.Upstream.Requests.Count(r => r.LastUserMessage == prompt));
 
-        // The second worker's 30 tokens, and the prompt again for the call that was running when the first one died.
-        Assert.True(tokens >= 30 + (prompt.Length / 4), $"counted {tokens} tokens");
+        // The second worker's AnswerTokens, and the prompt again for the call that was running when the first one died.
+        Assert.True(tokens >= AnswerTokens + (prompt.Length / 4), $"counted {tokens} tokens");
     }
 
     [Fact]
@@ -304,6 +268,41 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         var leftovers = await ReadAllQueuesAsync();
 
         Assert.DoesNotContain(leftovers, text => text.Contains(secretText, StringComparison.Ordinal));
+    }
+
+    // Total tokens in the usage of the reply that HangsOnceThenAnswers returns after its first call.
+    private const int AnswerTokens = 30;
+
+    /// <summary>Returns a responder whose first call for the prompt hangs for 30 s and whose later calls answer.</summary>
+    private static Func<RecordedRequest, ScriptedResponse?> HangsOnceThenAnswers(string prompt, string answer)
+    {
+        int calls = 0;
+        return r =>
+        {
+            if (r.LastUserMessage != prompt)
+            {
+                return null;
+            }
+
+            return Interlocked.Increment(ref calls) == 1
+                ? ScriptedResponse.Slow(TimeSpan.FromSeconds(30), ScriptedResponse.Answer("too late"))
+                : ScriptedResponse.Answer(answer) with { Usage = new ScriptedUsage(10, 20, AnswerTokens) };
+        };
+    }
+
+    /// <summary>Waits until the app's tokens this month exceed <paramref name="floor"/>, and returns them.</summary>
+    private async Task<long> MonthTokensAboveAsync(TestApp app, long floor)
+    {
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        long tokens = 0;
+        var deadline = DateTime.UtcNow + Patience;
+        while (tokens <= floor && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(200);
+            tokens = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month").GetProperty("tokens").GetInt64();
+        }
+
+        return tokens;
     }
 
     private async Task<(string Token, AddOnClient Client)> NewUserAsync()

@@ -158,45 +158,33 @@ public sealed class LimitsInputTests(SystemFixture system)
     [Fact]
     public async Task InvalidNewAppLimitsStopTheStart()
     {
-        try
-        {
-            var error = await Assert.ThrowsAsync<OptionsValidationException>(() => system.StartServiceAsync("Ingress2",
-                new Dictionary<string, string?> { ["NewAppLimits:TokensPerDay"] = "0" }));
+        string message = await StartFailureAsync<OptionsValidationException>("NewAppLimits:TokensPerDay", "0");
 
-            Assert.Contains("NewAppLimits is invalid: Every limit must be a positive number", error.Message, StringComparison.Ordinal);
-        }
-        finally
-        {
-            await system.StopServiceAsync("Ingress2");
-        }
+        Assert.Contains("NewAppLimits is invalid: Every limit must be a positive number", message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task MisspeltNewAppLimitStopsTheStart()
+    // A misspelt name, a word for a number, or a single value where a list belongs (which would otherwise leave new
+    // apps free to use every model) stops the start with a message that names the setting.
+    [Theory]
+    [InlineData("NewAppLimits:TokensPerDays", "2000", "TokensPerDays")]
+    [InlineData("NewAppLimits:TokensPerDay", "many", "'NewAppLimits:TokensPerDay'")]
+    [InlineData("NewAppLimits:AllowedModels", "gpt-4o-mini", "'NewAppLimits:AllowedModels'")]
+    public async Task UnreadableNewAppLimitStopsTheStart(string key, string value, string named)
+    {
+        string message = await StartFailureAsync<InvalidOperationException>(key, value);
+
+        Assert.Contains(named, message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Starts a second Ingress with one extra setting, and returns the message of the exception that stops it.</summary>
+    private async Task<string> StartFailureAsync<TException>(string key, string value)
+        where TException : Exception
     {
         try
         {
-            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => system.StartServiceAsync("Ingress2",
-                new Dictionary<string, string?> { ["NewAppLimits:TokensPerDays"] = "2000" }));
-
-            Assert.Contains("TokensPerDays", error.Message, StringComparison.Ordinal);
-        }
-        finally
-        {
-            await system.StopServiceAsync("Ingress2");
-        }
-    }
-
-    [Fact]
-    public async Task SingleAllowedModelValueStopsTheStart()
-    {
-        try
-        {
-            // A single value where a list belongs would otherwise leave new apps free to use every model.
-            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => system.StartServiceAsync("Ingress2",
-                new Dictionary<string, string?> { ["NewAppLimits:AllowedModels"] = "gpt-4o-mini" }));
-
-            Assert.Contains("'NewAppLimits:AllowedModels'", error.Message, StringComparison.Ordinal);
+            var error = await Assert.ThrowsAsync<TException>(() => system.StartServiceAsync("Ingress2",
+                new Dictionary<string, string?> { [key] = value }));
+            return error.Message;
         }
         finally
         {
