@@ -72,6 +72,65 @@ public sealed class KeyLifecycleTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task RejectedKeyStaysUnusedWhileReplacementPending()
+    {
+        var app = await system.CreateAppAsync();
+        string revoked = "sk-revoked-" + Guid.NewGuid().ToString("N");
+        await system.RegisterActiveKeyAsync(app, revoked);
+        string token = await system.IssueUserTokenAsync(app, "pending-replacement-user");
+        await using var client = await system.ConnectAsync(token);
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+
+        // The developer revokes the key at OpenAI, and the next prompt meets the provider's 401.
+        system.Upstream.RejectKey(revoked);
+        string first = "with a revoked key " + Guid.NewGuid().ToString("N");
+        var rejection = await client.WaitForResultAsync(await system.PostPromptAsync(token, first), Patience);
+        int callsWithRevokedKey = CountChatCalls(revoked);
+
+        // With KeyWorker stopped the replacement stays pending, as it does while the broker or KeyWorker restarts.
+        string replacement = "sk-replacement-" + Guid.NewGuid().ToString("N");
+        system.Upstream.AcceptKey(replacement);
+        string second = "while the replacement is pending " + Guid.NewGuid().ToString("N");
+        await system.StopServiceAsync(nameof(KeyWorker));
+        JsonElement pending;
+        AddOnResult duringCheck;
+        try
+        {
+            using (var replaced = await system.PutKeyAsync(app, replacement))
+            {
+                Assert.Equal(HttpStatusCode.Accepted, replaced.StatusCode);
+            }
+
+            pending = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/openai-key");
+            duringCheck = await client.WaitForResultAsync(await system.PostPromptAsync(token, second), Patience);
+        }
+        finally
+        {
+            await system.StartServiceAsync(nameof(KeyWorker));
+        }
+
+        var active = await system.WaitForKeyStateAsync(app, "active");
+        string third = "after the replacement is active " + Guid.NewGuid().ToString("N");
+        var answered = await client.WaitForResultAsync(await system.PostPromptAsync(token, third), Patience);
+        var upstreamRequest = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == third, Patience);
+
+        Assert.Equal("upstream_auth_failed", rejection.Code);
+        Assert.Equal(1, callsWithRevokedKey);
+        Assert.Equal("PromptFailed", duringCheck.Kind);
+        Assert.Equal("key_invalid", duringCheck.Code);
+        Assert.Contains("still being checked", duringCheck.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == second);
+        Assert.Equal(callsWithRevokedKey, CountChatCalls(revoked));
+        Assert.Equal("pending", pending.GetProperty("state").GetString());
+        Assert.Equal(2, pending.GetProperty("version").GetInt64());
+        Assert.Equal(JsonValueKind.Null, pending.GetProperty("activeVersion").ValueKind);
+        Assert.Equal(JsonValueKind.Null, pending.GetProperty("activeHint").ValueKind);
+        Assert.Equal(2, active.GetProperty("activeVersion").GetInt64());
+        Assert.Equal("PromptCompleted", answered.Kind);
+        Assert.Equal(replacement, upstreamRequest.BearerKey);
+    }
+
+    [Fact]
     public async Task DeleteAfterRejectedReplacementStopsPrompts()
     {
         var app = await system.CreateAppAsync();
@@ -215,6 +274,9 @@ public sealed class KeyLifecycleTests(SystemFixture system)
         Assert.Equal("unverified", abandoned.GetProperty("state").GetString());
         Assert.Equal(4, checks);
     }
+
+    private int CountChatCalls(string bearerKey) =>
+        system.Upstream.Requests.Count(r => r.Path == FakeUpstream.ChatCompletionsPath && r.BearerKey == bearerKey);
 
     /// <summary>Polls the key status until its reason code is <paramref name="reasonCode"/>, and returns that status.</summary>
     private async Task<JsonElement> WaitForReasonAsync(TestApp app, string reasonCode)

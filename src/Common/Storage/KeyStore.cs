@@ -26,9 +26,17 @@ public sealed class KeyDocument
 
     /// <summary>
     /// The key that prompts use. It lags behind <see cref="Version"/> while a replacement is pending and after a
-    /// replacement was rejected, so the previous key keeps serving until a replacement is stored.
+    /// replacement was rejected, so the previous key keeps serving until a replacement is stored. It is removed once
+    /// the provider rejects it after it was stored, so a rejected key never serves again.
     /// </summary>
     public StoredKeyMaterial? Material { get; set; }
+
+    /// <summary>
+    /// Version of the last stored key that the provider rejected after it was stored, or null. Registering a
+    /// replacement leaves it set, so prompts fail with key_invalid rather than no_key_configured while the
+    /// replacement is pending.
+    /// </summary>
+    public long? RejectedVersion { get; set; }
 
     /// <summary>Number of re-checks of an unverified key made so far. Every registration resets it.</summary>
     public int RecheckAttempts { get; set; }
@@ -40,7 +48,14 @@ public sealed class KeyDocument
     /// Returns whether prompts can use the stored key, which requires that a key is stored and that it is not the
     /// version the provider rejected.
     /// </summary>
+    /// <remarks>
+    /// NOTE: the version comparison covers documents written before rejected keys were removed. Such a rejected key
+    /// serves again once a replacement is pending, because the pending state hides the rejection.
+    /// </remarks>
     public bool HasUsableKey() => Material is not null && !(State == KeyStates.Invalid && Version == Material.Version);
+
+    /// <summary>Returns whether the provider rejected the stored key and its replacement is still pending.</summary>
+    public bool IsRejectedKeyPendingReplacement() => State == KeyStates.Pending && Material is null && RejectedVersion is not null;
 }
 
 /// <summary>An encrypted provider key with a keyed fingerprint (HMAC-SHA256) of its plaintext.</summary>
@@ -193,19 +208,21 @@ public sealed class KeyStore(IMongoDatabase database)
     }
 
     /// <summary>
-    /// Marks the key in use as invalid after the upstream rejected it, unless it was replaced meanwhile. A previous
-    /// key that still serves behind a newer, pending or rejected, registration is removed instead, so prompts stop
-    /// calling the upstream with it while the newer version keeps its own state.
+    /// Removes the stored key after the upstream rejected it, unless a newer key was stored meanwhile, so prompts
+    /// never call the upstream with it again. When the rejected key is the newest version, that version is also
+    /// marked invalid. A newer registration, pending or rejected, keeps its own state.
     /// </summary>
     public async Task MarkRejectedAsync(string appId, long materialVersion, string reasonCode, DateTime now, CancellationToken cancellationToken)
     {
+        // Both updates match only while the document still contains the rejected material, so a newer key stored
+        // meanwhile wins. A newer registration recorded before the first update makes it miss, and the second update
+        // then removes the material without touching the state of that registration.
         var newest = await _keys.UpdateOneAsync(
-            k => k.AppId == appId && k.Version == materialVersion,
-            Builders<KeyDocument>.Update
+            k => k.AppId == appId && k.Version == materialVersion && k.Material != null && k.Material.Version == materialVersion,
+            RemoveRejectedMaterial(materialVersion, now)
                 .Set(k => k.State, KeyStates.Invalid)
                 .Set(k => k.ReasonCode, reasonCode)
-                .Set(k => k.CheckedAt, now)
-                .Set(k => k.UpdatedAt, now),
+                .Set(k => k.CheckedAt, now),
             cancellationToken: cancellationToken);
         if (newest.MatchedCount > 0)
         {
@@ -214,9 +231,15 @@ public sealed class KeyStore(IMongoDatabase database)
 
         await _keys.UpdateOneAsync(
             k => k.AppId == appId && k.Material != null && k.Material.Version == materialVersion,
-            Builders<KeyDocument>.Update.Set(k => k.Material, null).Set(k => k.UpdatedAt, now),
+            RemoveRejectedMaterial(materialVersion, now),
             cancellationToken: cancellationToken);
     }
+
+    private static UpdateDefinition<KeyDocument> RemoveRejectedMaterial(long materialVersion, DateTime now) =>
+        Builders<KeyDocument>.Update
+            .Set(k => k.Material, null)
+            .Set(k => k.RejectedVersion, materialVersion)
+            .Set(k => k.UpdatedAt, now);
 
     /// <summary>Schedules the next check of an unverified key version, unless the document changed meanwhile.</summary>
     public async Task ScheduleRecheckAsync(string appId, long version, DateTime nextCheckAt, CancellationToken cancellationToken)
@@ -241,8 +264,9 @@ public sealed class KeyStore(IMongoDatabase database)
 
     /// <summary>
     /// Stores the outcome of a re-check, only if the document still contains the unverified version that was checked.
-    /// <paramref name="nextCheckAt"/> schedules another re-check, or null stops them. Returns false when the key
-    /// was replaced, deleted or marked invalid meanwhile.
+    /// <paramref name="nextCheckAt"/> schedules another re-check, or null stops them. An invalid outcome removes the
+    /// key, as <see cref="MarkRejectedAsync"/> does. Returns false when the key was replaced, deleted or marked
+    /// invalid meanwhile.
     /// </summary>
     public async Task<bool> StoreRecheckedAsync(
         KeyDocument checkedDocument,
@@ -254,16 +278,18 @@ public sealed class KeyStore(IMongoDatabase database)
         CancellationToken cancellationToken)
     {
         long materialVersion = checkedDocument.Material!.Version;
+        var update = state == KeyStates.Invalid
+            ? RemoveRejectedMaterial(materialVersion, now)
+            : Builders<KeyDocument>.Update.Set(k => k.UpdatedAt, now);
         var result = await _keys.UpdateOneAsync(
             k => k.AppId == checkedDocument.AppId && k.Version == checkedDocument.Version && k.State == KeyStates.Unverified
                 && k.Material != null && k.Material.Version == materialVersion,
-            Builders<KeyDocument>.Update
+            update
                 .Set(k => k.State, state)
                 .Set(k => k.ReasonCode, reasonCode)
                 .Set(k => k.RecheckAttempts, attempts)
                 .Set(k => k.NextCheckAt, nextCheckAt)
-                .Set(k => k.CheckedAt, now)
-                .Set(k => k.UpdatedAt, now),
+                .Set(k => k.CheckedAt, now),
             cancellationToken: cancellationToken);
         return result.ModifiedCount > 0;
     }

@@ -69,7 +69,7 @@ public static partial class AddonEndpoints
         if (active)
         {
             // An unverified key serves prompts too, and so does the previous key while a replacement is pending or
-            // after the provider rejected the replacement.
+            // after the provider rejected the replacement, unless the provider rejected the previous key as well.
             var key = await keys.FindAsync(appId, http.RequestAborted);
             if (key is null || !key.HasUsableKey())
             {

@@ -101,16 +101,16 @@ public static partial class KeyEndpoints
         return document is null
             ? ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NoKeyConfigured, "This app has no OpenAI key. Register one with PUT.")
             : Results.Ok(new KeyStatus(document.AppId, document.Version, document.State, document.Hint, document.ReasonCode,
-                document.UpdatedAt, document.CheckedAt, document.Material?.Version, ActiveHint(document)));
+                document.UpdatedAt, document.CheckedAt, document.HasUsableKey() ? document.Material!.Version : null, ActiveHint(document)));
     }
 
     /// <summary>
-    /// Returns the hint of the stored key. Material stored before it kept its own hint has one only when it is the
-    /// newest version, whose hint the document has.
+    /// Returns the hint of the key that prompts use, or null when none can serve. Material stored before it kept its
+    /// own hint has one only when it is the newest version, whose hint the document has.
     /// </summary>
     private static string? ActiveHint(KeyDocument document) => document.Material switch
     {
-        null => null,
+        _ when !document.HasUsableKey() => null,
         { Hint: { } hint } => hint,
         { } material when material.Version == document.Version => document.Hint,
         _ => null,

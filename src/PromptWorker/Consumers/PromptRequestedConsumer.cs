@@ -229,24 +229,15 @@ public sealed partial class PromptRequestedConsumer(
             return Failure(prompt, ErrorCodes.AddonInactive, "The add-on is switched off for this app. The developer can switch it on in the console.");
         }
 
+        // An invalid or pending replacement leaves the previous key stored, and that key keeps serving unless the
+        // provider rejected it too.
         var document = appState.Key;
-        if (document is not null && document.State == KeyStates.Invalid && !document.HasUsableKey())
+        if (document is null || !document.HasUsableKey())
         {
-            return document.ReasonCode == ErrorCodes.KeyUnreadable
-                ? Failure(prompt, ErrorCodes.KeyUnreadable, "This app's stored key cannot be read. The developer must register it again.")
-                : Failure(prompt, ErrorCodes.KeyInvalid, "The AI provider rejected this app's OpenAI key. The developer must replace it.");
+            return UnusableKeyFailure(prompt, document);
         }
 
-        // An invalid replacement leaves the previous key stored, and that key keeps serving.
-        var material = document?.Material;
-        if (document is null || material is null)
-        {
-            bool pending = document?.State == KeyStates.Pending;
-            return Failure(prompt, ErrorCodes.NoKeyConfigured, pending
-                ? "This app's OpenAI key is still being checked. Try again in a few seconds."
-                : "This app has no OpenAI key. The developer adds one in the console.");
-        }
-
+        var material = document.Material!;
         ProviderKey providerKey;
         try
         {
@@ -279,6 +270,26 @@ public sealed partial class PromptRequestedConsumer(
 
         int? retryAfter = outcome.RetryAfter is { } wait ? (int)Math.Ceiling(wait.TotalSeconds) : null;
         return Failure(prompt, outcome.ErrorCode!, outcome.ErrorMessage!, retryAfter);
+    }
+
+    private PromptFailed UnusableKeyFailure(PromptRequested prompt, KeyDocument? document)
+    {
+        if (document?.State == KeyStates.Invalid)
+        {
+            return document.ReasonCode == ErrorCodes.KeyUnreadable
+                ? Failure(prompt, ErrorCodes.KeyUnreadable, "This app's stored key cannot be read. The developer must register it again.")
+                : Failure(prompt, ErrorCodes.KeyInvalid, "The AI provider rejected this app's OpenAI key. The developer must replace it.");
+        }
+
+        if (document is not null && document.IsRejectedKeyPendingReplacement())
+        {
+            return Failure(prompt, ErrorCodes.KeyInvalid,
+                "The AI provider rejected this app's OpenAI key, and the replacement key is still being checked. Try again in a few seconds.");
+        }
+
+        return Failure(prompt, ErrorCodes.NoKeyConfigured, document?.State == KeyStates.Pending
+            ? "This app's OpenAI key is still being checked. Try again in a few seconds."
+            : "This app has no OpenAI key. The developer adds one in the console.");
     }
 
     /// <summary>
