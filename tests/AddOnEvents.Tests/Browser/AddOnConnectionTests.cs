@@ -64,8 +64,8 @@ public sealed class AddOnConnectionTests(BrowserFixture system)
         }
     }
 
-    // NOTE: on a machine loaded by other test runs, this test has failed at dispose with an unhandled "Handshake was
-    // canceled." rejection raised inside signalr.min.js. The cause is not known.
+    // NOTE: the attempt after the close gets the revoked token or the new one, depending on timing. On a loaded machine
+    // it can get the new one, which is the case ServerCloseReconnectsWithOneSocket tests on every run.
     [Fact]
     public async Task RevokedSecretFetchesNewToken()
     {
@@ -93,6 +93,44 @@ public sealed class AddOnConnectionTests(BrowserFixture system)
         await page.GetByLabel("Ask the assistant").FillAsync("Still there after the rotation?");
         await page.GetByRole(AriaRole.Button, new() { Name = "Send" }).ClickAsync();
         await Expect(page.Locator(".turn").Last.Locator(".answer-text")).ToHaveTextAsync("Echo: Still there after the rotation?");
+    }
+
+    // A start made from inside the SignalR client's onclose lost its transport, so its WebSocket sent no hub handshake
+    // and stayed open until the server's handshake timeout. The page then threw "Handshake was canceled.".
+    [Fact]
+    public async Task ServerCloseReconnectsWithOneSocket()
+    {
+        var app = await system.CreateAppAsync("Closed by the server");
+        await system.RegisterActiveKeyAsync(app, "sk-closed-" + Guid.NewGuid().ToString("N"));
+        string userId = UniqueUser("closed");
+        string oldToken = await IssueTokenAsync(app, userId);
+
+        // After the first call, getToken waits for the test's new token, so the first attempt after the close uses it.
+        string waitForNewToken = $$"""
+            window.__tokenRequests === 1 ? window.__nextToken : new Promise((resolve) => {
+              const poll = () => window.__nextToken !== "{{oldToken}}" ? resolve(window.__nextToken) : setTimeout(poll, 20);
+              poll();
+            })
+            """;
+        await using var host = await system.OpenOnHostPageOriginAsync(HostPage(waitForNewToken, $"\"{oldToken}\""));
+        var page = host.Page;
+        await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
+        int socketsBeforeClose = await page.EvaluateAsync<int>("() => window.__sockets.length");
+
+        // The rotation closes the connection from the server, with a Close message.
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using var rotated = await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds = 0 });
+        Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
+        string newSecret = (await rotated.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appSecret").GetString()!;
+        string newToken = await IssueTokenAsync(app with { Secret = newSecret }, userId);
+        await Expect(page.Locator(".addon-connection-text")).Not.ToHaveTextAsync("Connected");
+        await page.EvaluateAsync("token => { window.__nextToken = token; }", newToken);
+
+        await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
+        Assert.Equal(socketsBeforeClose + 1, await page.EvaluateAsync<int>("() => window.__sockets.length"));
+        await page.GetByLabel("Ask the assistant").FillAsync("Back after the close?");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Send" }).ClickAsync();
+        await Expect(page.Locator(".turn").Last.Locator(".answer-text")).ToHaveTextAsync("Echo: Back after the close?");
     }
 
     private static string UniqueUser(string name) => $"{name}-{Guid.NewGuid():N}";

@@ -571,8 +571,10 @@
       hub.onclose(() => {
         if (hub !== connection) return;
         // Reconnecting gives up only after a ConnectionRejected, so anything else is a close the server requested.
-        // Both open a fresh connection.
-        connectWithRetry(hub, { reconnect: true });
+        // Both open a fresh connection, in a later task. @microsoft/signalr 10.0.11 calls onclose from inside its
+        // stop(), which then clears the transport of a start made here. That WebSocket never sends the hub handshake
+        // and stays open until the server's handshake timeout (15 s by default) rejects it.
+        setTimeout(() => connectWithRetry(hub, { reconnect: true }), 0);
       });
       return hub;
     }
