@@ -105,6 +105,7 @@ remove_stale_runs
 mkdir -p "$RUN_DIR"
 infra_install
 infra_install_ingress_npm
+infra_install_sdk_test_npm
 
 port=$(infra_free_rabbitmq_port)
 # A second node, with a TLS listener only and certificates from a throwaway CA, for the TLS tests. Its ports must

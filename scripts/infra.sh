@@ -71,7 +71,19 @@ infra_install() {
 # Installs the Ingress page dependencies (src/Ingress/package.json) when the project has them.
 # The build copies the SignalR browser client from node_modules into wwwroot/lib.
 infra_install_ingress_npm() {
-    local dir=$INFRA_REPO/src/Ingress
+    infra_install_npm_folder src/Ingress
+}
+
+# Installs the official OpenAI Node.js SDK that OpenAISdkTests runs against Ingress
+# (tests/AddOnEvents.Tests/Sdk/package.json).
+infra_install_sdk_test_npm() {
+    infra_install_npm_folder tests/AddOnEvents.Tests/Sdk
+}
+
+# Installs the npm packages of FOLDER (relative to the repository) when it has a package.json.
+infra_install_npm_folder() {
+    local folder=$1
+    local dir=$INFRA_REPO/$folder
     [[ -f $dir/package.json ]] || return 0
 
     # npm writes node_modules/.package-lock.json on every install, so a copy newer than both
@@ -85,7 +97,7 @@ infra_install_ingress_npm() {
 
     local npm_command=(npm ci --no-audit --no-fund)
     if [[ ! -f $dir/package-lock.json ]]; then
-        infra_log "src/Ingress has no package-lock.json, so npm install resolves versions afresh"
+        infra_log "$folder has no package-lock.json, so npm install resolves versions afresh"
         npm_command=(npm install --no-audit --no-fund)
     fi
     mkdir -p "$INFRA_CACHE"
