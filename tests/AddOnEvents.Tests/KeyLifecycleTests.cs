@@ -125,7 +125,9 @@ public sealed class KeyLifecycleTests(SystemFixture system)
         Assert.Equal(2, pending.GetProperty("version").GetInt64());
         Assert.Equal(JsonValueKind.Null, pending.GetProperty("activeVersion").ValueKind);
         Assert.Equal(JsonValueKind.Null, pending.GetProperty("activeHint").ValueKind);
+        Assert.Equal(1, pending.GetProperty("rejectedVersion").GetInt64());
         Assert.Equal(2, active.GetProperty("activeVersion").GetInt64());
+        Assert.Equal(JsonValueKind.Null, active.GetProperty("rejectedVersion").ValueKind);
         Assert.Equal("PromptCompleted", answered.Kind);
         Assert.Equal(replacement, upstreamRequest.BearerKey);
     }

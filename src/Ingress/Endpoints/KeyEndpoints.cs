@@ -16,10 +16,14 @@ namespace AddOnEvents.Ingress.Endpoints;
 
 public sealed record KeyInput(string? ApiKey);
 
-/// <summary>The state of the newest key version, and the version and masked hint of the key that prompts use.</summary>
+/// <summary>
+/// The state of the newest key version, and the version and masked hint of the key that prompts use.
+/// <see cref="RejectedVersion"/> names the key that the provider rejected while its replacement is pending, when
+/// prompts fail until the replacement passes its check.
+/// </summary>
 public sealed record KeyStatus(
     string AppId, long Version, string State, string? Hint, string? ReasonCode, DateTime UpdatedAt, DateTime? CheckedAt, long? ActiveVersion,
-    string? ActiveHint);
+    string? ActiveHint, long? RejectedVersion);
 
 /// <summary>The developer console's key API: register or replace, read status, delete. Each app reaches only its own key.</summary>
 public static partial class KeyEndpoints
@@ -101,7 +105,8 @@ public static partial class KeyEndpoints
         return document is null
             ? ApiErrors.Result(StatusCodes.Status404NotFound, ErrorCodes.NoKeyConfigured, "This app has no OpenAI key. Register one with PUT.")
             : Results.Ok(new KeyStatus(document.AppId, document.Version, document.State, document.Hint, document.ReasonCode,
-                document.UpdatedAt, document.CheckedAt, document.HasUsableKey() ? document.Material!.Version : null, ActiveHint(document)));
+                document.UpdatedAt, document.CheckedAt, document.HasUsableKey() ? document.Material!.Version : null, ActiveHint(document),
+                document.IsRejectedKeyPendingReplacement() ? document.RejectedVersion : null));
     }
 
     /// <summary>

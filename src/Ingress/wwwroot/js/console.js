@@ -220,11 +220,16 @@ function describeForAnnouncement(status) {
   return `Key status: ${STATE_LABELS[state] ?? state}. ${describeState(state, status)}${reason}`;
 }
 
-// A rejected replacement leaves the previous key in use, and activeVersion then names that key's version.
+// A rejected replacement leaves the previous key in use, and activeVersion then names that key's version. A key
+// that OpenAI rejected after it served stops serving at once, and rejectedVersion names it while its replacement is
+// checked.
 function describeState(state, status) {
   const activeVersion = status.activeVersion;
   if (state === "invalid" && typeof activeVersion === "number" && activeVersion !== status.version) {
     return `OpenAI rejected this key. The add-on keeps using version ${activeVersion} until you save a valid key.`;
+  }
+  if (state === "pending" && typeof status.rejectedVersion === "number" && typeof activeVersion !== "number") {
+    return `OpenAI rejected version ${status.rejectedVersion}, so the add-on answers no prompts until this key passes its check.`;
   }
   return STATE_DESCRIPTIONS[state] ?? "";
 }
