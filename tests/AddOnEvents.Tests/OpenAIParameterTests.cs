@@ -115,6 +115,8 @@ public sealed class OpenAIParameterTests(SystemFixture system)
     [InlineData("\"logit_bias\": {\"50256\": -100}", "logit_bias")]
     [InlineData("\"n\": 2", "n")]
     [InlineData("\"n\": 0", "n")]
+    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "tools")]
+    [InlineData("\"max_tokens\": 0", "max_tokens")]
     public async Task InvalidParameterIsRejectedByName(string field, string param)
     {
         using var caller = await CreateCallerAsync("sk-bad-param-");
@@ -146,6 +148,26 @@ public sealed class OpenAIParameterTests(SystemFixture system)
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Contains("json_schema is not supported", message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("{\"model\": \"sk-not-a-model\", \"messages\": [{\"role\": \"user\", \"content\": \"MARKER\"}]}", "model")]
+    [InlineData("{\"model\": \"gpt-4o\", \"messages\": [{\"role\": \"user\", \"content\": \"MARKER\"}]}", "model")]
+    [InlineData("{\"messages\": []}", "messages")]
+    [InlineData("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", \"image_url\": {\"url\": \"MARKER\"}}]}]}", "messages")]
+    [InlineData("{\"messages\": [{\"role\": \"tool\", \"content\": \"MARKER\"}]}", "messages")]
+    public async Task InvalidModelOrMessagesNamesField(string template, string param)
+    {
+        using var caller = await CreateCallerAsync("sk-bad-field-", allowedModels: ["gpt-4o-mini"]);
+        string marker = "rejected " + Guid.NewGuid().ToString("N");
+
+        using var response = await caller.PostAsync("/v1/chat/completions",
+            new StringContent(template.Replace("MARKER", marker, StringComparison.Ordinal), Encoding.UTF8, "application/json"));
+        var error = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(param, error.GetProperty("param").GetString());
+        Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == marker);
     }
 
     [Fact]
@@ -247,10 +269,17 @@ public sealed class OpenAIParameterTests(SystemFixture system)
     }
 
     /// <summary>Creates an app with an active key and returns a client that calls with its credentials.</summary>
-    private async Task<HttpClient> CreateCallerAsync(string keyPrefix)
+    private async Task<HttpClient> CreateCallerAsync(string keyPrefix, string[]? allowedModels = null)
     {
         var app = await system.CreateAppAsync();
         await system.RegisterActiveKeyAsync(app, keyPrefix + Guid.NewGuid().ToString("N"));
+        if (allowedModels is not null)
+        {
+            using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+            using var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { allowedModels });
+            Assert.True(set.IsSuccessStatusCode);
+        }
+
         return system.CreateClient(new AuthenticationHeaderValue("Bearer", $"{app.AppId}.{app.Secret}"));
     }
 }

@@ -147,10 +147,18 @@ public static partial class OpenAICompatibleEndpoints
             return;
         }
 
-        if (request!.Tools is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined }
-            || request.Functions is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined })
+        bool hasTools = request!.Tools is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined };
+        if (hasTools || request.Functions is { ValueKind: not JsonValueKind.Null and not JsonValueKind.Undefined })
         {
-            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "tools and functions are not supported; send the conversation as text messages.");
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                "tools and functions are not supported; send the conversation as text messages.", param: hasTools ? "tools" : "functions");
+            return;
+        }
+
+        if (request.Model is not null && !PromptSubmitter.IsModelName(request.Model))
+        {
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, PromptSubmitter.InvalidModelMessage,
+                param: "model");
             return;
         }
 
@@ -164,7 +172,7 @@ public static partial class OpenAICompatibleEndpoints
                 : (null, MessageShape);
             if (problem is not null)
             {
-                await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, problem);
+                await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, problem, param: "messages");
                 return;
             }
 
@@ -174,7 +182,7 @@ public static partial class OpenAICompatibleEndpoints
         var lastUser = turns.LastOrDefault(t => t.Role == "user");
         if (lastUser is null)
         {
-            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "messages must contain a user message.");
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, "messages must contain a user message.", param: "messages");
             return;
         }
 
@@ -183,7 +191,8 @@ public static partial class OpenAICompatibleEndpoints
         {
             await WriteErrorAsync(http, StatusCodes.Status413PayloadTooLarge, ErrorCodes.PromptTooLong, string.Create(
                 System.Globalization.CultureInfo.InvariantCulture,
-                $"The messages have {totalCharacters} characters in all; the limit is {options.Value.MaxPromptCharacters}. Shorten them."));
+                $"The messages have {totalCharacters} characters in all; the limit is {options.Value.MaxPromptCharacters}. Shorten them."),
+                param: "messages");
             return;
         }
 
@@ -192,7 +201,7 @@ public static partial class OpenAICompatibleEndpoints
         {
             string field = request.MaxCompletionTokens is null ? "max_tokens" : "max_completion_tokens";
             await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, string.Create(
-                System.Globalization.CultureInfo.InvariantCulture, $"{field} must be between 1 and {options.Value.MaxOutputTokensLimit}."));
+                System.Globalization.CultureInfo.InvariantCulture, $"{field} must be between 1 and {options.Value.MaxOutputTokensLimit}."), param: field);
             return;
         }
 
@@ -209,7 +218,8 @@ public static partial class OpenAICompatibleEndpoints
         {
             if (submission.Error is { } rejected)
             {
-                await WriteErrorAsync(http, submission.Status, rejected.Code, rejected.Message, submission.RetryAfterSeconds);
+                await WriteErrorAsync(http, submission.Status, rejected.Code, rejected.Message, submission.RetryAfterSeconds,
+                    param: rejected.Code == ErrorCodes.ModelNotAllowed ? "model" : null);
                 return;
             }
 

@@ -126,8 +126,7 @@ public sealed partial class PromptSubmitter(
         string model = input.Model ?? limits.DefaultModel;
         if (!IsModelName(model))
         {
-            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
-                "model must be 1 to 100 letters, digits, '.', '_', ':' or '-', and must not start with 'sk-' as API keys do.");
+            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, InvalidModelMessage);
         }
 
         if (input.MaxOutputTokens is < 1 || input.MaxOutputTokens > limits.MaxOutputTokensLimit)
@@ -194,6 +193,10 @@ public sealed partial class PromptSubmitter(
         || (http.Request.Headers.TryGetValue("X-App-Id", out var fromHeader) && fromHeader.Any(value => value != appId))
         || (http.Request.Query.TryGetValue("userId", out var userInQuery) && userInQuery.Any(value => value != userId))
         || (http.Request.Query.TryGetValue("user_id", out var snakeUserInQuery) && snakeUserInQuery.Any(value => value != userId));
+
+    /// <summary>The error message for a model name that <see cref="IsModelName"/> rejects.</summary>
+    public const string InvalidModelMessage =
+        "model must be 1 to 100 letters, digits, '.', '_', ':' or '-', and must not start with 'sk-' as API keys do.";
 
     /// <summary>
     /// Tells whether a string is a model name that prompts may ask for: 1 to 100 letters, digits, '.', '_', ':' or
