@@ -54,7 +54,7 @@ public sealed class KeyDocument
     /// </remarks>
     public bool HasUsableKey() => Material is not null && !(State == KeyStates.Invalid && Version == Material.Version);
 
-    /// <summary>Returns whether the provider rejected the stored key and its replacement is still pending.</summary>
+    /// <summary>Returns whether the provider rejected the last stored key, which is removed, while a replacement is pending.</summary>
     public bool IsRejectedKeyPendingReplacement() => State == KeyStates.Pending && Material is null && RejectedVersion is not null;
 }
 

@@ -167,9 +167,9 @@ public sealed partial class PromptRequestedConsumer(
             var claim = await results.TryClaimAsync(prompt, worker.Id, now, lease, expiresAt, context.CancellationToken);
             if (claim.Outcome == ClaimOutcome.Claimed)
             {
-                // The lease ran out because its worker died or stalled, possibly while the upstream was answering.
-                // That call's usage never comes back, so it counts as its prompt. This counts too much when the
-                // worker stopped before calling.
+                // The lease ran out because its worker died or stalled, possibly during an upstream call whose usage
+                // never comes back. That call counts as its prompt, which is too much when the worker stopped before
+                // calling.
                 if (claim.Existing is not null)
                 {
                     _unansweredCalls++;
@@ -272,6 +272,7 @@ public sealed partial class PromptRequestedConsumer(
         return Failure(prompt, outcome.ErrorCode!, outcome.ErrorMessage!, retryAfter);
     }
 
+    /// <summary>Returns the failure for a prompt whose app has no stored key that may serve, with the reason.</summary>
     private PromptFailed UnusableKeyFailure(PromptRequested prompt, KeyDocument? document)
     {
         if (document?.State == KeyStates.Invalid)

@@ -78,11 +78,7 @@ public sealed class AddOnConnectionTests(BrowserFixture system)
         await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
         Assert.Equal(1, await page.EvaluateAsync<int>("() => window.__tokenRequests"));
 
-        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
-        using var rotated = await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds = 0 });
-        Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
-        string newSecret = (await rotated.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appSecret").GetString()!;
-        string newToken = await IssueTokenAsync(app with { Secret = newSecret }, userId);
+        string newToken = await RotateSecretAsync(app, userId);
 
         // Until the host has a token from the new secret, getToken keeps returning the revoked one.
         await Expect(page.Locator(".addon-connection-text")).Not.ToHaveTextAsync("Connected");
@@ -90,9 +86,7 @@ public sealed class AddOnConnectionTests(BrowserFixture system)
 
         await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
         Assert.True(await page.EvaluateAsync<int>("() => window.__tokenRequests") >= 2, "getToken was not called after the revocation.");
-        await page.GetByLabel("Ask the assistant").FillAsync("Still there after the rotation?");
-        await page.GetByRole(AriaRole.Button, new() { Name = "Send" }).ClickAsync();
-        await Expect(page.Locator(".turn").Last.Locator(".answer-text")).ToHaveTextAsync("Echo: Still there after the rotation?");
+        await AskAndExpectEchoAsync(page, "Still there after the rotation?");
     }
 
     // A start made from inside the SignalR client's onclose lost its transport, so its WebSocket sent no hub handshake
@@ -117,23 +111,38 @@ public sealed class AddOnConnectionTests(BrowserFixture system)
         await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
         int socketsBeforeClose = await page.EvaluateAsync<int>("() => window.__sockets.length");
 
-        // The rotation closes the connection from the server, with a Close message.
-        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
-        using var rotated = await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds = 0 });
-        Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
-        string newSecret = (await rotated.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appSecret").GetString()!;
-        string newToken = await IssueTokenAsync(app with { Secret = newSecret }, userId);
+        // The rotation makes the server close the connection with a Close message.
+        string newToken = await RotateSecretAsync(app, userId);
         await Expect(page.Locator(".addon-connection-text")).Not.ToHaveTextAsync("Connected");
         await page.EvaluateAsync("token => { window.__nextToken = token; }", newToken);
 
         await Expect(page.Locator(".addon-connection-text")).ToHaveTextAsync("Connected");
         Assert.Equal(socketsBeforeClose + 1, await page.EvaluateAsync<int>("() => window.__sockets.length"));
-        await page.GetByLabel("Ask the assistant").FillAsync("Back after the close?");
-        await page.GetByRole(AriaRole.Button, new() { Name = "Send" }).ClickAsync();
-        await Expect(page.Locator(".turn").Last.Locator(".answer-text")).ToHaveTextAsync("Echo: Back after the close?");
+        await AskAndExpectEchoAsync(page, "Back after the close?");
     }
 
     private static string UniqueUser(string name) => $"{name}-{Guid.NewGuid():N}";
+
+    /// <summary>Sends a prompt through the add-on and waits for the fake upstream's echo of it.</summary>
+    private static async Task AskAndExpectEchoAsync(IPage page, string prompt)
+    {
+        await page.GetByLabel("Ask the assistant").FillAsync(prompt);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Send" }).ClickAsync();
+        await Expect(page.Locator(".turn").Last.Locator(".answer-text")).ToHaveTextAsync("Echo: " + prompt);
+    }
+
+    /// <summary>
+    /// Replaces the app's secret with no grace period, which closes the connections opened with its tokens, and
+    /// returns a token for the user from the new secret.
+    /// </summary>
+    private async Task<string> RotateSecretAsync(TestApp app, string userId)
+    {
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using var rotated = await admin.PostAsJsonAsync($"/api/admin/apps/{app.AppId}/secrets", new { graceSeconds = 0 });
+        Assert.Equal(HttpStatusCode.OK, rotated.StatusCode);
+        string newSecret = (await rotated.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("appSecret").GetString()!;
+        return await IssueTokenAsync(app with { Secret = newSecret }, userId);
+    }
 
     private async Task<string> IssueTokenAsync(TestApp app, string userId)
     {
