@@ -8,8 +8,9 @@ namespace AddOnEvents.Ingress.Consumers;
 
 /// <summary>
 /// Pushes pieces and results that PromptWorker routed to this instance to every connection of the user who asked,
-/// and to an HTTP caller waiting on this instance. Delivery is partitioned by request id, so the pieces of one
-/// answer keep their order while different answers go out in parallel.
+/// and to an HTTP caller waiting on this instance. Delivery is partitioned by request id, so one answer's messages
+/// go out one at a time while different answers go out in parallel. That does not keep their order: the broker
+/// consumer hands messages over from several threads, so readers put pieces in order by their sequence number.
 /// </summary>
 public sealed class PromptResultConsumer(
     UserConnections connections,

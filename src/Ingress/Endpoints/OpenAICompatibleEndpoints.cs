@@ -296,7 +296,7 @@ public static partial class OpenAICompatibleEndpoints
     {
         string id = "chatcmpl-" + requestId.ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        int sent = 0;
+        var order = new PieceOrder();
         bool roleSent = false;
 
         // OpenAI names the role in the first delta only, and SDKs that assemble messages take it from there.
@@ -316,16 +316,21 @@ public static partial class OpenAICompatibleEndpoints
             switch (await reader.ReadAsync(cancellationToken))
             {
                 case PromptPiece piece:
-                    StartEventStream(http.Response);
-                    await WriteEventAsync(http, Chunk(id, created, model, Delta(piece.Text), null), cancellationToken);
-                    sent += piece.Text.Length;
+                    string ready = order.Accept(piece.Sequence, piece.Text);
+                    if (ready.Length > 0)
+                    {
+                        StartEventStream(http.Response);
+                        await WriteEventAsync(http, Chunk(id, created, model, Delta(ready), null), cancellationToken);
+                    }
+
                     break;
                 case PromptCompleted done:
                     StartEventStream(http.Response);
-                    if (done.Text.Length > sent || !roleSent)
+                    string remainder = order.Remainder(done.Text);
+                    if (remainder.Length > 0 || !roleSent)
                     {
                         // A non-streamed or partly streamed answer: send what the pieces did not carry.
-                        await WriteEventAsync(http, Chunk(id, created, model, Delta(done.Text[sent..]), null), cancellationToken);
+                        await WriteEventAsync(http, Chunk(id, created, model, Delta(remainder), null), cancellationToken);
                     }
 
                     await WriteEventAsync(http, Chunk(id, created, model, new { }, done.FinishReason), cancellationToken);
