@@ -84,7 +84,7 @@ public static partial class KeyEndpoints
 
         var now = clock.GetUtcNow();
         var message = new KeyRegistered(NewId.NextGuid(), appId, version, sealedKey, now);
-        if (!await publisher.PublishAsync(message, http.RequestAborted))
+        if (!await publisher.PublishAsync(message))
         {
             return ApiErrors.ServiceUnavailable(http, "The message broker did not confirm the key registration. Retry in a few seconds.");
         }

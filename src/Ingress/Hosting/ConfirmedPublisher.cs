@@ -23,8 +23,12 @@ public sealed class ConfirmedPublisher(
     private DateTimeOffset _nextTrial;
 
     /// <summary>Publishes the message and returns false when the broker did not confirm in time or is known to be down.</summary>
+    /// <remarks>
+    /// A caller that goes away does not cancel the publish. Once the message may have reached the broker, a cancel
+    /// only hides whether it did, and MassTransit logs every cancelled send as a fault at Error level.
+    /// </remarks>
     /// <param name="timeToLive">Lets the broker drop the message once no caller waits for it.</param>
-    public async Task<bool> PublishAsync<T>(T message, CancellationToken requestAborted, TimeSpan? timeToLive = null)
+    public async Task<bool> PublishAsync<T>(T message, TimeSpan? timeToLive = null)
         where T : class
     {
         if (!TryEnter(out bool trial))
@@ -34,7 +38,7 @@ public sealed class ConfirmedPublisher(
         }
 
         bool? succeeded = null;
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
+        using var timeout = new CancellationTokenSource();
         // A trial while the broker is known to be down waits no longer than the interval between trials, because
         // the request that carries it would otherwise be the one that waits out the whole timeout. A publish while the
         // bus reports a lost connection gets the same cap, because a reachable broker confirms within milliseconds.
@@ -53,7 +57,7 @@ public sealed class ConfirmedPublisher(
             succeeded = true;
             return true;
         }
-        catch (Exception ex) when (!requestAborted.IsCancellationRequested && ex is not OutOfMemoryException)
+        catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             succeeded = false;
             Log.PublishFailed(logger, typeof(T).Name, ex.GetType().Name);
@@ -61,7 +65,6 @@ public sealed class ConfirmedPublisher(
         }
         finally
         {
-            // A cancelled request does not show whether the broker is up, so the state stays as it was.
             Finish(trial, succeeded);
         }
     }

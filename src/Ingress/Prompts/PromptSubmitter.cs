@@ -160,11 +160,11 @@ public sealed partial class PromptSubmitter(
         bool published;
         try
         {
-            published = await publisher.PublishAsync(message, http.RequestAborted, timeToLive);
+            published = await publisher.PublishAsync(message, timeToLive);
         }
         catch when (admission.UsageLimited)
         {
-            // A client that disconnects cancels the publish, and the reservation must not outlive the request.
+            // The reservation must not outlive a request that failed in an unexpected way.
             await ReleaseReservationAsync(admission, requestId);
             throw;
         }
