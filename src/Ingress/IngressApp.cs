@@ -49,6 +49,9 @@ public static class IngressApp
         builder.Logging.AddFilter("Microsoft.AspNetCore.Routing", LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.AspNetCore.Server.Kestrel.BadRequests", LogLevel.Information);
 
+        // HubFailureLogger logs failed hub calls instead, without an Error line for each rejected prompt.
+        builder.Logging.AddFilter(HubFailureLogger.DispatcherCategory, LogLevel.None);
+
         // Every malformed or foreign bearer (an app credential on /v1 is one) logs a stack trace at Information.
         builder.Logging.AddFilter("Microsoft.AspNetCore.Authentication.JwtBearer", LogLevel.Warning);
         configure?.Invoke(builder);
@@ -118,7 +121,11 @@ public static class IngressApp
             .RemoveAllLoggers();
         services.AddSingleton(new ResultRoute(configuration["Ingress:InstanceId"] ?? Guid.NewGuid().ToString("N")[..12]));
         AddAuthentication(services);
-        services.AddSignalR(hub => hub.MaximumReceiveMessageSize = 256 * 1024);
+        services.AddSignalR(hub =>
+        {
+            hub.MaximumReceiveMessageSize = 256 * 1024;
+            hub.AddFilter<HubFailureLogger>();
+        });
         services.AddSingleton<IUserIdProvider, PseudonymUserIdProvider>();
         AddBus(services, configuration);
 

@@ -63,6 +63,12 @@ internal static partial class Log
     /// because the path contains host user ids and whatever else a caller typed into it.
     /// </summary>
     public static string RouteOf(Endpoint? endpoint) => (endpoint as RouteEndpoint)?.RoutePattern.RawText ?? "(no matched route)";
+
+    [LoggerMessage(EventId = 1018, Level = LogLevel.Debug, Message = "Rejected a {HubMethod} hub call")]
+    public static partial void HubCallRejected(ILogger logger, string hubMethod);
+
+    [LoggerMessage(EventId = 1019, Level = LogLevel.Error, Message = "{HubMethod} hub call failed with {ExceptionType}")]
+    public static partial void HubCallFailed(ILogger logger, string hubMethod, string exceptionType);
 }
 
 /// <summary>Log category of the minimal API endpoints, which live in static classes.</summary>

@@ -72,6 +72,24 @@ public sealed class HubInputTests(SystemFixture system)
         Assert.Equal("Echo: still fine", result.Text);
     }
 
+    [Fact]
+    public async Task RejectedHubCallIsNoError()
+    {
+        var app = await system.CreateAppAsync();
+        await using var client = await system.ConnectAsync(await system.IssueUserTokenAsync(app, "hub-quiet"));
+
+        var thrown = await Record.ExceptionAsync(
+            () => client.Connection.InvokeAsync<Guid>("SendPrompt", Json("""{"prompt":""}""")).WaitAsync(Patience));
+        await SystemFixture.WaitUntilAsync(() => system.Logs.Entries.Any(IsRejectionLine));
+
+        Assert.IsType<HubException>(thrown);
+        Assert.DoesNotContain(system.Logs.Entries, line => line.StartsWith("Error Microsoft.AspNetCore.SignalR", StringComparison.Ordinal));
+        Assert.DoesNotContain(system.Logs.Entries, line => IsRejectionLine(line) && line.Contains("invalid_request", StringComparison.Ordinal));
+    }
+
+    private static bool IsRejectionLine(string line) =>
+        line.StartsWith("Debug AddOnEvents.Ingress.Hubs.HubFailureLogger [1018] Rejected a SendPrompt hub call", StringComparison.Ordinal);
+
     [Theory]
     [InlineData("\"not-a-guid\"")]
     [InlineData("null")]
