@@ -93,9 +93,14 @@ public sealed record AllowanceThresholdCrossed(
     DateTimeOffset CrossedAt);
 
 /// <summary>
-/// A piece of a streamed answer. Pieces of one request carry consecutive sequence numbers from 0; the final
+/// A piece of a streamed answer. Pieces of one run carry consecutive sequence numbers from 0; the final
 /// <see cref="PromptCompleted"/> carries the whole text and supersedes them.
 /// </summary>
+/// <param name="Attempt">
+/// The first upstream attempt of the run that produced the piece. A worker that takes over the prompt after another
+/// died, or a redelivery after a broker failure, starts a new run with a higher number. That run numbers its pieces
+/// from 0 again, so a reader drops the pieces of the older run.
+/// </param>
 public sealed record PromptPiece(
     Guid CorrelationId,
     Guid RequestId,
@@ -103,7 +108,8 @@ public sealed record PromptPiece(
     string UserId,
     string ReplyTo,
     int Sequence,
-    string Text);
+    string Text,
+    int Attempt = 1);
 
 /// <summary>The user who sent a prompt asked to stop it; every PromptWorker instance hears this.</summary>
 public sealed record PromptCancelled(

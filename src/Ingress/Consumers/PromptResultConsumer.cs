@@ -33,7 +33,7 @@ public sealed class PromptResultConsumer(
         }
 
         pending.Deliver(m.RequestId, m);
-        await PushAsync(m.UserId, "PromptPiece", new PiecePayload(m.RequestId, m.Sequence, m.Text), context.CancellationToken);
+        await PushAsync(m.UserId, "PromptPiece", new PiecePayload(m.RequestId, m.Sequence, m.Text, m.Attempt), context.CancellationToken);
     }
 
     public async Task Consume(ConsumeContext<PromptCompleted> context)

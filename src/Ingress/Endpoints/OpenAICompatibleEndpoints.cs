@@ -61,6 +61,9 @@ public static partial class OpenAICompatibleEndpoints
 
     private const string TimedOut = "The request timed out before a response arrived. Send it again.";
 
+    private const string Restarted =
+        "The answer was interrupted and started again on the server, so this stream stops here. Send the request again.";
+
     private const string MessageShape =
         "Each message needs a role of system, developer, user or assistant and a content that is a string or an array of text parts.";
 
@@ -230,7 +233,11 @@ public static partial class OpenAICompatibleEndpoints
             {
                 if (stream)
                 {
-                    await StreamAsync(http, reader!, requestId!.Value, model, request.StreamOptions?.IncludeUsage == true, timeout.Token);
+                    if (!await StreamAsync(http, reader!, requestId!.Value, model, request.StreamOptions?.IncludeUsage == true, timeout.Token))
+                    {
+                        // The client has what it can use of this answer, so the new run would be paid for in vain.
+                        await canceller.CancelAbandonedAsync(http.User, requestId.Value, CancellationToken.None);
+                    }
                 }
                 else
                 {
@@ -290,7 +297,8 @@ public static partial class OpenAICompatibleEndpoints
     /// failure that arrives before any piece still gets its own HTTP status and Retry-After header instead of an
     /// error event inside a 200. A failure after that point can only be an error event in the stream.
     /// </summary>
-    private static async Task StreamAsync(
+    /// <returns>False when the stream ended while the prompt still runs, because the answer restarted.</returns>
+    private static async Task<bool> StreamAsync(
         HttpContext http, System.Threading.Channels.ChannelReader<object> reader, Guid requestId, string model, bool includeUsage,
         CancellationToken cancellationToken)
     {
@@ -316,7 +324,13 @@ public static partial class OpenAICompatibleEndpoints
             switch (await reader.ReadAsync(cancellationToken))
             {
                 case PromptPiece piece:
-                    string ready = order.Accept(piece.Sequence, piece.Text);
+                    string ready = order.Accept(piece.Attempt, piece.Sequence, piece.Text);
+                    if (order.Restarted)
+                    {
+                        await EndStreamWithErrorAsync(http, ErrorCodes.ServiceUnavailable, Restarted, cancellationToken);
+                        return false;
+                    }
+
                     if (ready.Length > 0)
                     {
                         StartEventStream(http.Response);
@@ -326,7 +340,12 @@ public static partial class OpenAICompatibleEndpoints
                     break;
                 case PromptCompleted done:
                     StartEventStream(http.Response);
-                    string remainder = order.Remainder(done.Text);
+                    if (order.Remainder(done.Text) is not { } remainder)
+                    {
+                        await EndStreamWithErrorAsync(http, ErrorCodes.ServiceUnavailable, Restarted, cancellationToken);
+                        return true;
+                    }
+
                     if (remainder.Length > 0 || !roleSent)
                     {
                         // A non-streamed or partly streamed answer: send what the pieces did not carry.
@@ -341,13 +360,13 @@ public static partial class OpenAICompatibleEndpoints
                     }
 
                     await http.Response.WriteAsync("data: [DONE]\n\n", cancellationToken);
-                    return;
+                    return true;
                 case PromptFailed failed when !http.Response.HasStarted:
                     await WriteFailureAsync(http, failed);
-                    return;
+                    return true;
                 case PromptFailed failed:
                     await EndStreamWithErrorAsync(http, failed.Code, failed.Message, cancellationToken);
-                    return;
+                    return true;
             }
         }
     }

@@ -17,8 +17,9 @@ public sealed record AnswerPayload(Guid RequestId, string Text, string FinishRea
 
 public sealed record UsagePayload(int PromptTokens, int CompletionTokens, int TotalTokens);
 
-/// <summary>Payload of the client method <c>PromptPiece</c>: consecutive sequence numbers from 0 per request.</summary>
-public sealed record PiecePayload(Guid RequestId, int Sequence, string Text);
+/// <summary>Payload of the client method <c>PromptPiece</c>: consecutive sequence numbers from 0 per run of the request.</summary>
+/// <param name="Attempt">Higher in a run that restarted the answer after an interruption, whose pieces replace the earlier ones.</param>
+public sealed record PiecePayload(Guid RequestId, int Sequence, string Text, int Attempt);
 
 /// <summary>
 /// Result of <c>SubmitPrompt</c>: the request id that the prompt's result will carry, or the stable error code,

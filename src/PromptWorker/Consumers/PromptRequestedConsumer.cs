@@ -303,7 +303,7 @@ public sealed partial class PromptRequestedConsumer(
     {
         var prompt = context.Message;
         var settings = upstreamOptions.Value;
-        var pieces = prompt.Stream ? new PieceBatcher(context, clock, options.Value) : null;
+        var pieces = prompt.Stream ? new PieceBatcher(context, clock, options.Value, firstAttempt) : null;
         _pieces = pieces;
         int attempt = firstAttempt;
         while (true)

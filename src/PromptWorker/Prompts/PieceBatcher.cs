@@ -8,7 +8,8 @@ namespace AddOnEvents.PromptWorker.Prompts;
 /// Collects streamed text and publishes it as ordered <see cref="PromptPiece"/> messages, at most one per interval
 /// or per size limit, so an answer of hundreds of tokens costs tens of broker messages.
 /// </summary>
-public sealed class PieceBatcher(ConsumeContext<PromptRequested> context, TimeProvider clock, PromptWorkerOptions options)
+/// <param name="attempt">The first upstream attempt of this run, which separates its pieces from those of an earlier run.</param>
+public sealed class PieceBatcher(ConsumeContext<PromptRequested> context, TimeProvider clock, PromptWorkerOptions options, int attempt)
 {
     private readonly StringBuilder _pending = new();
     private long _lastFlush = clock.GetTimestamp();
@@ -44,7 +45,7 @@ public sealed class PieceBatcher(ConsumeContext<PromptRequested> context, TimePr
         _pending.Clear();
         _lastFlush = clock.GetTimestamp();
         await context.Publish(
-            new PromptPiece(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId, prompt.ReplyTo, Published, text),
+            new PromptPiece(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId, prompt.ReplyTo, Published, text, attempt),
             publish => publish.TimeToLive = TimeSpan.FromMinutes(1),
             context.CancellationToken);
         Published++;

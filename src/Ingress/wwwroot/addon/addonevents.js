@@ -786,7 +786,7 @@
 
       const entry = {
         item, answer, badge, tools, textElement: text, errorElement: error, noteElement: note, metaElement: meta,
-        requestId: null, state: "sending", text: "", nextSequence: 0, heldPieces: new Map(),
+        requestId: null, state: "sending", text: "", attempt: 0, nextSequence: 0, heldPieces: new Map(),
       };
       insert.addEventListener("click", () => insertAnswer(entry));
       setEntryState(entry, "sending");
@@ -826,10 +826,22 @@
       entry.textElement.hidden = entry.text === "";
     }
 
-    /** Appends pieces in sequence order; a piece seen before, or older than the text shown, is a duplicate. */
+    /**
+     * Appends pieces in sequence order; a piece seen before, or older than the text shown, is a duplicate. A piece
+     * of a newer run (the server restarted the answer after an interruption) replaces the text of the older run.
+     */
     function applyPiece(entry, payload) {
       const sequence = payload.sequence;
-      if (!Number.isInteger(sequence) || sequence < entry.nextSequence || entry.heldPieces.has(sequence)) return;
+      const attempt = Number.isInteger(payload.attempt) ? payload.attempt : 1;
+      if (!Number.isInteger(sequence) || attempt < entry.attempt) return;
+      if (attempt > entry.attempt) {
+        if (entry.text !== "") entry.restartNote = "The answer was interrupted and started again.";
+        entry.attempt = attempt;
+        entry.text = "";
+        entry.nextSequence = 0;
+        entry.heldPieces.clear();
+      }
+      if (sequence < entry.nextSequence || entry.heldPieces.has(sequence)) return;
       entry.heldPieces.set(sequence, typeof payload.text === "string" ? payload.text : "");
       while (entry.heldPieces.has(entry.nextSequence)) {
         entry.text += entry.heldPieces.get(entry.nextSequence);
@@ -837,7 +849,7 @@
         entry.nextSequence++;
       }
       if (entry.state !== "streaming") setEntryState(entry, "streaming");
-      setEntryNote(entry, null);
+      setEntryNote(entry, entry.restartNote ?? null);
       renderText(entry);
     }
 
