@@ -95,6 +95,7 @@ public static class IngressApp
         services.AddSingleton<PendingReplies>();
         services.AddSingleton<UserControlStore>();
         services.AddSingleton<UserRefCipher>();
+        services.AddSingleton<WebhookOutbox>();
         services.AddSingleton<WebhookSender>();
         services.AddHostedService(sp => sp.GetRequiredService<WebhookSender>());
         services.AddOptions<WebhookOptions>().Bind(configuration.GetSection(WebhookOptions.SectionName));

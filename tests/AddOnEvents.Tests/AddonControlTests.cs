@@ -10,6 +10,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.SignalR.Client;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using MongoDB.Bson;
@@ -316,6 +317,80 @@ public sealed class AddonControlTests(SystemFixture system)
         // Webhook URLs often carry a secret in their path, so no log line may quote one.
         Assert.DoesNotContain(system.Logs.Entries, line => line.Contains(receiver.Url, StringComparison.Ordinal));
     }
+
+    [Fact]
+    public async Task WebhookOutlivesIngressThatAcceptedIt()
+    {
+        await using var receiver = await WebhookReceiver.StartAsync();
+        receiver.Failing = true;
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-webhook-outbox-" + Guid.NewGuid().ToString("N"));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        string secret = (await SaveWebhookAsync(developer, app, new { url = receiver.Url }))!;
+        string token = await IssueAsync(developer, app, new { userId = "host-user-outbox", monthlyTokenAllowance = 10, allowanceThresholdPercent = 50 });
+
+        // The threshold event goes only to the instance that routed the prompt, so this one accepts the webhook.
+        var accepting = new Uri(await system.StartServiceAsync("Ingress5"));
+        try
+        {
+            await using var client = await AddOnClient.ConnectAsync(accepting, token, system.Http);
+            var requestId = await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt = "one two three four five", stream = false })
+                .WaitAsync(Patience);
+            await client.WaitForResultAsync(requestId, Patience);
+            await SystemFixture.WaitUntilAsync(() => receiver.Attempts >= 1);
+        }
+        finally
+        {
+            await system.StopServiceAsync("Ingress5");
+        }
+
+        receiver.Failing = false;
+        var delivery = await receiver.NextAsync(Patience);
+
+        Assert.Equal("host-user-outbox", delivery.Body.GetProperty("userId").GetString());
+        Assert.Equal("allowance.threshold_crossed", delivery.Body.GetProperty("type").GetString());
+        Assert.Equal(SignatureOf(secret, delivery), delivery.Signature);
+    }
+
+    [Theory]
+    [InlineData("erase the user")]
+    [InlineData("remove the app")]
+    public async Task PendingWebhookDeletedWithUserOrApp(string change)
+    {
+        await using var receiver = await WebhookReceiver.StartAsync();
+        receiver.Failing = true;
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-webhook-pending-" + Guid.NewGuid().ToString("N"));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        await SaveWebhookAsync(developer, app, new { url = receiver.Url });
+
+        await CrossThresholdAsync(developer, app, "pending@example.com");
+        await SystemFixture.WaitUntilAsync(() => receiver.Attempts >= 1);
+        var pending = await OutboxEntriesAsync(app);
+        var userData = await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/users/pending%40example.com");
+        using var response = change == "erase the user"
+            ? await developer.DeleteAsync($"/api/apps/{app.AppId}/users/pending%40example.com")
+            : await admin.DeleteAsync($"/api/admin/apps/{app.AppId}");
+        var remaining = await OutboxEntriesAsync(app);
+
+        var entry = Assert.Single(pending);
+        Assert.DoesNotContain("pending@example.com", entry.ToJson(), StringComparison.Ordinal);
+        var listed = Assert.Single(userData.GetProperty("webhookDeliveries").EnumerateArray());
+        Assert.Equal(entry["_id"].AsGuid, listed.GetProperty("eventId").GetGuid());
+        Assert.True(response.IsSuccessStatusCode, $"The {change} request failed with {response.StatusCode}.");
+        if (change == "erase the user")
+        {
+            var deleted = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("deleted");
+            Assert.Equal(1, deleted.GetProperty("webhookDeliveries").GetInt64());
+        }
+
+        Assert.Empty(remaining);
+    }
+
+    /// <summary>Reads the app's pending webhook deliveries straight from the database.</summary>
+    private Task<List<BsonDocument>> OutboxEntriesAsync(TestApp app) =>
+        system.Database.GetCollection<BsonDocument>("webhookDeliveries").Find(Builders<BsonDocument>.Filter.Eq("appId", app.AppId)).ToListAsync();
 
     private static async Task<string?> SaveWebhookAsync(HttpClient developer, TestApp app, object body)
     {

@@ -1,4 +1,4 @@
-using AddOnEvents.Common.Storage;
+using System.Text.Json;
 using AddOnEvents.Contracts;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Hubs;
@@ -15,8 +15,8 @@ public sealed record AllowancePayload(long UsedTokens, long MonthlyTokens, int T
 /// Tells the end user's add-on and, when configured, the host's webhook that the user crossed the threshold share
 /// of their monthly allowance. Only the instance that routed the prompt gets the event, so the webhook goes once.
 /// </summary>
-public sealed class AllowanceConsumer(UserConnections connections, AppStore apps, UsageStore usage, UserRefCipher userRefs, WebhookSender webhooks)
-    : IConsumer<AllowanceThresholdCrossed>
+public sealed class AllowanceConsumer(UserConnections connections, AppStore apps, UserRefCipher userRefs, WebhookOutbox outbox,
+    WebhookSender webhooks, TimeProvider clock) : IConsumer<AllowanceThresholdCrossed>
 {
     public async Task Consume(ConsumeContext<AllowanceThresholdCrossed> context)
     {
@@ -25,9 +25,11 @@ public sealed class AllowanceConsumer(UserConnections connections, AppStore apps
             new AllowancePayload(m.UsedTokens, m.MonthlyTokens, m.ThresholdPercent, m.Period), context.CancellationToken);
         var app = await apps.FindCachedAsync(m.AppId, context.CancellationToken);
         string? userId = userRefs.Open(m.AppId, m.SealedUserRef);
-        if (app?.WebhookUrl is { } url && userId is not null && await apps.FindWebhookSecretAsync(app, context.CancellationToken) is { } secret)
+
+        // The secret is only checked here, so an app whose secret does not decrypt stores no delivery. The sender reads it again at each attempt.
+        if (app?.WebhookUrl is { } url && userId is not null && await apps.FindWebhookSecretAsync(app, context.CancellationToken) is not null)
         {
-            webhooks.Enqueue(new WebhookDelivery(m.AppId, url, secret, new
+            string body = JsonSerializer.Serialize(new
             {
                 type = "allowance.threshold_crossed",
                 id = m.CorrelationId,
@@ -38,9 +40,15 @@ public sealed class AllowanceConsumer(UserConnections connections, AppStore apps
                 thresholdPercent = m.ThresholdPercent,
                 period = m.Period,
                 occurredAt = m.CrossedAt,
-            }, StillWanted: async cancellationToken =>
-                (await apps.FindAsync(m.AppId, cancellationToken))?.WebhookUrl == url
-                && await usage.GetUserMonthAsync(m.AppId, m.UserId, m.CrossedAt.UtcDateTime, cancellationToken) is not null));
+            }, JsonSerializerOptions.Web);
+
+            // Stored before the event is acknowledged, so a stop of this instance from here on loses no delivery. The
+            // event's user id is the pseudonym, under which erasure deletes the entry.
+            if (await outbox.AddAsync(m.CorrelationId, m.AppId, m.UserId, m.CrossedAt.UtcDateTime, url, body, clock.GetUtcNow().UtcDateTime,
+                context.CancellationToken))
+            {
+                webhooks.Wake();
+            }
         }
     }
 }

@@ -142,8 +142,8 @@ public static partial class AddonEndpoints
 
     /// <summary>
     /// Returns everything stored about one end user of the app, so the host can reply to the user's request for access:
-    /// the host's controls, the monthly usage counters, the stored prompt results, the per-minute rate counters and the
-    /// tokens reserved for the user's running prompts.
+    /// the host's controls, the monthly usage counters, the stored prompt results, the per-minute rate counters, the
+    /// tokens reserved for the user's running prompts and the webhook deliveries about the user that still wait for an attempt.
     /// </summary>
     private static Task<IResult> GetUserDataAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores) =>
         ForUserAsync(http, appId, userId, stores, async (userId, pseudonym, cancellationToken) =>
@@ -153,6 +153,7 @@ public static partial class AddonEndpoints
             var promptResults = await stores.Results.FindUserAsync(appId, pseudonym, cancellationToken);
             var rateCounters = await stores.Rates.GetUserAsync(appId, pseudonym, cancellationToken);
             var reservations = await stores.Reservations.FindUserAsync(appId, pseudonym, cancellationToken);
+            var webhookDeliveries = await stores.Webhooks.FindUserAsync(appId, pseudonym, cancellationToken);
             return Results.Ok(new
             {
                 appId,
@@ -170,12 +171,17 @@ public static partial class AddonEndpoints
                 }),
                 rateCounters = rateCounters.Select(c => new { minute = c.Period, requests = c.Requests, deleteAfter = c.ExpiresAt }),
                 tokenReservations = reservations.Select(r => new { requestId = r.RequestId, tokens = r.Tokens, deleteAfter = r.ExpiresAt }),
+                webhookDeliveries = webhookDeliveries.Select(d => new
+                {
+                    eventId = d.Id, attempts = d.Attempts, nextAttemptAt = d.NextAttemptAt, deleteAfter = d.ExpiresAt,
+                }),
             });
         });
 
     /// <summary>
     /// Deletes everything stored about one end user of the app: controls, monthly counters, stored prompt results,
-    /// per-minute rate counters and the tokens reserved for running prompts. The app's own day and month totals keep the user's tokens, because they name no user.
+    /// per-minute rate counters, the tokens reserved for running prompts and the webhook deliveries that name the user.
+    /// The app's own day and month totals keep the user's tokens, because they name no user.
     /// </summary>
     private static Task<IResult> EraseUserAsync(string appId, string userId, HttpContext http, [AsParameters] UserDataStores stores,
         ILogger<ApiLogCategory> logger) =>
@@ -188,8 +194,13 @@ public static partial class AddonEndpoints
             long counters = await stores.Usage.DeleteUserAsync(appId, pseudonym, cancellationToken);
             long promptResults = await stores.Results.DeleteUserAsync(appId, pseudonym, cancellationToken);
             long rateCounters = await stores.Rates.DeleteUserAsync(appId, pseudonym, cancellationToken);
+            long webhookDeliveries = await stores.Webhooks.DeleteUserAsync(appId, pseudonym, cancellationToken);
             Log.UserErased(logger, appId, counters, promptResults);
-            return Results.Ok(new { appId, userId, deleted = new { controls, usageCounters = counters, results = promptResults, rateCounters, tokenReservations } });
+            return Results.Ok(new
+            {
+                appId, userId,
+                deleted = new { controls, usageCounters = counters, results = promptResults, rateCounters, tokenReservations, webhookDeliveries },
+            });
         });
 
     /// <summary>Checks the caller and the user id in the path, then runs the action with the decoded user id and its pseudonym.</summary>
@@ -288,7 +299,8 @@ public static partial class AddonEndpoints
 
     /// <summary>Token service that derives user pseudonyms, and the stores that contain data of one end user.</summary>
     private readonly record struct UserDataStores(
-        UserTokens Tokens, UserControlStore Controls, UsageStore Usage, PromptResultStore Results, RateCounterStore Rates, TokenReservationStore Reservations);
+        UserTokens Tokens, UserControlStore Controls, UsageStore Usage, PromptResultStore Results, RateCounterStore Rates, TokenReservationStore Reservations,
+        WebhookOutbox Webhooks);
 
     /// <summary>Returns the end user's tokens this month and, when the host set an allowance, what is left of it.</summary>
     private static async Task<IResult> GetOwnUsageAsync(HttpContext http, UserTokens tokens, UsageStore usage, UserControlStore store, TimeProvider clock)

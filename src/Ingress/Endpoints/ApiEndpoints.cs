@@ -8,6 +8,7 @@ using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Hubs;
 using AddOnEvents.Ingress.Options;
 using AddOnEvents.Ingress.Prompts;
+using AddOnEvents.Ingress.Webhooks;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 
@@ -97,11 +98,12 @@ public static class ApiEndpoints
     }
 
     /// <summary>
-    /// Removes an app and everything stored for it: its key, usage counters, stored results and user controls. The
-    /// app document goes last, so a removal that fails halfway can be sent again and finishes the rest.
+    /// Removes an app and everything stored for it: its key, usage counters, stored results, user controls and pending
+    /// webhook deliveries. The app document goes last, so a removal that fails halfway can be sent again and finishes the rest.
     /// </summary>
     private static async Task<IResult> DeleteAppAsync(string appId, HttpContext http, AppStore apps, KeyStore keys, UsageStore usage,
-        TokenReservationStore reservations, PromptResultStore results, UserControlStore userControls, ILogger<ApiLogCategory> logger)
+        TokenReservationStore reservations, PromptResultStore results, UserControlStore userControls, WebhookOutbox webhooks,
+        ILogger<ApiLogCategory> logger)
     {
         var cancellationToken = http.RequestAborted;
         if (await apps.FindAsync(appId, cancellationToken) is null)
@@ -117,6 +119,7 @@ public static class ApiEndpoints
         await reservations.DeleteAppAsync(appId, cancellationToken);
         await results.DeleteAppAsync(appId, cancellationToken);
         await userControls.DeleteAppAsync(appId, cancellationToken);
+        await webhooks.DeleteAppAsync(appId, cancellationToken);
         await apps.DeleteAsync(appId, cancellationToken);
         await usage.DeleteAppAsync(appId, cancellationToken);
         Log.AppRemoved(logger, appId);

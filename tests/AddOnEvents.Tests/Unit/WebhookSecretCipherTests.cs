@@ -108,4 +108,32 @@ public sealed class WebhookSecretCipherTests
         Assert.Null(cipher.Open("app_a", userRef));
         Assert.Equal(Secret, userRefs.Open("app_a", userRef));
     }
+
+    [Fact]
+    public void DeliveryFieldOpensOnlyWhereSealed()
+    {
+        var cipher = new WebhookSecretCipher(UserIdKey);
+        var deliveryId = Guid.NewGuid();
+        const string Body = """{"userId":"host-user@example.com"}""";
+
+        byte[] sealedBody = cipher.SealDeliveryField("app_a", deliveryId, "body", Body);
+
+        Assert.Equal(Body, cipher.OpenDeliveryField("app_a", deliveryId, "body", sealedBody));
+        Assert.Null(cipher.OpenDeliveryField("app_a", deliveryId, "url", sealedBody));
+        Assert.Null(cipher.OpenDeliveryField("app_a", Guid.NewGuid(), "body", sealedBody));
+        Assert.Null(cipher.OpenDeliveryField("app_b", deliveryId, "body", sealedBody));
+        Assert.DoesNotContain("host-user", Encoding.Latin1.GetString(sealedBody), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void DeliveryKeyDiffersFromSecretKey()
+    {
+        var cipher = new WebhookSecretCipher(UserIdKey);
+        var deliveryId = Guid.NewGuid();
+
+        // Seal binds only the app id, so passing the delivery's associated data as the app id leaves the key as the one difference.
+        byte[] sealedSecret = cipher.Seal($"app_a\n{deliveryId:N}\nbody", Secret);
+
+        Assert.Null(cipher.OpenDeliveryField("app_a", deliveryId, "body", sealedSecret));
+    }
 }
