@@ -115,6 +115,10 @@ public sealed class UpstreamClientFactory(IHttpMessageHandlerFactory handlers, I
                 AllowAutoRedirect = false,
                 PooledConnectionLifetime = TimeSpan.FromMinutes(5),
 
+                // The unread rest of a cancelled answer is not drained to reuse the connection, because the provider
+                // keeps generating, and billing, while the handler drains (up to 2 s by default).
+                MaxResponseDrainSize = 0,
+
                 // The provider is a third party: trace context and baggage, which carry request ids, stay here.
                 ActivityHeadersPropagator = System.Diagnostics.DistributedContextPropagator.CreateNoOutputPropagator(),
             });
