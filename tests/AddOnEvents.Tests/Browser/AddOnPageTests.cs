@@ -139,6 +139,9 @@ public sealed class AddOnPageTests(BrowserFixture system)
     [Fact]
     public async Task MissingKeyIsExplainedToTheUser()
     {
+        // The add-on must be on, or the prompt stops at addon_inactive before the missing key matters. Switching it on
+        // needs an active key, so the key goes after.
+        await system.EnsureDemoKeyActiveAsync();
         await system.DeleteDemoKeyAsync();
         await using var browser = await system.OpenAsync("/addon.html");
         var page = browser.Page;
