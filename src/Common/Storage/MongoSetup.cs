@@ -47,9 +47,9 @@ public static class MongoSetup
             settings.ConnectTimeout = TimeSpan.FromSeconds(5);
             return new MongoClient(settings);
         });
-        // Key and app documents (KeyStore here, AppStore in Ingress) must survive a failover of a replica set once a
-        // write was acknowledged, so their writes wait for a majority of the members whatever the connection string
-        // says. The short-lived stores keep the connection string's write concern.
+        // Key and app documents (KeyStore here, AppStore in Ingress) and pending webhook deliveries (WebhookOutbox in
+        // Ingress) must survive a failover of a replica set once a write was acknowledged, so their writes wait for a
+        // majority of the members whatever the connection string says. The short-lived stores keep the connection string's write concern.
         services.AddSingleton(sp => ConnectionDatabase(sp).WithWriteConcern(WriteConcern.WMajority));
         services.AddSingleton<KeyStore>();
         services.AddSingleton(sp => new PromptResultStore(ConnectionDatabase(sp)));

@@ -315,7 +315,7 @@ public sealed class RateCounterStore(IMongoDatabase database)
         IdRange.StartingWith<UsageCounter>(c => c.Id, UserScope(appId, pseudonym) + "|");
 }
 
-internal static class ExpiryIndex
+public static class ExpiryIndex
 {
     /// <summary>
     /// Creates a TTL index on the expiry field, so MongoDB removes expired documents by itself. NOTE: jongodb accepts

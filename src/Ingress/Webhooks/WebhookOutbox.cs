@@ -145,15 +145,14 @@ public sealed class WebhookOutbox(IMongoDatabase database, WebhookSecretCipher c
         (await _entries.DeleteManyAsync(e => e.ExpiresAt <= now, cancellationToken)).DeletedCount;
 
     /// <summary>
-    /// Creates the TTL index on the expiry and the index that erasure uses. NOTE: jongodb accepts TTL indexes but never
-    /// expires documents, so <see cref="WebhookSender"/> also calls <see cref="DeleteExpiredAsync"/> on a timer.
+    /// Creates the TTL index on the expiry, the index that erasure uses and the one that claims use. The explicit
+    /// cleanup path that <see cref="ExpiryIndex"/> requires is <see cref="DeleteExpiredAsync"/>, which
+    /// <see cref="WebhookSender"/> calls on a timer.
     /// </summary>
     public async Task EnsureIndexesAsync(CancellationToken cancellationToken)
     {
         var keys = Builders<WebhookOutboxEntry>.IndexKeys;
-        await _entries.Indexes.CreateOneAsync(
-            new CreateIndexModel<WebhookOutboxEntry>(keys.Ascending(e => e.ExpiresAt), new CreateIndexOptions { ExpireAfter = TimeSpan.Zero }),
-            cancellationToken: cancellationToken);
+        await ExpiryIndex.EnsureAsync(_entries, e => e.ExpiresAt, cancellationToken);
         await _entries.Indexes.CreateOneAsync(
             new CreateIndexModel<WebhookOutboxEntry>(keys.Ascending(e => e.AppId).Ascending(e => e.UserPseudonym)), cancellationToken: cancellationToken);
         await _entries.Indexes.CreateOneAsync(

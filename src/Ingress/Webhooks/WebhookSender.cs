@@ -26,8 +26,8 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, Webhoo
     private static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan SendTimeout = TimeSpan.FromSeconds(10);
 
-    // Longer than an attempt normally takes (a few database reads, each failing within about 5 s, and the 10-second
-    // send timeout), so usually only the claim of a stopped instance is taken over. An attempt that outlasts its lease
+    // Longer than an attempt normally takes (a few database reads, which give up after 5 s when the server cannot be
+    // reached, and the 10-second send timeout), so usually only the claim of a stopped instance is taken over. An attempt that outlasts its lease
     // can be made a second time by another instance.
     private static readonly TimeSpan Lease = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan ExpirySweepInterval = TimeSpan.FromMinutes(1);

@@ -786,7 +786,7 @@
 
       const entry = {
         item, answer, badge, tools, textElement: text, errorElement: error, noteElement: note, metaElement: meta,
-        requestId: null, state: "sending", text: "", attempt: 0, nextSequence: 0, heldPieces: new Map(),
+        requestId: null, state: "sending", text: "", attempt: 0, restartNote: null, nextSequence: 0, heldPieces: new Map(),
       };
       insert.addEventListener("click", () => insertAnswer(entry));
       setEntryState(entry, "sending");
