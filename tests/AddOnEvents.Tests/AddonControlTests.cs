@@ -319,6 +319,27 @@ public sealed class AddonControlTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task PendingRetryGoesToChangedUrl()
+    {
+        await using var before = await WebhookReceiver.StartAsync();
+        await using var after = await WebhookReceiver.StartAsync();
+        before.Failing = true;
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-webhook-moved-" + Guid.NewGuid().ToString("N"));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        await SaveWebhookAsync(developer, app, new { url = before.Url });
+
+        await CrossThresholdAsync(developer, app, "moving@example.com");
+        await SystemFixture.WaitUntilAsync(() => before.Attempts >= 1);
+        string secret = (await SaveWebhookAsync(developer, app, new { url = after.Url }))!;
+        var delivery = await after.NextAsync(Patience);
+
+        Assert.Equal("allowance.threshold_crossed", delivery.Body.GetProperty("type").GetString());
+        Assert.Equal("moving@example.com", delivery.Body.GetProperty("userId").GetString());
+        Assert.Equal(SignatureOf(secret, delivery), delivery.Signature);
+    }
+
+    [Fact]
     public async Task WebhookOutlivesIngressThatAcceptedIt()
     {
         await using var receiver = await WebhookReceiver.StartAsync();

@@ -27,7 +27,7 @@ public sealed class AllowanceConsumer(UserConnections connections, AppStore apps
         string? userId = userRefs.Open(m.AppId, m.SealedUserRef);
 
         // The secret is only checked here, so an app whose secret does not decrypt stores no delivery. The sender reads it again at each attempt.
-        if (app?.WebhookUrl is { } url && userId is not null && await apps.FindWebhookSecretAsync(app, context.CancellationToken) is not null)
+        if (app?.WebhookUrl is not null && userId is not null && await apps.FindWebhookSecretAsync(app, context.CancellationToken) is not null)
         {
             string body = JsonSerializer.Serialize(new
             {
@@ -44,7 +44,7 @@ public sealed class AllowanceConsumer(UserConnections connections, AppStore apps
 
             // Stored before the event is acknowledged, so a stop of this instance from here on loses no delivery. The
             // event's user id is the pseudonym, under which erasure deletes the entry.
-            if (await outbox.AddAsync(m.CorrelationId, m.AppId, m.UserId, m.CrossedAt.UtcDateTime, url, body, clock.GetUtcNow().UtcDateTime,
+            if (await outbox.AddAsync(m.CorrelationId, m.AppId, m.UserId, m.CrossedAt.UtcDateTime, body, clock.GetUtcNow().UtcDateTime,
                 context.CancellationToken))
             {
                 webhooks.Wake();

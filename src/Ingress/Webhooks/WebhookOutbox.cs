@@ -6,8 +6,9 @@ using MongoDB.Driver;
 namespace AddOnEvents.Ingress.Webhooks;
 
 /// <summary>
-/// A webhook delivery that is waiting for its next attempt. The URL and body are encrypted, because the body contains
-/// the host's user id. The signing secret is not stored here: it is read from the app at each attempt.
+/// A webhook delivery that is waiting for its next attempt. The body is encrypted, because it contains the host's user
+/// id. The URL and the signing secret are not stored here: each attempt reads them from the app, so a retry goes to
+/// the URL the host saved since.
 /// </summary>
 public sealed class WebhookOutboxEntry
 {
@@ -22,8 +23,6 @@ public sealed class WebhookOutboxEntry
 
     /// <summary>Time the threshold was crossed, which names the usage month whose counter must still exist.</summary>
     public DateTime CrossedAt { get; set; }
-
-    public byte[] SealedUrl { get; set; } = [];
 
     public byte[] SealedBody { get; set; } = [];
 
@@ -40,8 +39,8 @@ public sealed class WebhookOutboxEntry
     public DateTime ExpiresAt { get; set; }
 }
 
-/// <summary>A claimed outbox entry with its URL and body decrypted.</summary>
-public sealed record ClaimedDelivery(WebhookOutboxEntry Entry, string Url, string Body);
+/// <summary>A claimed outbox entry with its body decrypted.</summary>
+public sealed record ClaimedDelivery(WebhookOutboxEntry Entry, string Body);
 
 /// <summary>
 /// The <c>webhookDeliveries</c> collection: webhook deliveries that are waiting for an attempt, shared by every Ingress
@@ -57,7 +56,6 @@ public sealed class WebhookOutbox(IMongoDatabase database, WebhookSecretCipher c
     /// </summary>
     public static readonly TimeSpan Retention = TimeSpan.FromMinutes(10);
 
-    private const string UrlField = "url";
     private const string BodyField = "body";
 
     private readonly IMongoCollection<WebhookOutboxEntry> _entries = database.GetCollection<WebhookOutboxEntry>("webhookDeliveries");
@@ -66,7 +64,7 @@ public sealed class WebhookOutbox(IMongoDatabase database, WebhookSecretCipher c
     /// Stores a delivery due at once. Returns false when an entry with this event id is already stored, because the
     /// broker redelivered the event.
     /// </summary>
-    public async Task<bool> AddAsync(Guid eventId, string appId, string userPseudonym, DateTime crossedAt, string url, string body,
+    public async Task<bool> AddAsync(Guid eventId, string appId, string userPseudonym, DateTime crossedAt, string body,
         DateTime now, CancellationToken cancellationToken)
     {
         var entry = new WebhookOutboxEntry
@@ -75,7 +73,6 @@ public sealed class WebhookOutbox(IMongoDatabase database, WebhookSecretCipher c
             AppId = appId,
             UserPseudonym = userPseudonym,
             CrossedAt = crossedAt,
-            SealedUrl = cipher.SealDeliveryField(appId, eventId, UrlField, url),
             SealedBody = cipher.SealDeliveryField(appId, eventId, BodyField, body),
             NextAttemptAt = now,
             LeaseUntil = DateTime.MinValue,
@@ -94,8 +91,8 @@ public sealed class WebhookOutbox(IMongoDatabase database, WebhookSecretCipher c
 
     /// <summary>
     /// Claims one entry that is due, not leased and not expired, counts the attempt and leases it until
-    /// <paramref name="now"/> + <paramref name="lease"/>. Returns null when none is due. An entry whose URL or body
-    /// does not decrypt is returned with empty strings, so the caller can drop it.
+    /// <paramref name="now"/> + <paramref name="lease"/>. Returns null when none is due. An entry whose body does not
+    /// decrypt is returned with an empty body, so the caller can drop it.
     /// </summary>
     public async Task<ClaimedDelivery?> ClaimDueAsync(DateTime now, TimeSpan lease, CancellationToken cancellationToken)
     {
@@ -112,9 +109,8 @@ public sealed class WebhookOutbox(IMongoDatabase database, WebhookSecretCipher c
             return null;
         }
 
-        string url = cipher.OpenDeliveryField(entry.AppId, entry.Id, UrlField, entry.SealedUrl) ?? "";
         string body = cipher.OpenDeliveryField(entry.AppId, entry.Id, BodyField, entry.SealedBody) ?? "";
-        return new ClaimedDelivery(entry, url, body);
+        return new ClaimedDelivery(entry, body);
     }
 
     /// <summary>Ends the claim and schedules the next attempt, unless another claim took the entry over since.</summary>

@@ -149,7 +149,7 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, Webhoo
             return;
         }
 
-        if (claimed.Url.Length == 0 || claimed.Body.Length == 0)
+        if (claimed.Body.Length == 0)
         {
             await outbox.DeleteClaimedAsync(entry, stoppingToken);
             LogUnreadable(entry.AppId);
@@ -159,7 +159,7 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, Webhoo
         try
         {
             var app = await apps.FindAsync(entry.AppId, stoppingToken);
-            if (app?.WebhookUrl != claimed.Url
+            if (app?.WebhookUrl is not { } url
                 || await usage.GetUserMonthAsync(entry.AppId, entry.UserPseudonym, entry.CrossedAt, stoppingToken) is null)
             {
                 await outbox.DeleteClaimedAsync(entry, stoppingToken);
@@ -167,7 +167,7 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, Webhoo
                 return;
             }
 
-            if (await SendAsync(app, claimed, stoppingToken) is not { } failure)
+            if (await SendAsync(app, url, claimed.Body, stoppingToken) is not { } failure)
             {
                 // Not cancellable by a stop, because a delivered entry that stayed would be sent again by another instance.
                 await outbox.DeleteClaimedAsync(entry, CancellationToken.None);
@@ -202,7 +202,7 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, Webhoo
     }
 
     /// <summary>Posts the signed body, and returns null on a 2xx response or else the failure to log.</summary>
-    private async Task<string?> SendAsync(AppDocument app, ClaimedDelivery claimed, CancellationToken stoppingToken)
+    private async Task<string?> SendAsync(AppDocument app, string url, string body, CancellationToken stoppingToken)
     {
         // Read at each attempt rather than stored with the delivery, so the outbox never contains the secret.
         if (await apps.FindWebhookSecretAsync(app, stoppingToken) is not { } secret)
@@ -210,11 +210,11 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, Webhoo
             return "the signing secret is missing or does not decrypt";
         }
 
-        using var request = new HttpRequestMessage(HttpMethod.Post, claimed.Url)
+        using var request = new HttpRequestMessage(HttpMethod.Post, url)
         {
-            Content = new StringContent(claimed.Body, Encoding.UTF8, "application/json"),
+            Content = new StringContent(body, Encoding.UTF8, "application/json"),
         };
-        request.Headers.Add(SignatureHeader, Sign(secret, clock.GetUtcNow().ToUnixTimeSeconds(), claimed.Body));
+        request.Headers.Add(SignatureHeader, Sign(secret, clock.GetUtcNow().ToUnixTimeSeconds(), body));
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
         timeout.CancelAfter(SendTimeout);
         using var response = await httpClients.CreateClient(HttpClientName).SendAsync(request, timeout.Token);
@@ -245,7 +245,7 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, Webhoo
     private partial void LogGaveUp(string appId, int attempts);
 
     [LoggerMessage(EventId = 1111, Level = LogLevel.Information,
-        Message = "Withdrew a webhook of app {AppId} before attempt {Attempt}: its URL changed or the user it names was erased")]
+        Message = "Withdrew a webhook of app {AppId} before attempt {Attempt}: its URL was removed or the user it names was erased")]
     private partial void LogWithdrawn(string appId, int attempt);
 
     [LoggerMessage(EventId = 1112, Level = LogLevel.Warning,
@@ -257,7 +257,7 @@ public sealed partial class WebhookSender(IHttpClientFactory httpClients, Webhoo
     private partial void LogOutboxWriteFailed(string appId, int attempt, string exceptionType);
 
     [LoggerMessage(EventId = 1114, Level = LogLevel.Error,
-        Message = "Dropped a stored webhook of app {AppId}, because its URL or body does not decrypt with the key derived from Auth:UserIdKey")]
+        Message = "Dropped a stored webhook of app {AppId}, because its body does not decrypt with the key derived from Auth:UserIdKey")]
     private partial void LogUnreadable(string appId);
 
     [LoggerMessage(EventId = 1115, Level = LogLevel.Warning, Message = "Failed to create the indexes of the webhook outbox: {ExceptionType}")]
