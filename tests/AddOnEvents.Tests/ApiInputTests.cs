@@ -248,6 +248,24 @@ public sealed class ApiInputTests(SystemFixture system)
         await AssertBothShapesAsync(prompts, compatible, HttpStatusCode.RequestEntityTooLarge, "prompt_too_long");
     }
 
+    [Theory]
+    [InlineData("requestsPerMinute", 0, "requestsPerMinute must be 1 or more.")]
+    [InlineData("monthlyTokenAllowance", -1, "monthlyTokenAllowance must not be negative.")]
+    [InlineData("allowanceThresholdPercent", 150, "allowanceThresholdPercent must be 1 to 100.")]
+    public async Task InvalidTokenLimitNamesOnlyItsField(string field, int value, string message)
+    {
+        var app = await system.CreateAppAsync();
+        using var host = system.CreateClient(SystemFixture.Basic(app));
+
+        using var response = await host.PostAsync($"/api/apps/{app.AppId}/user-tokens",
+            new StringContent($$"""{"userId":"limits","{{field}}":{{value}}}""", Encoding.UTF8, "application/json"));
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", body.GetProperty("code").GetString());
+        Assert.Equal(message, body.GetProperty("message").GetString());
+    }
+
     [Fact]
     public async Task WrongFieldTypeNamesTheField()
     {

@@ -274,10 +274,19 @@ public static class ApiEndpoints
                 $"ttlSeconds must be between 30 and {auth.MaxTokenLifetimeSeconds}."));
         }
 
-        if (input.RequestsPerMinute < 1 || input.MonthlyTokenAllowance < 0 || input.AllowanceThresholdPercent is < 1 or > 100)
+        if (input.RequestsPerMinute < 1)
         {
-            return ApiErrors.BadRequest(
-                "requestsPerMinute must be positive, monthlyTokenAllowance not negative and allowanceThresholdPercent 1 to 100.");
+            return ApiErrors.BadRequest("requestsPerMinute must be 1 or more.");
+        }
+
+        if (input.MonthlyTokenAllowance < 0)
+        {
+            return ApiErrors.BadRequest("monthlyTokenAllowance must not be negative.");
+        }
+
+        if (input.AllowanceThresholdPercent is < 1 or > 100)
+        {
+            return ApiErrors.BadRequest("allowanceThresholdPercent must be 1 to 100.");
         }
 
         var (token, expiresAt) = tokens.Issue(appId, userId, http.User.FindFirstValue(AuthSchemes.SecretIdClaim)!, TimeSpan.FromSeconds(seconds),
