@@ -171,7 +171,9 @@ public static class IngressApp
                 IssuerSigningKeys = tokens.ValidationKeys,
                 ValidAlgorithms = [SecurityAlgorithms.HmacSha256],
                 RequireExpirationTime = true,
-                ClockSkew = TimeSpan.FromSeconds(30),
+                // Only Ingress instances issue and check these tokens, so the leeway covers drift between their
+                // clocks alone, and an expired token stops working within seconds.
+                ClockSkew = TimeSpan.FromSeconds(5),
                 NameClaimType = AuthSchemes.UserIdClaim,
             };
             jwt.Events = new JwtBearerEvents

@@ -111,6 +111,20 @@ public sealed class SigningKeyRolloverTests
         Assert.IsAssignableFrom<SecurityTokenInvalidSignatureException>(result.Exception);
     }
 
+    [Fact]
+    public async Task TokenExpiredSecondsAgoIsRejected()
+    {
+        await using var ingress = BuildIngress(_newKey, previousKey: null);
+        var fortySecondsAgo = new ShiftedClock(TimeSpan.FromSeconds(-40));
+        string token = new UserTokens(Options.Create(new AuthOptions { TokenSigningKey = _newKey }), fortySecondsAgo)
+            .Issue("app-1", "alice", "secret-1", TimeSpan.FromSeconds(30)).Token;
+
+        var result = await new JsonWebTokenHandler().ValidateTokenAsync(token, ValidationOf(ingress)).WaitAsync(Patience);
+
+        Assert.False(result.IsValid);
+        Assert.IsAssignableFrom<SecurityTokenExpiredException>(result.Exception);
+    }
+
     [Theory]
     [InlineData("Auth:UserIdKey", "not base64!")]
     [InlineData("Auth:UserIdKey", "c2hvcnQ=")]
@@ -178,4 +192,9 @@ public sealed class SigningKeyRolloverTests
 
     private static TokenValidationParameters ValidationOf(WebApplication ingress) =>
         ingress.Services.GetRequiredService<IOptionsMonitor<JwtBearerOptions>>().Get(AuthSchemes.UserToken).TokenValidationParameters;
+
+    private sealed class ShiftedClock(TimeSpan shift) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => System.GetUtcNow() + shift;
+    }
 }
