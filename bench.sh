@@ -185,7 +185,7 @@ if [[ -f $RUN_DIR/jongodb/jongodb.pid ]]; then
 fi
 
 # jongodb cannot list collections, so the collection names come from the code.
-collections=$(grep -rhoP 'GetCollection<[^>]+>\("\K[^"]+' src | sort -u | paste -sd, -)
+collections=$(grep -rhoP 'GetCollection<[^>]+>\("\K[^"]+|CollectionName = "\K[^"]+' src | sort -u | paste -sd, -)
 
 BENCH_INGRESS_URL=http://127.0.0.1:$INGRESS_PORT/ \
     BENCH_FAKE_URL=$FAKE_URL \

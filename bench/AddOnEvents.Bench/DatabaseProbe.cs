@@ -156,7 +156,14 @@ public static class DatabaseProbe
         {
             try
             {
-                counts[name] = await db.GetCollection<BsonDocument>(name).EstimatedDocumentCountAsync(cancellationToken: cancellationToken);
+                // The services store their busiest collections in 16 parts, NAME and NAME_1 to NAME_15, which count as one.
+                long total = 0;
+                foreach (string part in Enumerable.Range(0, 16).Select(i => i == 0 ? name : $"{name}_{i}"))
+                {
+                    total += await db.GetCollection<BsonDocument>(part).EstimatedDocumentCountAsync(cancellationToken: cancellationToken);
+                }
+
+                counts[name] = total;
             }
             catch (MongoException)
             {

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Tests.Fixtures;
 using MassTransit;
@@ -316,8 +317,7 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
     /// <summary>Builds a second copy of an accepted prompt, as a redelivery or a duplicate publish would carry it.</summary>
     private async Task<PromptRequested> RebuildAsync(string token, Guid requestId, string prompt)
     {
-        var results = system.Database.GetCollection<BsonDocument>("promptResults");
-        var stored = await results.Find(Builders<BsonDocument>.Filter.Eq("_id", requestId)).FirstAsync();
+        var stored = (await system.FindAsync(Builders<BsonDocument>.Filter.Eq("_id", requestId), PromptResultStore.CollectionName)).Single();
         var route = system.ServicesOf(nameof(Ingress)).GetRequiredService<AddOnEvents.Ingress.Prompts.ResultRoute>();
         var now = DateTimeOffset.UtcNow;
         return new PromptRequested(requestId, requestId, stored["appId"].AsString, stored["userId"].AsString, route.RoutingKey, "gpt-4o-mini",

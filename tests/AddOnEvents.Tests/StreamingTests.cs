@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
+using AddOnEvents.Common.Storage;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.AspNetCore.SignalR.Client;
 using Microsoft.Extensions.DependencyInjection;
@@ -490,8 +491,7 @@ public sealed class StreamingTests(SystemFixture system)
             }
 
             var ids = sent.Select(s => s.RequestId).ToList();
-            var owners = (await system.Database.GetCollection<BsonDocument>("promptResults")
-                    .Find(Builders<BsonDocument>.Filter.In("_id", ids)).ToListAsync())
+            var owners = (await system.FindAsync(Builders<BsonDocument>.Filter.In("_id", ids), PromptResultStore.CollectionName))
                 .GroupBy(d => d["leaseOwner"].AsString).Select(g => g.Count()).ToList();
 
             Assert.Equal(2, owners.Count);

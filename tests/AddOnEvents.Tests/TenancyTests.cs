@@ -444,8 +444,8 @@ public sealed class TenancyTests(SystemFixture system)
                 tokens = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month").GetProperty("tokens").GetInt64();
             }
 
-            var userCounters = await system.Database.GetCollection<BsonDocument>("usage")
-                .Find(Builders<BsonDocument>.Filter.Eq("appId", app.AppId) & Builders<BsonDocument>.Filter.Eq("scope", "user-month")).ToListAsync();
+            var userCounters = await system.FindAsync(
+                Builders<BsonDocument>.Filter.Eq("appId", app.AppId) & Builders<BsonDocument>.Filter.Eq("scope", "user-month"), AddOnEvents.Common.Storage.UsageStore.CollectionName);
 
             Assert.Equal(30, tokens);
             Assert.Empty(userCounters);
@@ -515,7 +515,7 @@ public sealed class TenancyTests(SystemFixture system)
 
     private async Task<long> ReservedAsync(string counterId)
     {
-        var counter = await system.Database.GetCollection<BsonDocument>("usage").Find(Builders<BsonDocument>.Filter.Eq("_id", counterId)).FirstOrDefaultAsync();
+        var counter = (await system.FindAsync(Builders<BsonDocument>.Filter.Eq("_id", counterId), AddOnEvents.Common.Storage.UsageStore.CollectionName)).SingleOrDefault();
         return counter?.GetValue("reserved", 0).ToInt64() ?? 0;
     }
 

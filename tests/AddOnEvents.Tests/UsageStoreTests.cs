@@ -57,6 +57,39 @@ public sealed class UsageStoreTests
     }
 
     [Fact]
+    public async Task CountersInEveryPartAreFoundAndDeleted()
+    {
+        var database = NewDatabase();
+        var store = new UsageStore(database);
+        string appId = "app_" + Guid.NewGuid().ToString("N")[..12];
+        string[] users = [.. Enumerable.Range(0, 40).Select(i => "user-" + i)];
+        await Task.WhenAll(users.Select(user => store.AddAsync(appId, user, 5, Now, default)));
+
+        var perPart = await Task.WhenAll(CollectionParts.NamesOf(UsageStore.CollectionName)
+            .Select(name => database.GetCollection<UsageCounter>(name).CountDocumentsAsync(FilterDefinition<UsageCounter>.Empty)));
+        var found = await Task.WhenAll(users.Select(user => store.GetUserMonthsAsync(appId, user, default)));
+        long erased = await store.DeleteUserAsync(appId, users[0], default);
+        await store.DeleteAppAsync(appId, default);
+        var left = await Task.WhenAll(users.Select(user => store.GetUserMonthAsync(appId, user, Now, default)));
+
+        Assert.True(perPart.Count(count => count > 0) > 4, string.Join(",", perPart));
+        Assert.Equal(users.Length + 2, perPart.Sum());
+        Assert.All(found, counters => Assert.Equal(5, Assert.Single(counters).Tokens));
+        Assert.Equal(1, erased);
+        Assert.All(left, Assert.Null);
+        Assert.Equal((null, null), await store.GetAppUsageAsync(appId, Now, default));
+    }
+
+    [Theory]
+    [InlineData("app_1|day|2026-12-04", 15)]
+    [InlineData("b3f1c2d4e5f60718293a4b5c6d7e8f90", 6)]
+    public void PartOfIdIsFixed(string id, int part)
+    {
+        // Documents are found by the part their id hashes to, so the hash must not change between processes or builds.
+        Assert.Equal(part, CollectionParts.PartOf(id));
+    }
+
+    [Fact]
     public async Task UnreachableDatabaseFailsEveryWaitingCaller()
     {
         // Port 1 on loopback has no listener, so every write fails once server selection gives up.

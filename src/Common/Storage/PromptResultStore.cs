@@ -88,10 +88,12 @@ public sealed class PromptResultStore(IMongoDatabase database)
     /// <summary>The message of a cancelled request's failure, the same whether it was running or still queued.</summary>
     public const string CancelledMessage = "The answer was stopped.";
 
-    private readonly IMongoCollection<PromptResultDocument> _results = database.GetCollection<PromptResultDocument>("promptResults");
+    public const string CollectionName = "promptResults";
+
+    private readonly CollectionParts<PromptResultDocument> _results = new(database, CollectionName);
 
     public Task<PromptResultDocument?> FindAsync(Guid requestId, CancellationToken cancellationToken) =>
-        _results.Find(r => r.RequestId == requestId).FirstOrDefaultAsync(cancellationToken)!;
+        _results.For(requestId).Find(r => r.RequestId == requestId).FirstOrDefaultAsync(cancellationToken)!;
 
     /// <summary>
     /// Claims a request for one worker: inserts the record, or takes over a pending record whose lease ran out
@@ -103,7 +105,7 @@ public sealed class PromptResultStore(IMongoDatabase database)
     {
         try
         {
-            await _results.InsertOneAsync(NewClaim(prompt, owner, now, lease, expiresAt), cancellationToken: cancellationToken);
+            await _results.For(prompt.RequestId).InsertOneAsync(NewClaim(prompt, owner, now, lease, expiresAt), cancellationToken: cancellationToken);
             return new Claim(ClaimOutcome.Claimed, null, 1);
         }
         catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex))
@@ -129,7 +131,7 @@ public sealed class PromptResultStore(IMongoDatabase database)
             return new Claim(ClaimOutcome.HeldElsewhere, existing, 0);
         }
 
-        var takenOver = await _results.FindOneAndUpdateAsync<PromptResultDocument>(
+        var takenOver = await _results.For(prompt.RequestId).FindOneAndUpdateAsync<PromptResultDocument>(
             r => r.RequestId == prompt.RequestId && r.Status == PromptStatus.Pending && r.LeaseUntil == existing.LeaseUntil
                 && r.LeaseOwner == existing.LeaseOwner,
             Builders<PromptResultDocument>.Update.Set(r => r.LeaseOwner, owner).Set(r => r.LeaseUntil, now + lease).Set(r => r.ExpiresAt, expiresAt)
@@ -149,7 +151,7 @@ public sealed class PromptResultStore(IMongoDatabase database)
     {
         try
         {
-            await _results.InsertOneAsync(new PromptResultDocument
+            await _results.For(requestId).InsertOneAsync(new PromptResultDocument
             {
                 RequestId = requestId,
                 AppId = appId,
@@ -175,7 +177,7 @@ public sealed class PromptResultStore(IMongoDatabase database)
     private async Task<Claim> TakeOverForeignCancelAsync(PromptRequested prompt, PromptResultDocument foreign, string owner, DateTime now,
         TimeSpan lease, DateTime expiresAt, CancellationToken cancellationToken)
     {
-        var replaced = await _results.ReplaceOneAsync(
+        var replaced = await _results.For(prompt.RequestId).ReplaceOneAsync(
             r => r.RequestId == prompt.RequestId && r.AppId == foreign.AppId && r.UserId == foreign.UserId
                 && r.Status == PromptStatus.Failed && r.Code == ErrorCodes.Cancelled && r.Attempts == 0,
             NewClaim(prompt, owner, now, lease, expiresAt),
@@ -203,7 +205,7 @@ public sealed class PromptResultStore(IMongoDatabase database)
     /// otherwise lose its record, and with it the count of its usage.
     /// </summary>
     public Task RenewLeaseAsync(Guid requestId, string owner, DateTime leaseUntil, DateTime expiresAt, CancellationToken cancellationToken) =>
-        _results.UpdateOneAsync(
+        _results.For(requestId).UpdateOneAsync(
             r => r.RequestId == requestId && r.LeaseOwner == owner && r.Status == PromptStatus.Pending,
             Builders<PromptResultDocument>.Update.Set(r => r.LeaseUntil, leaseUntil).Set(r => r.ExpiresAt, expiresAt),
             cancellationToken: cancellationToken);
@@ -211,7 +213,7 @@ public sealed class PromptResultStore(IMongoDatabase database)
     /// <summary>Counts one more upstream attempt and returns the total so far, across deliveries.</summary>
     public async Task<int> CountAttemptAsync(Guid requestId, CancellationToken cancellationToken)
     {
-        var document = await _results.FindOneAndUpdateAsync<PromptResultDocument>(
+        var document = await _results.For(requestId).FindOneAndUpdateAsync<PromptResultDocument>(
             r => r.RequestId == requestId,
             Builders<PromptResultDocument>.Update.Inc(r => r.Attempts, 1),
             new FindOneAndUpdateOptions<PromptResultDocument> { ReturnDocument = ReturnDocument.After },
@@ -222,7 +224,7 @@ public sealed class PromptResultStore(IMongoDatabase database)
     /// <summary>Records the final result; the first one written wins and later ones are ignored.</summary>
     public async Task<FinishOutcome> FinishAsync(Guid requestId, UpdateDefinition<PromptResultDocument> result, CancellationToken cancellationToken)
     {
-        var outcome = await _results.UpdateOneAsync(
+        var outcome = await _results.For(requestId).UpdateOneAsync(
             r => r.RequestId == requestId && r.Status == PromptStatus.Pending,
             result,
             cancellationToken: cancellationToken);
@@ -248,17 +250,22 @@ public sealed class PromptResultStore(IMongoDatabase database)
             .Set(r => r.Message, failed.Message)
             .Set(r => r.RetryAfterSeconds, failed.RetryAfterSeconds);
 
-    public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) => _results.DeleteManyAsync(r => r.AppId == appId, cancellationToken);
+    public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) =>
+        _results.DeleteManyAsync(Builders<PromptResultDocument>.Filter.Where(r => r.AppId == appId), cancellationToken);
 
     /// <summary>Returns the stored requests of one end user of an app, oldest first.</summary>
-    public Task<List<PromptResultDocument>> FindUserAsync(string appId, string userId, CancellationToken cancellationToken) =>
-        _results.Find(r => r.AppId == appId && r.UserId == userId).SortBy(r => r.CreatedAt).ToListAsync(cancellationToken);
+    public async Task<List<PromptResultDocument>> FindUserAsync(string appId, string userId, CancellationToken cancellationToken) =>
+        [.. (await _results.FindAsync(OfUser(appId, userId), cancellationToken)).OrderBy(r => r.CreatedAt)];
 
-    public async Task<long> DeleteUserAsync(string appId, string userId, CancellationToken cancellationToken) =>
-        (await _results.DeleteManyAsync(r => r.AppId == appId && r.UserId == userId, cancellationToken)).DeletedCount;
+    public Task<long> DeleteUserAsync(string appId, string userId, CancellationToken cancellationToken) =>
+        _results.DeleteManyAsync(OfUser(appId, userId), cancellationToken);
 
-    public async Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
-        (await _results.DeleteManyAsync(r => r.ExpiresAt < now, cancellationToken)).DeletedCount;
+    public Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
+        _results.DeleteManyAsync(Builders<PromptResultDocument>.Filter.Where(r => r.ExpiresAt < now), cancellationToken);
 
-    public Task EnsureIndexesAsync(CancellationToken cancellationToken) => ExpiryIndex.EnsureAsync(_results, r => r.ExpiresAt, cancellationToken);
+    public Task EnsureIndexesAsync(CancellationToken cancellationToken) =>
+        _results.ForEachAsync(part => ExpiryIndex.EnsureAsync(part, r => r.ExpiresAt, cancellationToken));
+
+    private static FilterDefinition<PromptResultDocument> OfUser(string appId, string userId) =>
+        Builders<PromptResultDocument>.Filter.Where(r => r.AppId == appId && r.UserId == userId);
 }

@@ -33,12 +33,14 @@ public sealed class UsageCounter
 /// <summary>Token and request usage per app and day, per app and month, and per end user and month (UTC periods).</summary>
 public sealed class UsageStore
 {
-    private readonly IMongoCollection<UsageCounter> _usage;
+    public const string CollectionName = "usage";
+
+    private readonly CollectionParts<UsageCounter> _usage;
     private readonly IncrementBatch _batch;
 
     public UsageStore(IMongoDatabase database)
     {
-        _usage = database.GetCollection<UsageCounter>("usage");
+        _usage = new CollectionParts<UsageCounter>(database, CollectionName);
         _batch = new IncrementBatch(_usage);
     }
 
@@ -72,7 +74,7 @@ public sealed class UsageStore
     {
         var appCounters = _batch.WriteAsync([AppDay(appId, tokens, now), AppMonth(appId, tokens, now)], cancellationToken);
         var user = IncrementBatch.Model(UserMonth(appId, userId, tokens, now));
-        var counter = await _usage.FindOneAndUpdateAsync(user.Filter, user.Update,
+        var counter = await _usage.For(user.Id).FindOneAndUpdateAsync(user.Model.Filter, user.Model.Update,
             new FindOneAndUpdateOptions<UsageCounter> { IsUpsert = true, ReturnDocument = ReturnDocument.After }, cancellationToken);
         await appCounters;
         return counter.Tokens;
@@ -81,19 +83,16 @@ public sealed class UsageStore
     /// <summary>Returns the app's tokens and requests for today and this month.</summary>
     public async Task<(UsageCounter? Day, UsageCounter? Month)> GetAppUsageAsync(string appId, DateTime now, CancellationToken cancellationToken)
     {
-        string dayId = AppDayId(appId, now), monthId = AppMonthId(appId, now);
-        var counters = await _usage.Find(u => u.Id == dayId || u.Id == monthId).ToListAsync(cancellationToken);
-        return (counters.FirstOrDefault(c => c.Id == dayId), counters.FirstOrDefault(c => c.Id == monthId));
+        var day = FindAsync(AppDayId(appId, now), cancellationToken);
+        var month = FindAsync(AppMonthId(appId, now), cancellationToken);
+        return (await day, await month);
     }
 
-    public Task<UsageCounter?> GetUserMonthAsync(string appId, string userId, DateTime now, CancellationToken cancellationToken)
-    {
-        string id = UserMonthId(appId, userId, now);
-        return _usage.Find(u => u.Id == id).FirstOrDefaultAsync(cancellationToken)!;
-    }
+    public Task<UsageCounter?> GetUserMonthAsync(string appId, string userId, DateTime now, CancellationToken cancellationToken) =>
+        FindAsync(UserMonthId(appId, userId, now), cancellationToken);
 
-    public async Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
-        (await _usage.DeleteManyAsync(u => u.ExpiresAt < now, cancellationToken)).DeletedCount;
+    public Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
+        _usage.DeleteManyAsync(Builders<UsageCounter>.Filter.Where(u => u.ExpiresAt < now), cancellationToken);
 
     /// <summary>Returns the app's counter for today, to reserve tokens against a daily limit.</summary>
     public static QuotaCounter AppDayLimit(string appId, DateTime now, long limit, long used) => new(AppDay(appId, 0, now), limit, used);
@@ -130,7 +129,7 @@ public sealed class UsageStore
         {
             try
             {
-                await _usage.UpdateOneAsync(room, update, new UpdateOptions { IsUpsert = true }, cancellationToken);
+                await _usage.For(counter.Counter.Id).UpdateOneAsync(room, update, new UpdateOptions { IsUpsert = true }, cancellationToken);
                 return true;
             }
             catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex) && attempt == 0)
@@ -144,25 +143,27 @@ public sealed class UsageStore
     }
 
     /// <summary>Releases tokens reserved on the counters. A counter deleted since then stays deleted.</summary>
-    public Task ReleaseReservedAsync(IEnumerable<string> counterIds, long tokens, CancellationToken cancellationToken)
-    {
-        var models = counterIds
-            .Select(id => new UpdateOneModel<UsageCounter>(
-                Builders<UsageCounter>.Filter.Eq(u => u.Id, id), Builders<UsageCounter>.Update.Inc(u => u.Reserved, -tokens)))
-            .ToList();
-        return models.Count == 0 ? Task.CompletedTask : _usage.BulkWriteAsync(models, new BulkWriteOptions { IsOrdered = false }, cancellationToken);
-    }
+    public Task ReleaseReservedAsync(IEnumerable<string> counterIds, long tokens, CancellationToken cancellationToken) =>
+        _usage.BulkWriteAsync(
+            counterIds.Select(id => (id, (WriteModel<UsageCounter>)new UpdateOneModel<UsageCounter>(
+                Builders<UsageCounter>.Filter.Eq(u => u.Id, id), Builders<UsageCounter>.Update.Inc(u => u.Reserved, -tokens)))),
+            cancellationToken);
 
-    public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) => _usage.DeleteManyAsync(u => u.AppId == appId, cancellationToken);
+    public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) =>
+        _usage.DeleteManyAsync(Builders<UsageCounter>.Filter.Where(u => u.AppId == appId), cancellationToken);
 
     /// <summary>Returns every monthly counter still kept for one end user of an app, oldest first.</summary>
-    public Task<List<UsageCounter>> GetUserMonthsAsync(string appId, string userId, CancellationToken cancellationToken) =>
-        _usage.Find(UserCounters(appId, userId)).SortBy(u => u.Period).ToListAsync(cancellationToken);
+    public async Task<List<UsageCounter>> GetUserMonthsAsync(string appId, string userId, CancellationToken cancellationToken) =>
+        [.. (await _usage.FindAsync(UserCounters(appId, userId), cancellationToken)).OrderBy(u => u.Period, StringComparer.Ordinal)];
 
-    public async Task<long> DeleteUserAsync(string appId, string userId, CancellationToken cancellationToken) =>
-        (await _usage.DeleteManyAsync(UserCounters(appId, userId), cancellationToken)).DeletedCount;
+    public Task<long> DeleteUserAsync(string appId, string userId, CancellationToken cancellationToken) =>
+        _usage.DeleteManyAsync(UserCounters(appId, userId), cancellationToken);
 
-    public Task EnsureIndexesAsync(CancellationToken cancellationToken) => ExpiryIndex.EnsureAsync(_usage, u => u.ExpiresAt, cancellationToken);
+    public Task EnsureIndexesAsync(CancellationToken cancellationToken) =>
+        _usage.ForEachAsync(part => ExpiryIndex.EnsureAsync(part, u => u.ExpiresAt, cancellationToken));
+
+    private Task<UsageCounter?> FindAsync(string id, CancellationToken cancellationToken) =>
+        _usage.For(id).Find(u => u.Id == id).FirstOrDefaultAsync(cancellationToken)!;
 
     private static string AppDayId(string appId, DateTime now) => $"{appId}|day|{Day(now)}";
 
@@ -198,7 +199,7 @@ public sealed record CounterIncrement(string Id, string AppId, string Scope, str
 /// a round trip, and on jongodb time that grows with the collection, so under load this turns three writes per
 /// completion into a few per batch. With no other write running, a call is written at once.
 /// </summary>
-internal sealed class IncrementBatch(IMongoCollection<UsageCounter> collection)
+internal sealed class IncrementBatch(CollectionParts<UsageCounter> collection)
 {
     private readonly Lock _gate = new();
     private List<(CounterIncrement[] Increments, TaskCompletionSource Written)> _queued = [];
@@ -225,8 +226,9 @@ internal sealed class IncrementBatch(IMongoCollection<UsageCounter> collection)
         return written.Task.WaitAsync(cancellationToken);
     }
 
-    public static UpdateOneModel<UsageCounter> Model(CounterIncrement increment) =>
-        new(Builders<UsageCounter>.Filter.Eq(u => u.Id, increment.Id),
+    /// <summary>Returns the upsert of one increment, with the id of the counter it writes.</summary>
+    public static (string Id, UpdateOneModel<UsageCounter> Model) Model(CounterIncrement increment) =>
+        (increment.Id, new(Builders<UsageCounter>.Filter.Eq(u => u.Id, increment.Id),
             Builders<UsageCounter>.Update
                 .Inc(u => u.Tokens, increment.Tokens)
                 .Inc(u => u.Requests, increment.Requests)
@@ -234,7 +236,7 @@ internal sealed class IncrementBatch(IMongoCollection<UsageCounter> collection)
                 .SetOnInsert(u => u.Scope, increment.Scope)
                 .SetOnInsert(u => u.Period, increment.Period)
                 .SetOnInsert(u => u.ExpiresAt, increment.ExpiresAt))
-        { IsUpsert = true };
+        { IsUpsert = true });
 
     private async Task DrainAsync()
     {
@@ -261,10 +263,11 @@ internal sealed class IncrementBatch(IMongoCollection<UsageCounter> collection)
                     Tokens = counter.Sum(increment => increment.Tokens),
                     Requests = counter.Sum(increment => increment.Requests),
                 }))
+                .Select(model => (model.Id, (WriteModel<UsageCounter>)model.Model))
                 .ToList();
             try
             {
-                await collection.BulkWriteAsync(models, new BulkWriteOptions { IsOrdered = false });
+                await collection.BulkWriteAsync(models, CancellationToken.None);
                 batch.ForEach(entry => entry.Written.TrySetResult());
             }
             catch (Exception ex)
@@ -278,14 +281,17 @@ internal sealed class IncrementBatch(IMongoCollection<UsageCounter> collection)
 /// <summary>Fixed-window request counters shared by every Ingress instance.</summary>
 public sealed class RateCounterStore(IMongoDatabase database)
 {
-    private readonly IMongoCollection<UsageCounter> _counters = database.GetCollection<UsageCounter>("rateCounters");
+    public const string CollectionName = "rateCounters";
+
+    private readonly CollectionParts<UsageCounter> _counters = new(database, CollectionName);
 
     /// <summary>Counts one request in the current minute of <paramref name="scope"/> and returns the count including it.</summary>
     public async Task<long> HitAsync(string scope, DateTime now, CancellationToken cancellationToken)
     {
         string window = now.ToString("yyyyMMddHHmm", CultureInfo.InvariantCulture);
-        var counter = await _counters.FindOneAndUpdateAsync<UsageCounter>(
-            c => c.Id == scope + "|" + window,
+        string id = scope + "|" + window;
+        var counter = await _counters.For(id).FindOneAndUpdateAsync<UsageCounter>(
+            c => c.Id == id,
             Builders<UsageCounter>.Update
                 .Inc(c => c.Requests, 1)
                 .SetOnInsert(c => c.Scope, scope)
@@ -296,17 +302,18 @@ public sealed class RateCounterStore(IMongoDatabase database)
         return counter.Requests;
     }
 
-    public async Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
-        (await _counters.DeleteManyAsync(u => u.ExpiresAt < now, cancellationToken)).DeletedCount;
+    public Task<long> DeleteExpiredAsync(DateTime now, CancellationToken cancellationToken) =>
+        _counters.DeleteManyAsync(Builders<UsageCounter>.Filter.Where(u => u.ExpiresAt < now), cancellationToken);
 
     /// <summary>Returns the per-minute counters still kept for one end user of an app, oldest first.</summary>
-    public Task<List<UsageCounter>> GetUserAsync(string appId, string pseudonym, CancellationToken cancellationToken) =>
-        _counters.Find(UserCounters(appId, pseudonym)).SortBy(c => c.Period).ToListAsync(cancellationToken);
+    public async Task<List<UsageCounter>> GetUserAsync(string appId, string pseudonym, CancellationToken cancellationToken) =>
+        [.. (await _counters.FindAsync(UserCounters(appId, pseudonym), cancellationToken)).OrderBy(c => c.Period, StringComparer.Ordinal)];
 
-    public async Task<long> DeleteUserAsync(string appId, string pseudonym, CancellationToken cancellationToken) =>
-        (await _counters.DeleteManyAsync(UserCounters(appId, pseudonym), cancellationToken)).DeletedCount;
+    public Task<long> DeleteUserAsync(string appId, string pseudonym, CancellationToken cancellationToken) =>
+        _counters.DeleteManyAsync(UserCounters(appId, pseudonym), cancellationToken);
 
-    public Task EnsureIndexesAsync(CancellationToken cancellationToken) => ExpiryIndex.EnsureAsync(_counters, u => u.ExpiresAt, cancellationToken);
+    public Task EnsureIndexesAsync(CancellationToken cancellationToken) =>
+        _counters.ForEachAsync(part => ExpiryIndex.EnsureAsync(part, u => u.ExpiresAt, cancellationToken));
 
     /// <summary>Returns the scope under which one end user's requests are counted.</summary>
     public static string UserScope(string appId, string pseudonym) => $"user|{appId}|{pseudonym}";

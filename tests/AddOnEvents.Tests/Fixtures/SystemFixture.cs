@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
+using AddOnEvents.Common.Storage;
 using AddOnEvents.Ingress;
 using AddOnEvents.KeyWorker;
 using AddOnEvents.PromptWorker;
@@ -310,18 +311,26 @@ public class SystemFixture : IAsyncLifetime
         return (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("requestId").GetGuid();
     }
 
-    /// <summary>Returns every document of the given collections as relaxed JSON.</summary>
-    public async Task<List<BsonDocument>> ReadCollectionsAsync(params string[] names)
+    /// <summary>Returns every document of the given collections, with every part of a collection stored in parts.</summary>
+    public Task<List<BsonDocument>> ReadCollectionsAsync(params string[] names) => FindAsync(FilterDefinition<BsonDocument>.Empty, names);
+
+    /// <summary>Returns the documents that match in the given collections, with every part of a collection stored in parts.</summary>
+    public async Task<List<BsonDocument>> FindAsync(FilterDefinition<BsonDocument> filter, params string[] names)
     {
         // NOTE: jongodb has no listCollections, so the collections are named by the caller.
         var documents = new List<BsonDocument>();
-        foreach (string name in names)
+        foreach (string name in names.SelectMany(PartsOf))
         {
-            documents.AddRange(await Database.GetCollection<BsonDocument>(name).Find(FilterDefinition<BsonDocument>.Empty).ToListAsync());
+            documents.AddRange(await Database.GetCollection<BsonDocument>(name).Find(filter).ToListAsync());
         }
 
         return documents;
     }
+
+    private static IEnumerable<string> PartsOf(string name) =>
+        name is PromptResultStore.CollectionName or UsageStore.CollectionName or RateCounterStore.CollectionName
+            ? CollectionParts.NamesOf(name)
+            : [name];
 
 }
 
