@@ -249,9 +249,10 @@ public sealed class ApiInputTests(SystemFixture system)
     }
 
     [Theory]
-    [InlineData("requestsPerMinute", 0, "requestsPerMinute must be 1 or more.")]
-    [InlineData("monthlyTokenAllowance", -1, "monthlyTokenAllowance must not be negative.")]
-    [InlineData("allowanceThresholdPercent", 150, "allowanceThresholdPercent must be 1 to 100.")]
+    [InlineData("ttlSeconds", 29, "ttlSeconds must be a whole number of seconds between 30 and 3600.")]
+    [InlineData("requestsPerMinute", 0, "requestsPerMinute must be a whole number from 1 to 2147483647.")]
+    [InlineData("monthlyTokenAllowance", -1, "monthlyTokenAllowance must be a whole number of tokens from 0 to 9223372036854775807.")]
+    [InlineData("allowanceThresholdPercent", 150, "allowanceThresholdPercent must be a whole number from 1 to 100.")]
     public async Task InvalidTokenLimitNamesOnlyItsField(string field, int value, string message)
     {
         var app = await system.CreateAppAsync();

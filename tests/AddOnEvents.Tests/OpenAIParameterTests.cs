@@ -170,6 +170,42 @@ public sealed class OpenAIParameterTests(SystemFixture system)
         Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == marker);
     }
 
+    [Theory]
+    [InlineData("\"temperature\": \"hot\"", "temperature", "$.temperature: it must be a number.")]
+    [InlineData("\"max_tokens\": true", "max_tokens", "$.max_tokens: it must be a whole number")]
+    [InlineData("\"stream_options\": {\"include_usage\": \"yes\"}", "stream_options", "$.stream_options.include_usage: it must be a boolean")]
+    [InlineData("\"messages\": [{\"role\": 5, \"content\": \"hi\"}]", "messages", "$.messages[0].role: it must be a string.")]
+    [InlineData("\"messages\": \"hi\"", "messages", "$.messages: it must be an array.")]
+    public async Task WrongTypeNamesTopLevelParam(string field, string param, string expectedPart)
+    {
+        using var caller = await CreateCallerAsync("sk-wrong-type-");
+        string json = field.StartsWith("\"messages\"", StringComparison.Ordinal)
+            ? $"{{{field}}}"
+            : $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], {field}}}";
+
+        using var response = await caller.PostAsync("/v1/chat/completions", new StringContent(json, Encoding.UTF8, "application/json"));
+        var error = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", error.GetProperty("code").GetString());
+        Assert.Equal(param, error.GetProperty("param").GetString());
+        Assert.Contains(expectedPart, error.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task SyntaxErrorLeavesParamNull()
+    {
+        using var caller = await CreateCallerAsync("sk-syntax-param-");
+
+        using var response = await caller.PostAsync("/v1/chat/completions",
+            new StringContent("{\"temperature\": 0.5,, \"messages\": []}", Encoding.UTF8, "application/json"));
+        var error = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(JsonValueKind.Null, error.GetProperty("param").ValueKind);
+        Assert.Contains("line 1, byte 21", error.GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task QuotaExceededTellsSdkNotToRetry()
     {

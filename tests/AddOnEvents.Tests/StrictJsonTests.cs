@@ -283,9 +283,6 @@ public sealed class StrictJsonTests(SystemFixture system)
     }
 
     [Theory]
-    [InlineData("/api/apps/{appId}/user-tokens", """{"userId":"u-1","ttlSeconds":"60"}""", "$.ttlSeconds: it must be a whole number")]
-    [InlineData("/api/apps/{appId}/user-tokens", """{"userId":"u-1","ttlSeconds":3000000000}""",
-        "$.ttlSeconds: it must be a whole number from -2147483648 to 2147483647")]
     [InlineData("/api/apps/{appId}/user-tokens", """{"userId":"u-1","addonDisabled":"true"}""", "$.addonDisabled: it must be a boolean")]
     [InlineData("/api/apps/{appId}/user-tokens", """{"userId":["u-1"]}""", "$.userId: it must be a string")]
     public async Task WrongTypeNamesExpectedType(string path, string json, string expectedPart)
@@ -300,6 +297,103 @@ public sealed class StrictJsonTests(SystemFixture system)
         Assert.Equal("invalid_request", code);
         Assert.Contains(expectedPart, message, StringComparison.Ordinal);
         Assert.DoesNotContain("u-1", body, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("""{"userId":"u-1","ttlSeconds":"60"}""", "$.ttlSeconds: ttlSeconds must be a whole number of seconds between 30 and 3600.")]
+    [InlineData("""{"userId":"u-1","TTLSECONDS":"60"}""", "$.TTLSECONDS: ttlSeconds must be a whole number of seconds between 30 and 3600.")]
+    [InlineData("""{"userId":"u-1","ttlSeconds":3000000000}""", "$.ttlSeconds: ttlSeconds must be a whole number of seconds between 30 and 3600.")]
+    [InlineData("""{"userId":"u-1","ttlSeconds":60.5}""", "$.ttlSeconds: ttlSeconds must be a whole number of seconds between 30 and 3600.")]
+    [InlineData("""{"userId":"u-1","ttlSeconds":[60]}""", "$.ttlSeconds: ttlSeconds must be a whole number of seconds between 30 and 3600.")]
+    [InlineData("""{"userId":"u-1","requestsPerMinute":true}""", "$.requestsPerMinute: requestsPerMinute must be a whole number from 1 to 2147483647.")]
+    [InlineData("""{"userId":"u-1","allowanceThresholdPercent":"80"}""",
+        "$.allowanceThresholdPercent: allowanceThresholdPercent must be a whole number from 1 to 100.")]
+    public async Task WrongNumberTypeGetsEndpointRange(string json, string expectedPart)
+    {
+        var app = await system.CreateAppAsync();
+        using var host = system.CreateClient(SystemFixture.Basic(app));
+
+        using var response = await PostJsonAsync(host, $"/api/apps/{app.AppId}/user-tokens", json);
+        var (code, message, body) = await ReadErrorAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        Assert.EndsWith(expectedPart, message, StringComparison.Ordinal);
+        Assert.DoesNotContain("2147483648", message, StringComparison.Ordinal);
+        Assert.DoesNotContain("u-1", body, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task WrongGraceTypeGetsGraceRange()
+    {
+        var app = await system.CreateAppAsync();
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+
+        using var response = await PostJsonAsync(admin, $"/api/admin/apps/{app.AppId}/secrets", """{"graceSeconds":"600"}""");
+        var (code, message, _) = await ReadErrorAsync(response);
+        using var outOfRange = await PostJsonAsync(admin, $"/api/admin/apps/{app.AppId}/secrets", """{"graceSeconds":-1}""");
+        var (_, rangeMessage, _) = await ReadErrorAsync(outOfRange);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        Assert.EndsWith("$.graceSeconds: graceSeconds must be a whole number of seconds between 0 and 2592000 (30 days).", message, StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.BadRequest, outOfRange.StatusCode);
+        Assert.Equal("graceSeconds must be a whole number of seconds between 0 and 2592000 (30 days).", rangeMessage);
+    }
+
+    [Theory]
+    [InlineData("/api/prompts", """{"prompt":"CAFE"}""")]
+    [InlineData("/api/apps/{appId}/user-tokens", """{"userId":"CAFE"}""")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"CAFE"}]}""")]
+    public async Task InvalidUtf8BodyIsNamed(string path, string json)
+    {
+        var app = await system.CreateAppAsync();
+        using var host = system.CreateClient(SystemFixture.Basic(app));
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "latin1-writer")));
+        var client = path.StartsWith("/api/apps", StringComparison.Ordinal) ? host : user;
+        // "café" in Latin-1: the byte 0xE9 followed by a quote is not a valid UTF-8 sequence.
+        using var content = new ByteArrayContent(Encoding.Latin1.GetBytes(json.Replace("CAFE", "caf\u00E9", StringComparison.Ordinal)));
+        content.Headers.ContentType = System.Net.Http.Headers.MediaTypeHeaderValue.Parse("application/json");
+
+        using var response = await client.PostAsync(path.Replace("{appId}", app.AppId, StringComparison.Ordinal), content);
+        string body = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("\"invalid_request\"", body, StringComparison.Ordinal);
+        Assert.Contains("The body is not valid UTF-8.", body, StringComparison.Ordinal);
+        Assert.DoesNotContain("must be a string", body, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("/api/prompts", "{\n  \"prompt\": \"sk-canary-syntax\",\n  \"stream\": false,,\n}", "line 3, byte 19")]
+    [InlineData("/api/prompts", "{\"prompt\": \"sk-canary-syntax", "line 1, byte 29")]
+    [InlineData("/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"sk-canary-syntax\"}}", "line 1, byte 62")]
+    public async Task SyntaxErrorGivesPosition(string path, string json, string position)
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "syntax")));
+
+        using var response = await PostJsonAsync(user, path, json);
+        string body = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("\"invalid_request\"", body, StringComparison.Ordinal);
+        Assert.Contains($"The body is not valid JSON. Parsing stopped at {position} of that line.", body, StringComparison.Ordinal);
+        Assert.DoesNotContain("canary", body, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task EmptyBodyIsNamedEmpty()
+    {
+        var app = await system.CreateAppAsync();
+        using var host = system.CreateClient(SystemFixture.Basic(app));
+
+        using var response = await PostJsonAsync(host, $"/api/apps/{app.AppId}/user-tokens", "");
+        var (code, message, _) = await ReadErrorAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        Assert.Equal("The body is empty. Send a JSON object.", message);
     }
 
     [Fact]

@@ -30,6 +30,15 @@ public sealed record SecretRotationInput(int? GraceSeconds);
 /// <summary>The operator's, the host backend's and the add-on's endpoints.</summary>
 public static class ApiEndpoints
 {
+    private const int MaxGraceSeconds = 30 * 86_400;
+
+    /// <summary>Range-check message of <c>graceSeconds</c>, which JsonBody also returns for a value of the wrong type.</summary>
+    private static readonly Dictionary<string, string> SecretRotationRules = new()
+    {
+        ["graceSeconds"] = string.Create(CultureInfo.InvariantCulture,
+            $"graceSeconds must be a whole number of seconds between 0 and {MaxGraceSeconds} (30 days)."),
+    };
+
     public static IEndpointRouteBuilder MapApiEndpoints(this IEndpointRouteBuilder endpoints)
     {
         var admin = endpoints.MapGroup("/api/admin/apps").RequireAuthorization(AuthSchemes.Admin);
@@ -191,16 +200,16 @@ public static class ApiEndpoints
         bool noBody = http.Request.ContentLength == 0 || http.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == false;
         var (input, error) = noBody || (http.Request.ContentLength is null && http.Request.ContentType is null)
             ? (new SecretRotationInput(null), null)
-            : await JsonBody.ReadAsync<SecretRotationInput>(http.Request);
+            : await JsonBody.ReadAsync<SecretRotationInput>(http.Request, SecretRotationRules);
         if (error is not null)
         {
             return error;
         }
 
         int grace = input!.GraceSeconds ?? 3600;
-        if (grace is < 0 or > 30 * 86_400)
+        if (grace is < 0 or > MaxGraceSeconds)
         {
-            return ApiErrors.BadRequest("graceSeconds must be between 0 and 2592000 (30 days).");
+            return ApiErrors.BadRequest(SecretRotationRules["graceSeconds"]);
         }
 
         var (result, secret) = await apps.RotateSecretAsync(appId, TimeSpan.FromSeconds(grace), http.RequestAborted);
@@ -247,6 +256,20 @@ public static class ApiEndpoints
             ? "userId must be 1 to 128 characters, not '.' or '..', without control characters, surrounding spaces or a leading '@'."
             : null;
 
+    /// <summary>
+    /// Returns the range-check messages of the numbers in a user token request, which JsonBody also returns for a value
+    /// of the wrong type. The upper ends of requestsPerMinute and monthlyTokenAllowance are the maxima of their .NET types.
+    /// </summary>
+    private static Dictionary<string, string> UserTokenRules(int maxTokenLifetimeSeconds) => new()
+    {
+        ["ttlSeconds"] = string.Create(CultureInfo.InvariantCulture,
+            $"ttlSeconds must be a whole number of seconds between 30 and {maxTokenLifetimeSeconds}."),
+        ["requestsPerMinute"] = string.Create(CultureInfo.InvariantCulture, $"requestsPerMinute must be a whole number from 1 to {int.MaxValue}."),
+        ["monthlyTokenAllowance"] = string.Create(CultureInfo.InvariantCulture,
+            $"monthlyTokenAllowance must be a whole number of tokens from 0 to {long.MaxValue}."),
+        ["allowanceThresholdPercent"] = "allowanceThresholdPercent must be a whole number from 1 to 100.",
+    };
+
     private static async Task<IResult> IssueUserToken(string appId, HttpContext http, UserTokens tokens, IOptions<AuthOptions> options)
     {
         if (KeyEndpoints.RejectOtherApp(http.User, appId) is { } forbidden)
@@ -254,7 +277,9 @@ public static class ApiEndpoints
             return forbidden;
         }
 
-        var (input, error) = await JsonBody.ReadAsync<UserTokenInput>(http.Request);
+        var auth = options.Value;
+        var rules = UserTokenRules(auth.MaxTokenLifetimeSeconds);
+        var (input, error) = await JsonBody.ReadAsync<UserTokenInput>(http.Request, rules);
         if (error is not null)
         {
             return error;
@@ -266,27 +291,25 @@ public static class ApiEndpoints
             return ApiErrors.BadRequest(problem);
         }
 
-        var auth = options.Value;
         int seconds = input.TtlSeconds ?? auth.DefaultTokenLifetimeSeconds;
         if (seconds < 30 || seconds > auth.MaxTokenLifetimeSeconds)
         {
-            return ApiErrors.BadRequest(string.Create(CultureInfo.InvariantCulture,
-                $"ttlSeconds must be between 30 and {auth.MaxTokenLifetimeSeconds}."));
+            return ApiErrors.BadRequest(rules["ttlSeconds"]);
         }
 
         if (input.RequestsPerMinute < 1)
         {
-            return ApiErrors.BadRequest("requestsPerMinute must be 1 or more.");
+            return ApiErrors.BadRequest(rules["requestsPerMinute"]);
         }
 
         if (input.MonthlyTokenAllowance < 0)
         {
-            return ApiErrors.BadRequest("monthlyTokenAllowance must not be negative.");
+            return ApiErrors.BadRequest(rules["monthlyTokenAllowance"]);
         }
 
         if (input.AllowanceThresholdPercent is < 1 or > 100)
         {
-            return ApiErrors.BadRequest("allowanceThresholdPercent must be 1 to 100.");
+            return ApiErrors.BadRequest(rules["allowanceThresholdPercent"]);
         }
 
         var (token, expiresAt) = tokens.Issue(appId, userId, http.User.FindFirstValue(AuthSchemes.SecretIdClaim)!, TimeSpan.FromSeconds(seconds),

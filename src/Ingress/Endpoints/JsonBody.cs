@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -5,6 +6,8 @@ using System.Text.Json.Serialization;
 using System.Text.Json.Serialization.Metadata;
 using System.Text.RegularExpressions;
 using AddOnEvents.Contracts;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.Options;
 using Microsoft.Net.Http.Headers;
 
 namespace AddOnEvents.Ingress.Endpoints;
@@ -15,6 +18,11 @@ namespace AddOnEvents.Ingress.Endpoints;
 /// given twice, gets 400. The <c>/v1</c> endpoints follow OpenAI's API, whose SDKs send fields this service does
 /// not read (<c>user</c>, <c>store</c>, <c>metadata</c>), so they skip unknown fields and a repeated field keeps its
 /// last value.
+/// <para>
+/// An endpoint can pass field rules: for each top-level field name, the message of the endpoint's own range check
+/// for that field. A value of the wrong type in that field then gets the same message, so the error gives the
+/// endpoint's range rather than the range of the .NET type.
+/// </para>
 /// </remarks>
 public static partial class JsonBody
 {
@@ -54,9 +62,11 @@ public static partial class JsonBody
 
     private static readonly Source HubArgument = new("argument", "hub method");
 
-    public static async Task<(T? Value, IResult? Error)> ReadAsync<T>(HttpRequest request) where T : class
+    /// <param name="fieldRules">Range-check messages by top-level field name, as described on <see cref="JsonBody"/>.</param>
+    public static async Task<(T? Value, IResult? Error)> ReadAsync<T>(HttpRequest request, IReadOnlyDictionary<string, string>? fieldRules = null)
+        where T : class
     {
-        var (value, error) = await ReadOrFailAsync<T>(request);
+        var (value, error) = await ReadOrFailAsync<T>(request, fieldRules: fieldRules);
         return (value, error is null ? null : ApiErrors.Result(error.Status, error.Code, error.Message));
     }
 
@@ -64,15 +74,18 @@ public static partial class JsonBody
     /// Reads a hub method's JSON argument with the rules of a request body outside <c>/v1</c>, so that the hub and
     /// the HTTP API accept the same input.
     /// </summary>
-    public static async Task<(T? Value, BodyError? Error)> ReadArgumentAsync<T>(JsonElement argument) where T : class =>
-        await ReadStrictAsync(options => ValueTask.FromResult(argument.Deserialize<T>(options)), HubArgument);
+    public static async Task<(T? Value, BodyError? Error)> ReadArgumentAsync<T>(JsonElement argument,
+        IReadOnlyDictionary<string, string>? fieldRules = null) where T : class =>
+        await ReadStrictAsync(options => ValueTask.FromResult(argument.Deserialize<T>(options)), HubArgument, fieldRules);
 
     /// <summary>Reads the body like <see cref="ReadAsync"/>, with the failure as data, for endpoints that write errors in another shape.</summary>
     /// <param name="skipUnknownFields">
     /// Skips fields the request type does not have and keeps the last value of a repeated field, for request types
     /// whose clients send fields that this service does not read.
     /// </param>
-    public static async Task<(T? Value, BodyError? Error)> ReadOrFailAsync<T>(HttpRequest request, bool skipUnknownFields = false) where T : class
+    /// <param name="fieldRules">Range-check messages by top-level field name, as described on <see cref="JsonBody"/>.</param>
+    public static async Task<(T? Value, BodyError? Error)> ReadOrFailAsync<T>(HttpRequest request, bool skipUnknownFields = false,
+        IReadOnlyDictionary<string, string>? fieldRules = null) where T : class
     {
         if (!request.HasJsonContentType())
         {
@@ -88,20 +101,17 @@ public static partial class JsonBody
 
         try
         {
-            if (skipUnknownFields)
-            {
-                var value = await request.ReadFromJsonAsync<T>(request.HttpContext.RequestAborted);
-                return value is null ? (null, EmptyJson(Body)) : (value, null);
-            }
-
             // The threshold keeps the copy in memory instead of a temporary file, because the body can contain prompt
             // text. Kestrel's MaxRequestBodySize (set in IngressApp) bounds its size.
             request.EnableBuffering(bufferThreshold: int.MaxValue);
-            return await ReadStrictAsync(options => DeserializeFromStartAsync<T>(request, options), Body);
-        }
-        catch (JsonException ex)
-        {
-            return (null, ShapeError<T>(ex, Body));
+            if (await CheckBytesAsync(request) is { } bytesError)
+            {
+                return (null, bytesError);
+            }
+
+            return skipUnknownFields
+                ? await ReadLenientAsync<T>(request, fieldRules)
+                : await ReadStrictAsync(options => DeserializeFromStartAsync<T>(request, options), Body, fieldRules);
         }
         catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
@@ -117,8 +127,8 @@ public static partial class JsonBody
     /// quote whatever the caller sent.
     /// </summary>
     /// <param name="deserialize">Deserializes the whole JSON from its start with the given options. It is called up to three times.</param>
-    private static async Task<(T? Value, BodyError? Error)> ReadStrictAsync<T>(Func<JsonSerializerOptions, ValueTask<T?>> deserialize, Source source)
-        where T : class
+    private static async Task<(T? Value, BodyError? Error)> ReadStrictAsync<T>(Func<JsonSerializerOptions, ValueTask<T?>> deserialize, Source source,
+        IReadOnlyDictionary<string, string>? fieldRules) where T : class
     {
         try
         {
@@ -147,8 +157,67 @@ public static partial class JsonBody
             }
             catch (JsonException ex)
             {
-                return (null, ShapeError<T>(ex, source));
+                return (null, ShapeError<T>(ex, source, fieldRules));
             }
+        }
+    }
+
+    /// <summary>
+    /// Deserializes the buffered body with the JSON options of ASP.NET Core's <c>ReadFromJsonAsync</c>, which skip
+    /// unknown fields and read numbers sent as strings.
+    /// </summary>
+    private static async Task<(T? Value, BodyError? Error)> ReadLenientAsync<T>(HttpRequest request, IReadOnlyDictionary<string, string>? fieldRules)
+        where T : class
+    {
+        var options = request.HttpContext.RequestServices.GetRequiredService<IOptions<JsonOptions>>().Value.SerializerOptions;
+        try
+        {
+            var value = await DeserializeFromStartAsync<T>(request, options);
+            return value is null ? (null, EmptyJson(Body)) : (value, null);
+        }
+        catch (JsonException ex)
+        {
+            return (null, ShapeError<T>(ex, Body, fieldRules));
+        }
+    }
+
+    /// <summary>
+    /// Reads the whole body into its buffer and returns the error for a body that is empty or, when it is declared as
+    /// UTF-8 or has no charset, not valid UTF-8. Returns null otherwise.
+    /// </summary>
+    /// <remarks>
+    /// The reader checks UTF-8 only where it decodes a string, and then fails as for a value of the wrong type. It
+    /// does not check a <see cref="JsonElement"/>, whose text is decoded later, so the bytes are checked before reading.
+    /// </remarks>
+    private static async Task<BodyError?> CheckBytesAsync(HttpRequest request)
+    {
+        var encoding = MediaTypeHeaderValue.TryParse(request.ContentType, out var contentType) ? contentType.Encoding : null;
+        var decoder = encoding is null || encoding.CodePage == Encoding.UTF8.CodePage
+            ? new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetDecoder()
+            : null;
+        byte[] chunk = ArrayPool<byte>.Shared.Rent(16 * 1024);
+        try
+        {
+            long total = 0;
+            int read;
+            while ((read = await request.Body.ReadAsync(chunk, request.HttpContext.RequestAborted)) > 0)
+            {
+                total += read;
+                // The decoder keeps a sequence that a chunk boundary splits until the next chunk completes it.
+                decoder?.GetCharCount(chunk, 0, read, flush: false);
+            }
+
+            decoder?.GetCharCount([], 0, 0, flush: true);
+            return total == 0 ? EmptyJson(Body) : null;
+        }
+        catch (DecoderFallbackException)
+        {
+            return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                "The body is not valid UTF-8. Send the JSON encoded as UTF-8, or name its encoding in the charset of the Content-Type header.");
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk, clearArray: true);
         }
     }
 
@@ -217,21 +286,61 @@ public static partial class JsonBody
             $"The {source.Noun} has {field} more than once. Field names are matched without regard to case, so send each field once in one spelling.");
     }
 
-    private static BodyError ShapeError<T>(JsonException ex, Source source)
+    private static BodyError ShapeError<T>(JsonException ex, Source source, IReadOnlyDictionary<string, string>? fieldRules)
     {
-        // Only a JSON path made of field names and the type its property expects are sent back, never the exception
-        // text, because that can quote the JSON, and the JSON can contain a key.
-        string where = "";
-        if (ex.Path is { } path && IsOwnFieldPath<T>(path))
+        // The serializer wraps the reader's exception when the text is not valid JSON.
+        if (ex.InnerException is JsonException)
         {
-            // The serializer wraps the reader's exception when the text is not valid JSON. The path then shows where
-            // reading stopped, and the type that the property expects is not what went wrong.
-            string? expected = ex.InnerException is JsonException ? null : ExpectedJsonType<T>(path);
-            where = expected is null ? $" Check the field at {path}." : $" Check the field at {path}: it must be {expected}.";
+            return SyntaxError(ex, source);
         }
 
+        // Only a JSON path made of field names and the type its property expects are sent back, never the exception
+        // text, because that can quote the JSON, and the JSON can contain a key.
+        const string NotExpectedShape = "is not a valid JSON object of the expected shape.";
+        if (ex.Path is not { } path || !IsOwnFieldPath<T>(path))
+        {
+            return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, $"The {source.Noun} {NotExpectedShape}");
+        }
+
+        string? field = TopLevelField<T>(path);
+        string? rule = null;
+        if (field is not null && string.Equals(path, "$." + field, StringComparison.OrdinalIgnoreCase))
+        {
+            fieldRules?.TryGetValue(field, out rule);
+        }
+
+        string? expected = rule is null && ExpectedJsonType<T>(path) is { } type ? $"it must be {type}." : rule;
+        string where = expected is null ? $" Check the field at {path}." : $" Check the field at {path}: {expected}";
+        return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, $"The {source.Noun} {NotExpectedShape}{where}", field);
+    }
+
+    /// <summary>
+    /// Creates the error for JSON that cannot be parsed. It gives the line and byte where parsing stopped, counted from
+    /// 1 as editors count, and never the text there, because the body can contain a key or prompt text.
+    /// </summary>
+    private static BodyError SyntaxError(JsonException ex, Source source)
+    {
+        string position = ex is { LineNumber: { } line, BytePositionInLine: { } bytePosition }
+            ? string.Create(CultureInfo.InvariantCulture, $" Parsing stopped at line {line + 1}, byte {bytePosition + 1} of that line.")
+            : "";
         return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
-            $"The {source.Noun} is not a valid JSON object of the expected shape." + where);
+            $"The {source.Noun} is not valid JSON.{position} Check for a missing or extra comma, quote, colon or bracket, or for JSON cut short.");
+    }
+
+    /// <summary>
+    /// Returns the name, as <typeparamref name="T"/> spells it, of the top-level field that a JSON path starts with,
+    /// or null when the path starts with an array index or names no property of <typeparamref name="T"/>.
+    /// </summary>
+    private static string? TopLevelField<T>(string path)
+    {
+        var match = FieldPath().Match(path);
+        if (!match.Success || !path.StartsWith("$.", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        string name = match.Groups["name"].Captures[0].Value;
+        return FieldNames<T>.TopLevel.FirstOrDefault(n => string.Equals(n, name, StringComparison.OrdinalIgnoreCase));
     }
 
     /// <summary>
@@ -381,4 +490,5 @@ public static partial class JsonBody
 }
 
 /// <summary>Why a request body could not be read: the status, the stable code and what to fix.</summary>
-public sealed record BodyError(int Status, string Code, string Message);
+/// <param name="Field">The top-level field that contains a value of the wrong type, or null when no single field is at fault.</param>
+public sealed record BodyError(int Status, string Code, string Message, string? Field = null);

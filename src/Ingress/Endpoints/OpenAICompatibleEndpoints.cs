@@ -139,7 +139,7 @@ public static partial class OpenAICompatibleEndpoints
         var (request, error) = await JsonBody.ReadOrFailAsync<OpenAIChatRequest>(http.Request, skipUnknownFields: true);
         if (error is not null)
         {
-            await WriteErrorAsync(http, error.Status, error.Code, error.Message);
+            await WriteErrorAsync(http, error.Status, error.Code, error.Message, param: error.Field);
             return;
         }
 

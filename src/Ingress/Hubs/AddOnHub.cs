@@ -85,6 +85,11 @@ public sealed class AddOnHub(
     /// Any JSON value, so that an argument of the wrong shape gets a rejection with a code in place of SignalR's
     /// generic error. It is read with the rules of the body of <c>POST /api/prompts</c>.
     /// </param>
+    /// <remarks>
+    /// NOTE: a call with no argument or more than one never reaches this method or the hub filters. SignalR's JSON
+    /// protocol rejects it while binding the arguments, and the dispatcher returns its generic error
+    /// "Failed to invoke 'SubmitPrompt' due to an error on the server."
+    /// </remarks>
     public async Task<SubmitResult> SubmitPrompt(JsonElement input)
     {
         if (input.ValueKind is JsonValueKind.Null or JsonValueKind.Undefined)
