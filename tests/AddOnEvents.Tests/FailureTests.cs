@@ -7,6 +7,7 @@ using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.Tests.Fixtures;
 using MassTransit;
+using Microsoft.AspNetCore.SignalR.Client;
 using Microsoft.Extensions.DependencyInjection;
 using MongoDB.Bson;
 using MongoDB.Driver;
@@ -42,8 +43,9 @@ public sealed class FailureFixture : SystemFixture
         ["Upstream:MaxAttempts"] = "3",
         ["Upstream:RetryBaseDelayMilliseconds"] = "100",
 
-        // Longer than every slow response that the tests expect to arrive, so only the timeout test's attempts time out.
-        ["Upstream:TimeoutSeconds"] = "4",
+        // Longer than every slow response and stream that the tests expect to arrive, so only the timeout test's
+        // attempts time out.
+        ["Upstream:TimeoutSeconds"] = "10",
     });
 
     public override Dictionary<string, string?> IngressSettings() => OnPrivateNode(new(base.IngressSettings()));
@@ -250,6 +252,104 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
     }
 
     [Fact]
+    public async Task BrokerRestartKeepsUpstreamCallOpen()
+    {
+        var (token, client) = await NewUserAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        string prompt = "slow single answer " + Guid.NewGuid().ToString("N");
+        system.Upstream.Responder = r => r.LastUserMessage == prompt
+            ? ScriptedResponse.Slow(TimeSpan.FromSeconds(3), ScriptedResponse.Answer("worth the wait"))
+            : null;
+
+        var requestId = await system.PostPromptAsync(token, prompt, stream: false);
+        var upstream = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+        await system.Node.StopAppAsync();
+        await upstream.Completion.WaitAsync(Patience);
+        await system.Node.StartAppAsync();
+        await WaitUntilReadyAsync();
+        var result = await FinalResultAsync(client, user, requestId);
+
+        // Time for a redelivery of the prompt, which would show as a second upstream request.
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        system.Upstream.Responder = null;
+
+        Assert.False(upstream.Aborted, "The broker's outage aborted the upstream request.");
+        Assert.Equal("worth the wait", result.GetProperty("text").GetString());
+        Assert.Single(system.Upstream.Requests, r => r.LastUserMessage == prompt);
+    }
+
+    [Fact]
+    public async Task BrokerRestartMidStreamCallsUpstreamOnce()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-midstream-" + Guid.NewGuid().ToString("N"));
+        string token = await system.IssueUserTokenAsync(app, "mid-stream");
+        await using var client = await system.ConnectAsync(token);
+        using var user = system.CreateClient(SystemFixture.Bearer(token));
+        using var developer = system.CreateClient(SystemFixture.Basic(app));
+        string prompt = "stream through a broker restart " + Guid.NewGuid().ToString("N");
+        var words = Enumerable.Range(0, 60).Select(i => $"word{i:D3} ").ToList();
+        var reported = new ScriptedUsage(15, 60, 75);
+        system.Upstream.Responder = r => r.LastUserMessage == prompt
+            ? ScriptedResponse.Streamed(words, TimeSpan.FromMilliseconds(100)) with { Usage = reported }
+            : null;
+
+        var requestId = await system.PostPromptAsync(token, prompt);
+        await SystemFixture.WaitUntilAsync(() => client.Pieces.Any(p => p.RequestId == requestId));
+        await system.Node.StopAppAsync();
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await system.Node.StartAppAsync();
+        await WaitUntilReadyAsync();
+        var result = await FinalResultAsync(client, user, requestId);
+
+        // Time for a redelivery of the prompt, which would show as a second upstream request or a second count.
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        system.Upstream.Responder = null;
+        var month = (await developer.GetFromJsonAsync<JsonElement>($"/api/apps/{app.AppId}/usage")).GetProperty("month");
+
+        Assert.Equal(string.Concat(words), result.GetProperty("text").GetString());
+        Assert.Single(system.Upstream.Requests, r => r.LastUserMessage == prompt);
+        Assert.Equal(reported.TotalTokens, month.GetProperty("tokens").GetInt64());
+        Assert.True(client.Received.Count(r => r.RequestId == requestId) <= 1);
+    }
+
+    [Fact]
+    public async Task LostCancelBroadcastStillStopsAnswer()
+    {
+        var (token, client) = await NewUserAsync();
+        string prompt = "cancel without the broadcast " + Guid.NewGuid().ToString("N");
+        var words = Enumerable.Range(0, 80).Select(i => $"w{i} ").ToList();
+        system.Upstream.Responder = r => r.LastUserMessage == prompt ? ScriptedResponse.Streamed(words, TimeSpan.FromMilliseconds(100)) : null;
+
+        // The worker's cancel exchange loses its binding, as while its queue is declared again after an outage.
+        var identity = system.ServicesOf(nameof(PromptWorker)).GetRequiredService<AddOnEvents.PromptWorker.Consumers.WorkerIdentity>();
+        string cancelExchange = "prompt-cancelled-" + identity.Id.ToLowerInvariant();
+        string source = "AddOnEvents.Contracts:PromptCancelled";
+        var factory = new ConnectionFactory { HostName = "127.0.0.1", Port = system.Node.Port, UserName = "guest", Password = "guest" };
+        await using var connection = await factory.CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        await channel.ExchangeUnbindAsync(cancelExchange, source, "");
+        try
+        {
+            var requestId = await client.Connection.InvokeAsync<Guid>("SendPrompt", new { prompt }).WaitAsync(Patience);
+            var upstream = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+            await SystemFixture.WaitUntilAsync(() => client.Pieces.Any(p => p.RequestId == requestId));
+            await client.Connection.InvokeAsync("CancelPrompt", requestId).WaitAsync(Patience);
+            var result = await client.WaitForResultAsync(requestId, Patience);
+            await upstream.Completion.WaitAsync(Patience);
+
+            Assert.Equal("PromptFailed", result.Kind);
+            Assert.Equal("cancelled", result.Code);
+            Assert.True(upstream.Aborted, "The upstream request ran to its end.");
+        }
+        finally
+        {
+            system.Upstream.Responder = null;
+            await channel.ExchangeBindAsync(cancelExchange, source, "");
+        }
+    }
+
+    [Fact]
     public async Task PoisonedPromptLeavesNoTextInQueues()
     {
         string secretText = "poisoned prompt text " + Guid.NewGuid().ToString("N");
@@ -366,6 +466,35 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
             }
 
             return 0;
+        }
+    }
+
+    /// <summary>Returns the final result of a request as pushed over SignalR, or else as fetched by request id.</summary>
+    private static async Task<JsonElement> FinalResultAsync(AddOnClient client, HttpClient user, Guid requestId)
+    {
+        try
+        {
+            return (await client.WaitForResultAsync(requestId, TimeSpan.FromSeconds(10))).Json;
+        }
+        catch (TimeoutException)
+        {
+            var deadline = DateTime.UtcNow + Patience;
+            while (DateTime.UtcNow < deadline)
+            {
+                using var response = await user.GetAsync($"/api/prompts/{requestId}");
+                if (response.IsSuccessStatusCode)
+                {
+                    var stored = await response.Content.ReadFromJsonAsync<JsonElement>();
+                    if (stored.GetProperty("status").GetString() != "pending")
+                    {
+                        return stored;
+                    }
+                }
+
+                await Task.Delay(500);
+            }
+
+            throw new TimeoutException($"Request {requestId} had no final result within {Patience}.");
         }
     }
 

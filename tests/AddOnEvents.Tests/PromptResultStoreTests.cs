@@ -43,6 +43,27 @@ public sealed class PromptResultStoreTests
         Assert.Equal(0, swept);
     }
 
+    [Fact]
+    public async Task CancelOfClaimedRequestReachesRenewal()
+    {
+        var store = NewStore();
+        var requestId = Guid.NewGuid();
+        var prompt = Prompt(requestId, "app_cancel", "u_cancel");
+
+        await store.TryClaimAsync(prompt, "worker-1", Now, TimeSpan.FromSeconds(20), Now.AddSeconds(60), default);
+        bool beforeCancel = await store.RenewLeaseAsync(requestId, "worker-1", Now.AddSeconds(30), Now.AddSeconds(70), default);
+        await store.RecordCancelAsync(requestId, "app_cancel", "u_other", Now, Now.AddSeconds(60), default);
+        bool afterOtherUser = await store.RenewLeaseAsync(requestId, "worker-1", Now.AddSeconds(30), Now.AddSeconds(70), default);
+        await store.RecordCancelAsync(requestId, "app_cancel", "u_cancel", Now, Now.AddSeconds(60), default);
+        bool afterOwner = await store.RenewLeaseAsync(requestId, "worker-1", Now.AddSeconds(30), Now.AddSeconds(70), default);
+        var stored = await store.FindAsync(requestId, default);
+
+        Assert.False(beforeCancel);
+        Assert.False(afterOtherUser);
+        Assert.True(afterOwner);
+        Assert.Equal(PromptStatus.Pending, stored!.Status);
+    }
+
     /// <summary>Returns a store in a database of its own.</summary>
     private static PromptResultStore NewStore()
     {

@@ -40,6 +40,12 @@ public sealed class PromptResultDocument
 
     public int? RetryAfterSeconds { get; set; }
 
+    /// <summary>
+    /// Mark of a user's cancel that arrived while a worker held the claim. The worker reads it at each lease renewal,
+    /// because the broadcast cancel reaches no worker while their cancel queues are down, as after a broker outage.
+    /// </summary>
+    public bool CancelRequested { get; set; }
+
     /// <summary>Worker instance holding the claim; another takes over only after <see cref="LeaseUntil"/>.</summary>
     public string LeaseOwner { get; set; } = "";
 
@@ -142,11 +148,11 @@ public sealed class PromptResultStore(IMongoDatabase database)
     }
 
     /// <summary>
-    /// Records a user's cancel as the request's result, unless the request has a record already (a worker claimed
-    /// it). A worker that receives the prompt later, even one started after the cancel, then finds it finished and
-    /// makes no upstream call.
+    /// Records a user's cancel. A request without a record gets the cancel as its result, so a worker that receives
+    /// the prompt later, even one started after the cancel, finds it finished and makes no upstream call. A pending
+    /// request of the same app and user gets <see cref="PromptResultDocument.CancelRequested"/> set.
     /// </summary>
-    public async Task RecordCancelIfUnclaimedAsync(Guid requestId, string appId, string userId, DateTime now, DateTime expiresAt,
+    public async Task RecordCancelAsync(Guid requestId, string appId, string userId, DateTime now, DateTime expiresAt,
         CancellationToken cancellationToken)
     {
         try
@@ -165,7 +171,12 @@ public sealed class PromptResultStore(IMongoDatabase database)
         }
         catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex))
         {
-            // The worker that claimed the request stops it when the broadcast cancel reaches it.
+            // A worker claimed the request. The broadcast cancel usually stops it first, and this mark stops it at
+            // its next lease renewal when the broadcast did not.
+            await _results.For(requestId).UpdateOneAsync(
+                r => r.RequestId == requestId && r.AppId == appId && r.UserId == userId && r.Status == PromptStatus.Pending,
+                Builders<PromptResultDocument>.Update.Set(r => r.CancelRequested, true),
+                cancellationToken: cancellationToken);
         }
     }
 
@@ -202,13 +213,19 @@ public sealed class PromptResultStore(IMongoDatabase database)
 
     /// <summary>
     /// Extends the worker's lease, and the record's expiry with it: a call that runs longer than the retention would
-    /// otherwise lose its record, and with it the count of its usage.
+    /// otherwise lose its record, and with it the count of its usage. Returns true when the user has cancelled the
+    /// request (see <see cref="RecordCancelAsync"/>).
     /// </summary>
-    public Task RenewLeaseAsync(Guid requestId, string owner, DateTime leaseUntil, DateTime expiresAt, CancellationToken cancellationToken) =>
-        _results.For(requestId).UpdateOneAsync(
+    public async Task<bool> RenewLeaseAsync(Guid requestId, string owner, DateTime leaseUntil, DateTime expiresAt,
+        CancellationToken cancellationToken)
+    {
+        var renewed = await _results.For(requestId).FindOneAndUpdateAsync<PromptResultDocument>(
             r => r.RequestId == requestId && r.LeaseOwner == owner && r.Status == PromptStatus.Pending,
             Builders<PromptResultDocument>.Update.Set(r => r.LeaseUntil, leaseUntil).Set(r => r.ExpiresAt, expiresAt),
-            cancellationToken: cancellationToken);
+            new FindOneAndUpdateOptions<PromptResultDocument> { ReturnDocument = ReturnDocument.After },
+            cancellationToken);
+        return renewed?.CancelRequested == true;
+    }
 
     /// <summary>Counts one more upstream attempt and returns the total so far, across deliveries.</summary>
     public async Task<int> CountAttemptAsync(Guid requestId, CancellationToken cancellationToken)

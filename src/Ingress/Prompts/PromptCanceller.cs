@@ -92,7 +92,7 @@ public sealed class PromptCanceller : IDisposable
         var now = _clock.GetUtcNow().UtcDateTime;
         try
         {
-            await _results.RecordCancelIfUnclaimedAsync(requestId, appId, pseudonym, now, now + _timeToLive, cancellationToken);
+            await _results.RecordCancelAsync(requestId, appId, pseudonym, now, now + _timeToLive, cancellationToken);
         }
         catch (Exception ex) when (ex is MongoException or TimeoutException)
         {
@@ -100,7 +100,7 @@ public sealed class PromptCanceller : IDisposable
             Log.CancelNotRecorded(_logger, appId, ex.GetType().Name);
         }
 
-        // A running prompt has a record already, and only the broadcast reaches the worker that runs it.
+        // The broadcast stops a running prompt at once. The record stops it only at the worker's next lease renewal.
         await _bus.Publish(new PromptCancelled(requestId, requestId, appId, pseudonym, _clock.GetUtcNow()),
             publish => publish.TimeToLive = TimeSpan.FromMinutes(1), cancellationToken);
     }

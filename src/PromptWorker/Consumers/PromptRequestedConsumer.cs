@@ -31,8 +31,25 @@ public sealed partial class PromptRequestedConsumer(
     IOptions<UpstreamOptions> upstreamOptions,
     TimeProvider clock,
     AddOnEventsMetrics metrics,
+    IHostApplicationLifetime lifetime,
     ILogger<PromptRequestedConsumer> logger) : IConsumer<PromptRequested>
 {
+    /// <summary>
+    /// How long a stored result's publish is tried again while the broker is unreachable. A redelivery of the prompt
+    /// publishes the stored result too, and <c>GET /api/prompts/{id}</c> returns it until it expires.
+    /// </summary>
+    public static readonly TimeSpan ResultPublishPatience = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// Maximum wait for one publish of a result and its confirm. While the broker is unreachable, a publish in
+    /// MassTransit 8.5.12 waits for the connection rather than failing.
+    /// </summary>
+    public static readonly TimeSpan ResultPublishTimeout = TimeSpan.FromSeconds(10);
+
+    // Cancelled only when the worker stops. Every step after the claim uses it in place of the delivery's token,
+    // which a dropped broker connection cancels, so that an answer in progress is finished, stored and counted.
+    private CancellationToken _runToken;
+
     // The overhead metric is the time of this delivery minus the time spent waiting for the upstream.
     private long _started;
     private TimeSpan _waitedOnUpstream;
@@ -65,6 +82,9 @@ public sealed partial class PromptRequestedConsumer(
             metrics.QueueLag(clock.GetUtcNow() - prompt.RequestedAt);
         }
 
+        using var run = new RunCancellation(() => LogDeliveryLost(prompt.RequestId, prompt.AppId), context.CancellationToken,
+            lifetime.ApplicationStopping);
+        _runToken = run.Token;
         try
         {
             await HandleAsync(context);
@@ -73,7 +93,7 @@ public sealed partial class PromptRequestedConsumer(
         {
             throw;
         }
-        catch (Exception ex) when (ex is not OperationCanceledException || !context.CancellationToken.IsCancellationRequested)
+        catch (Exception ex) when (ex is not OperationCanceledException || !(_claimed ? _runToken : context.CancellationToken).IsCancellationRequested)
         {
             // The prompt text must not wait in an error queue, so every other failure becomes a result.
             LogUnexpectedFailure(prompt.RequestId, prompt.AppId, ex.GetType().Name);
@@ -130,11 +150,12 @@ public sealed partial class PromptRequestedConsumer(
 
         if (clock.GetElapsedTime(claiming) > TimeSpan.FromSeconds(1))
         {
-            appState = ReadAppStateAsync(prompt.AppId, context.CancellationToken);
+            appState = ReadAppStateAsync(prompt.AppId, _runToken);
         }
 
-        using var lease = StartLeaseRenewal(prompt.RequestId, context.CancellationToken);
-        using var registration = inFlight.Register(prompt.RequestId, prompt.AppId, prompt.UserId, context.CancellationToken);
+        // A lease that lapsed while the broker was away would let the redelivered message call the upstream again.
+        using var lease = StartLeaseRenewal(prompt, _runToken);
+        using var registration = inFlight.Register(prompt.RequestId, prompt.AppId, prompt.UserId, _runToken);
         object result;
         try
         {
@@ -303,7 +324,7 @@ public sealed partial class PromptRequestedConsumer(
     {
         var prompt = context.Message;
         var settings = upstreamOptions.Value;
-        var pieces = prompt.Stream ? new PieceBatcher(context, clock, options.Value, firstAttempt) : null;
+        var pieces = prompt.Stream ? new PieceBatcher(context, clock, options.Value, firstAttempt, logger, _runToken) : null;
         _pieces = pieces;
         int attempt = firstAttempt;
         while (true)
@@ -322,6 +343,10 @@ public sealed partial class PromptRequestedConsumer(
             if (pieces is not null)
             {
                 await pieces.FlushAsync();
+                if (pieces.Dropped > 0)
+                {
+                    LogPiecesDropped(prompt.RequestId, prompt.AppId, pieces.Dropped, pieces.Published);
+                }
             }
 
             if (outcome.Succeeded || !outcome.Retryable || attempt >= settings.MaxAttempts || pieces?.Published > 0)
@@ -380,7 +405,13 @@ public sealed partial class PromptRequestedConsumer(
             LogFailed(prompt.RequestId, prompt.AppId, failed.Code);
         }
 
-        await context.Publish(result, result.GetType(), context.CancellationToken);
+        if (!storeFirst)
+        {
+            await context.Publish(result, result.GetType(), context.CancellationToken);
+        }
+
+        // The count waits for the store, not for the publish, which an unreachable broker can hold up for a minute.
+        var publishing = storeFirst ? PublishResultAsync(context, result) : Task.CompletedTask;
         if (storing is not null)
         {
             FinishOutcome outcome;
@@ -390,7 +421,7 @@ public sealed partial class PromptRequestedConsumer(
             }
             catch (Exception ex) when (ex is MongoException or TimeoutException)
             {
-                // The user has the result, so a retry of the delivery would only pay for a second upstream call.
+                // The result is being published, so a retry of the delivery would only pay for a second upstream call.
                 // The record stays pending until it expires, and the usage is counted, because it was spent.
                 LogStoreFailed(prompt.RequestId, prompt.AppId, ex.GetType().Name);
                 outcome = FinishOutcome.Stored;
@@ -408,6 +439,8 @@ public sealed partial class PromptRequestedConsumer(
             await ReleaseReservationAsync(prompt);
         }
 
+        await publishing;
+
         metrics.PromptFinished(prompt.AppId, (result as PromptFailed)?.Code ?? AddOnEventsMetrics.Completed,
             clock.GetElapsedTime(_started) - _waitedOnUpstream);
     }
@@ -415,7 +448,47 @@ public sealed partial class PromptRequestedConsumer(
     private Task<FinishOutcome> StoreAsync(ConsumeContext<PromptRequested> context, object result) =>
         results.FinishAsync(context.Message.RequestId,
             result is PromptCompleted completed ? PromptResultStore.Completed(completed) : PromptResultStore.Failed((PromptFailed)result),
-            context.CancellationToken);
+            _runToken);
+
+    /// <summary>
+    /// Publishes a result that is stored or being stored, trying again with growing waits for up to
+    /// <see cref="ResultPublishPatience"/> while the broker is unreachable. It gives up without throwing, because a
+    /// redelivery of the prompt publishes the stored result, and a failure published in its place would hide it.
+    /// </summary>
+    private async Task PublishResultAsync(ConsumeContext<PromptRequested> context, object result)
+    {
+        var prompt = context.Message;
+        long started = clock.GetTimestamp();
+        var wait = TimeSpan.FromMilliseconds(500);
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_runToken);
+                timeout.CancelAfter(ResultPublishTimeout);
+                await context.Publish(result, result.GetType(), timeout.Token);
+                if (attempt > 1)
+                {
+                    LogResultPublished(prompt.RequestId, prompt.AppId, attempt);
+                }
+
+                return;
+            }
+            catch (Exception ex) when (!_runToken.IsCancellationRequested)
+            {
+                if (clock.GetElapsedTime(started) + wait > ResultPublishPatience)
+                {
+                    LogResultPublishAbandoned(prompt.RequestId, prompt.AppId, attempt, ex.GetType().Name);
+                    return;
+                }
+
+                LogResultPublishFailed(prompt.RequestId, prompt.AppId, attempt, ex.GetType().Name, wait.TotalMilliseconds);
+            }
+
+            await Task.Delay(wait, clock, _runToken);
+            wait = TimeSpan.FromTicks(Math.Min(wait.Ticks * 2, TimeSpan.FromSeconds(8).Ticks));
+        }
+    }
 
     /// <summary>
     /// Counts the usage of an answer whose result this delivery stored, and returns false when another delivery
@@ -490,31 +563,47 @@ public sealed partial class PromptRequestedConsumer(
         long tokens = spent.TotalTokens;
         if (userErased)
         {
-            await usage.AddAppAsync(prompt.AppId, tokens, now.UtcDateTime, context.CancellationToken);
+            await usage.AddAppAsync(prompt.AppId, tokens, now.UtcDateTime, _runToken);
         }
         else if (prompt.Allowance is { } allowance)
         {
-            long used = await usage.AddAndReadUserAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
+            long used = await usage.AddAndReadUserAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, _runToken);
             if (CrossedThreshold(allowance, used - tokens, used))
             {
-                await context.Publish(new AllowanceThresholdCrossed(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId,
-                    prompt.ReplyTo, used, allowance.MonthlyTokens, allowance.ThresholdPercent, UsageStore.Month(now.UtcDateTime),
-                    prompt.SealedUserRef, now), context.CancellationToken);
+                await PublishThresholdAsync(context, new AllowanceThresholdCrossed(prompt.CorrelationId, prompt.RequestId, prompt.AppId,
+                    prompt.UserId, prompt.ReplyTo, used, allowance.MonthlyTokens, allowance.ThresholdPercent, UsageStore.Month(now.UtcDateTime),
+                    prompt.SealedUserRef, now));
             }
         }
         else
         {
-            await usage.AddAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, context.CancellationToken);
+            await usage.AddAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, _runToken);
         }
 
         // Removing an app deletes its counters once more after its app record, so a counter written while the app
         // was being removed is deleted either there or here, and none outlives the app.
-        if (!await activation.ExistsAsync(prompt.AppId, context.CancellationToken))
+        if (!await activation.ExistsAsync(prompt.AppId, _runToken))
         {
-            await usage.DeleteAppAsync(prompt.AppId, context.CancellationToken);
+            await usage.DeleteAppAsync(prompt.AppId, _runToken);
         }
 
         metrics.TokensUsed(prompt.AppId, spent);
+    }
+
+    /// <summary>
+    /// Publishes the notice of a crossed allowance threshold. A failed publish loses only the notice: the usage is
+    /// counted already, and an exception here would publish internal_error in place of the stored answer.
+    /// </summary>
+    private async Task PublishThresholdAsync(ConsumeContext<PromptRequested> context, AllowanceThresholdCrossed crossed)
+    {
+        try
+        {
+            await context.Publish(crossed, _runToken);
+        }
+        catch (Exception ex) when (!_runToken.IsCancellationRequested)
+        {
+            LogThresholdPublishFailed(crossed.RequestId, crossed.AppId, ex.GetType().Name);
+        }
     }
 
     /// <summary>Tells whether this answer moved the user's monthly usage from below the threshold share to at or above it.</summary>
@@ -537,17 +626,25 @@ public sealed partial class PromptRequestedConsumer(
     private PromptFailed Failure(PromptRequested prompt, string code, string message, int? retryAfterSeconds = null) =>
         new(prompt.CorrelationId, prompt.RequestId, prompt.AppId, prompt.UserId, prompt.ReplyTo, code, message, retryAfterSeconds, clock.GetUtcNow());
 
-    /// <summary>Renews the claim while the answer is being produced, so no other worker takes the request over.</summary>
-    private LeaseRenewal StartLeaseRenewal(Guid requestId, CancellationToken cancellationToken)
+    /// <summary>
+    /// Renews the claim while the answer is being produced, so no other worker takes the request over. A cancel
+    /// that the renewal finds recorded stops the prompt, because its broadcast may have reached no worker.
+    /// </summary>
+    private LeaseRenewal StartLeaseRenewal(PromptRequested prompt, CancellationToken cancellationToken)
     {
         var lease = TimeSpan.FromSeconds(options.Value.ClaimLeaseSeconds);
         return new LeaseRenewal(lease / 3, clock,
-            token =>
+            async token =>
             {
                 var now = clock.GetUtcNow().UtcDateTime;
-                return results.RenewLeaseAsync(requestId, worker.Id, now + lease, now.AddSeconds(options.Value.ResultRetentionSeconds), token);
+                bool cancelled = await results.RenewLeaseAsync(prompt.RequestId, worker.Id, now + lease,
+                    now.AddSeconds(options.Value.ResultRetentionSeconds), token);
+                if (cancelled && inFlight.TryCancel(prompt.RequestId, prompt.AppId, prompt.UserId))
+                {
+                    LogRecordedCancel(prompt.RequestId, prompt.AppId);
+                }
             },
-            ex => LogRenewalFailed(requestId, ex.GetType().Name),
+            ex => LogRenewalFailed(prompt.RequestId, ex.GetType().Name),
             cancellationToken);
     }
 
@@ -580,6 +677,36 @@ public sealed partial class PromptRequestedConsumer(
     [LoggerMessage(EventId = 3009, Level = LogLevel.Warning,
         Message = "Failed to renew the claim on request {RequestId} with {ExceptionType}; trying again at the next renewal")]
     private partial void LogRenewalFailed(Guid requestId, string exceptionType);
+
+    [LoggerMessage(EventId = 3011, Level = LogLevel.Warning,
+        Message = "The broker delivery of request {RequestId} of app {AppId} was cancelled, as a dropped connection does. "
+            + "The answer goes on, and its stored result is published when the broker is back")]
+    private partial void LogDeliveryLost(Guid requestId, string appId);
+
+    [LoggerMessage(EventId = 3012, Level = LogLevel.Information,
+        Message = "Dropped {Dropped} pieces of request {RequestId} of app {AppId} while the broker was unreachable ({Sequences} sequence numbers used)")]
+    private partial void LogPiecesDropped(Guid requestId, string appId, int dropped, int sequences);
+
+    [LoggerMessage(EventId = 3013, Level = LogLevel.Warning,
+        Message = "Failed to publish the result of request {RequestId} of app {AppId} (attempt {Attempt}) with {ExceptionType}, "
+            + "trying again in {WaitMilliseconds} ms")]
+    private partial void LogResultPublishFailed(Guid requestId, string appId, int attempt, string exceptionType, double waitMilliseconds);
+
+    [LoggerMessage(EventId = 3014, Level = LogLevel.Information, Message = "Published the result of request {RequestId} of app {AppId} at attempt {Attempt}")]
+    private partial void LogResultPublished(Guid requestId, string appId, int attempt);
+
+    [LoggerMessage(EventId = 3015, Level = LogLevel.Error,
+        Message = "Gave up publishing the stored result of request {RequestId} of app {AppId} after {Attempt} attempts, the last failing with "
+            + "{ExceptionType}. A redelivery of the prompt publishes it, and GET /api/prompts/{{id}} returns it")]
+    private partial void LogResultPublishAbandoned(Guid requestId, string appId, int attempt, string exceptionType);
+
+    [LoggerMessage(EventId = 3017, Level = LogLevel.Information,
+        Message = "Stopping request {RequestId} of app {AppId} for a cancel that the lease renewal found in its record")]
+    private partial void LogRecordedCancel(Guid requestId, string appId);
+
+    [LoggerMessage(EventId = 3016, Level = LogLevel.Warning,
+        Message = "Failed to publish the allowance threshold notice of request {RequestId} of app {AppId} with {ExceptionType}")]
+    private partial void LogThresholdPublishFailed(Guid requestId, string appId, string exceptionType);
 
     [LoggerMessage(EventId = 3008, Level = LogLevel.Warning,
         Message = "Published request {RequestId} of app {AppId}, but storing its result failed with {ExceptionType}")]
