@@ -177,6 +177,12 @@ public sealed class TenancyTests(SystemFixture system)
         var app = await system.CreateAppAsync();
         var neighbour = await system.CreateAppAsync();
         await system.RegisterActiveKeyAsync(app, "sk-removed-" + Guid.NewGuid().ToString("N"));
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using (var limits = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", new { requestsPerMinute = 1000 }))
+        {
+            Assert.True(limits.IsSuccessStatusCode);
+        }
+
         string token = await system.IssueUserTokenAsync(app, "leaving-user");
         await using var client = await system.ConnectAsync(token);
         await client.WaitForResultAsync(await system.PostPromptAsync(token, "one last question"), Patience);
@@ -186,7 +192,7 @@ public sealed class TenancyTests(SystemFixture system)
             Assert.True(controls.IsSuccessStatusCode);
         }
 
-        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        var countedBefore = await system.ReadCollectionsAsync("rateCounters");
         using var removed = await admin.DeleteAsync($"/api/admin/apps/{app.AppId}");
         using var again = await admin.DeleteAsync($"/api/admin/apps/{app.AppId}");
         using var lookup = await admin.GetAsync($"/api/admin/apps/{app.AppId}");
@@ -194,7 +200,7 @@ public sealed class TenancyTests(SystemFixture system)
         var listed = (await list.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("apps").EnumerateArray()
             .Select(a => a.GetProperty("appId").GetString()).ToList();
         using var oldCredentials = await host.GetAsync($"/api/apps/{app.AppId}/openai-key");
-        var leftovers = await system.ReadCollectionsAsync("apps", "keys", "usage", "promptResults", "userControls");
+        var leftovers = await system.ReadCollectionsAsync("apps", "keys", "usage", "promptResults", "rateCounters", "userControls");
 
         Assert.Equal(HttpStatusCode.NoContent, removed.StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, again.StatusCode);
@@ -202,6 +208,7 @@ public sealed class TenancyTests(SystemFixture system)
         Assert.DoesNotContain(app.AppId, listed);
         Assert.Contains(neighbour.AppId, listed);
         Assert.Equal(HttpStatusCode.Unauthorized, oldCredentials.StatusCode);
+        Assert.Contains(countedBefore, d => d.ToJson().Contains(app.AppId, StringComparison.Ordinal));
         Assert.DoesNotContain(leftovers, d => d.ToJson().Contains(app.AppId, StringComparison.Ordinal));
     }
 

@@ -312,6 +312,15 @@ public sealed class RateCounterStore(IMongoDatabase database)
     public Task<long> DeleteUserAsync(string appId, string pseudonym, CancellationToken cancellationToken) =>
         _counters.DeleteManyAsync(UserCounters(appId, pseudonym), cancellationToken);
 
+    /// <summary>Deletes the app's own counters and those of each of its users.</summary>
+    public Task<long> DeleteAppAsync(string appId, CancellationToken cancellationToken) =>
+        _counters.DeleteManyAsync(
+            IdRange.StartingWith<UsageCounter>(c => c.Id, AppScope(appId) + "|") | IdRange.StartingWith<UsageCounter>(c => c.Id, $"user|{appId}|"),
+            cancellationToken);
+
+    /// <summary>Returns the scope under which all requests of an app are counted.</summary>
+    public static string AppScope(string appId) => "app|" + appId;
+
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) =>
         _counters.ForEachAsync(part => ExpiryIndex.EnsureAsync(part, u => u.ExpiresAt, cancellationToken));
 

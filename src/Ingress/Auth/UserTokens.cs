@@ -54,7 +54,9 @@ public sealed class UserTokens(IOptions<AuthOptions> options, TimeProvider clock
         UserTokenControls? controls = null)
     {
         var now = clock.GetUtcNow();
-        var expires = now + lifetime;
+
+        // A token's expiry is in whole seconds, so the time returned to the caller is cut to the second as well.
+        var expires = DateTimeOffset.FromUnixTimeSeconds((now + lifetime).ToUnixTimeSeconds());
         string token = _handler.CreateToken(new SecurityTokenDescriptor
         {
             Issuer = Issuer,

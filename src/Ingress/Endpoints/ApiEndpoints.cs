@@ -107,12 +107,13 @@ public static class ApiEndpoints
     }
 
     /// <summary>
-    /// Removes an app and everything stored for it: its key, usage counters, stored results, user controls and pending
-    /// webhook deliveries. The app document goes last, so a removal that fails halfway can be sent again and finishes the rest.
+    /// Removes an app and everything stored for it: its key, usage and rate counters, stored results, user controls and
+    /// pending webhook deliveries. The app document goes last, so a removal that fails halfway can be sent again and
+    /// finishes the rest.
     /// </summary>
     private static async Task<IResult> DeleteAppAsync(string appId, HttpContext http, AppStore apps, KeyStore keys, UsageStore usage,
-        TokenReservationStore reservations, PromptResultStore results, UserControlStore userControls, WebhookOutbox webhooks,
-        ILogger<ApiLogCategory> logger)
+        TokenReservationStore reservations, PromptResultStore results, RateCounterStore rates, UserControlStore userControls,
+        WebhookOutbox webhooks, ILogger<ApiLogCategory> logger)
     {
         var cancellationToken = http.RequestAborted;
         if (await apps.FindAsync(appId, cancellationToken) is null)
@@ -120,17 +121,19 @@ public static class ApiEndpoints
             return AppNotFound(appId);
         }
 
-        // The app record goes last, so a removal that stopped halfway can be repeated. Usage is deleted once more
-        // after it: a worker that counts usage checks afterwards that the app still exists, so a counter written
-        // during the removal is deleted either here or by that worker.
+        // The app record goes last, so a removal that stopped halfway can be repeated. Usage and results are deleted
+        // once more after it: a worker that stores them checks afterwards that the app still exists, so a document
+        // written during the removal is deleted either here or by that worker.
         await keys.DeleteAsync(appId, cancellationToken);
         await usage.DeleteAppAsync(appId, cancellationToken);
         await reservations.DeleteAppAsync(appId, cancellationToken);
         await results.DeleteAppAsync(appId, cancellationToken);
+        await rates.DeleteAppAsync(appId, cancellationToken);
         await userControls.DeleteAppAsync(appId, cancellationToken);
         await webhooks.DeleteAppAsync(appId, cancellationToken);
         await apps.DeleteAsync(appId, cancellationToken);
         await usage.DeleteAppAsync(appId, cancellationToken);
+        await results.DeleteAppAsync(appId, cancellationToken);
         Log.AppRemoved(logger, appId);
         return Results.NoContent();
     }

@@ -183,7 +183,7 @@ public sealed class PromptLimiter(
                 "You sent too many prompts this minute. Try again shortly.", secondsToNextMinute);
         }
 
-        if (limits.RequestsPerMinute is { } appRpm && await rates.HitAsync("app|" + appId, now, cancellationToken) > appRpm)
+        if (limits.RequestsPerMinute is { } appRpm && await rates.HitAsync(RateCounterStore.AppScope(appId), now, cancellationToken) > appRpm)
         {
             return Reject(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited,
                 "This app sent too many prompts this minute. Try again shortly.", secondsToNextMinute);

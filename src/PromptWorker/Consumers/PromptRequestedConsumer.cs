@@ -169,6 +169,13 @@ public sealed partial class PromptRequestedConsumer(
         }
 
         await PublishAsync(context, result, storeFirst: true);
+
+        // A prompt that finds its app switched off counts no usage, so the check after counting does not run for it.
+        // Its stored failure must still not outlive an app that was removed meanwhile.
+        if (result is PromptFailed { Code: ErrorCodes.AddonInactive } && !await activation.ExistsAsync(prompt.AppId, _runToken))
+        {
+            await results.DeleteAppAsync(prompt.AppId, _runToken);
+        }
     }
 
     /// <summary>
@@ -580,11 +587,12 @@ public sealed partial class PromptRequestedConsumer(
             await usage.AddAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, _runToken);
         }
 
-        // Removing an app deletes its counters once more after its app record, so a counter written while the app
-        // was being removed is deleted either there or here, and none outlives the app.
+        // Removing an app deletes its counters and results once more after its app record, so a document written
+        // while the app was being removed is deleted either there or here, and none outlives the app.
         if (!await activation.ExistsAsync(prompt.AppId, _runToken))
         {
             await usage.DeleteAppAsync(prompt.AppId, _runToken);
+            await results.DeleteAppAsync(prompt.AppId, _runToken);
         }
 
         metrics.TokensUsed(prompt.AppId, spent);

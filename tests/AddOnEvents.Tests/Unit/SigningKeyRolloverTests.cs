@@ -125,6 +125,14 @@ public sealed class SigningKeyRolloverTests
         Assert.IsAssignableFrom<SecurityTokenExpiredException>(result.Exception);
     }
 
+    [Fact]
+    public void ReturnedExpiryMatchesTokenExpiry()
+    {
+        var (token, expiresAt) = Tokens(new AuthOptions { TokenSigningKey = _newKey }).Issue("app-1", "alice", "secret-1", TimeSpan.FromSeconds(30));
+
+        Assert.Equal(new JsonWebToken(token).ValidTo, expiresAt.UtcDateTime);
+    }
+
     [Theory]
     [InlineData("Auth:UserIdKey", "not base64!")]
     [InlineData("Auth:UserIdKey", "c2hvcnQ=")]
