@@ -32,6 +32,9 @@ public static class PromptWorkerApp
         services.AddSingleton<ChatCompletionCaller>();
         services.AddSingleton<InFlightPrompts>();
         services.AddSingleton<WorkerIdentity>();
+        // Hosted services start one after another in the order they are registered, and MassTransit's starts the
+        // consumers, so the move that makes earlier builds' documents findable by id is registered before the bus.
+        services.AddHostedService<MisplacedDocumentMover>();
         services.AddHostedService<ExpiredDataCleaner>();
         services.AddAddOnEventsBus(
             builder.Configuration,

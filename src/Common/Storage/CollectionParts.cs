@@ -1,3 +1,5 @@
+using MongoDB.Bson;
+using MongoDB.Bson.Serialization;
 using MongoDB.Driver;
 
 namespace AddOnEvents.Common.Storage;
@@ -24,18 +26,31 @@ public sealed class CollectionParts<T>
 
     public IMongoCollection<T> For(Guid id) => For(id.ToString("N"));
 
-    /// <summary>Returns the documents of every part that match, in no particular order.</summary>
+    /// <summary>
+    /// Returns the documents of every part that match, in no particular order. The parts are read one after another,
+    /// because these scans are rare and sixteen at once per caller would crowd the connection pool's wait queue.
+    /// </summary>
     public async Task<List<T>> FindAsync(FilterDefinition<T> filter, CancellationToken cancellationToken)
     {
-        var found = await Task.WhenAll(_parts.Select(part => part.Find(filter).ToListAsync(cancellationToken)));
-        return [.. found.SelectMany(documents => documents)];
+        var found = new List<T>();
+        foreach (var part in _parts)
+        {
+            found.AddRange(await part.Find(filter).ToListAsync(cancellationToken));
+        }
+
+        return found;
     }
 
-    /// <summary>Deletes the matching documents of every part and returns how many there were.</summary>
+    /// <summary>Deletes the matching documents of every part, one part after another, and returns how many there were.</summary>
     public async Task<long> DeleteManyAsync(FilterDefinition<T> filter, CancellationToken cancellationToken)
     {
-        var deleted = await Task.WhenAll(_parts.Select(part => part.DeleteManyAsync(filter, cancellationToken)));
-        return deleted.Sum(result => result.DeletedCount);
+        long deleted = 0;
+        foreach (var part in _parts)
+        {
+            deleted += (await part.DeleteManyAsync(filter, cancellationToken)).DeletedCount;
+        }
+
+        return deleted;
     }
 
     /// <summary>Writes the models of each part in one bulk write per part, all parts at once.</summary>
@@ -45,8 +60,96 @@ public sealed class CollectionParts<T>
             .Select(part => _parts[part.Key].BulkWriteAsync(
                 part.Select(entry => entry.Model), new BulkWriteOptions { IsOrdered = false }, cancellationToken)));
 
+    /// <summary>
+    /// Moves the documents of the first part whose id hashes to another part, as builds that kept the whole collection
+    /// under its own name left them, and returns how many it moved. When the other part already has a document with
+    /// that id, <paramref name="mergeUpdate"/> returns the update that adds the old document to it, or null to keep
+    /// the newer document and drop the old one. Safe to run again and from several processes at once.
+    /// </summary>
+    public async Task<long> MoveMisplacedAsync(Func<T, string> idOf, Func<T, UpdateDefinition<T>?> mergeUpdate,
+        CancellationToken cancellationToken)
+    {
+        var source = AsBsonDocuments(_parts[0]);
+        long moved = 0;
+        using var cursor = await source.FindAsync(FilterDefinition<BsonDocument>.Empty, cancellationToken: cancellationToken);
+        while (await cursor.MoveNextAsync(cancellationToken))
+        {
+            foreach (var document in cursor.Current)
+            {
+                int part = CollectionParts.PartOf(idOf(BsonSerializer.Deserialize<T>(document)));
+                if (part != 0 && await MoveAsync(document, _parts[part], mergeUpdate, cancellationToken))
+                {
+                    moved++;
+                }
+            }
+        }
+
+        return moved;
+    }
+
     /// <summary>Runs the same set-up, such as creating an index, on every part.</summary>
     public Task ForEachAsync(Func<IMongoCollection<T>, Task> action) => Task.WhenAll(_parts.Select(action));
+
+    /// <summary>Moves one document out of the first part and returns whether this call moved it.</summary>
+    /// <remarks>
+    /// The delete from the first part comes first and matches every field of the document as it was read, so of
+    /// several processes moving at once exactly one deletes it, and only that one writes it to its part. Writing
+    /// first would let a second process meet the copy as a duplicate key and add a counter twice. A document that
+    /// changed since it was read, such as a counter that a build still running the old layout added to, is read again.
+    /// NOTE: a process that stops, or a write that fails, after the delete loses that one document. That is the price
+    /// of never adding a counter twice without a transaction across two collections.
+    /// </remarks>
+    private async Task<bool> MoveAsync(BsonDocument document, IMongoCollection<T> target,
+        Func<T, UpdateDefinition<T>?> mergeUpdate, CancellationToken cancellationToken)
+    {
+        var source = AsBsonDocuments(_parts[0]);
+        var id = Builders<BsonDocument>.Filter.Eq("_id", document["_id"]);
+        var read = document;
+        while (true)
+        {
+            var deleted = await source.DeleteOneAsync(new BsonDocumentFilterDefinition<BsonDocument>(read), cancellationToken);
+            if (deleted.DeletedCount == 1)
+            {
+                break;
+            }
+
+            read = await source.Find(id).FirstOrDefaultAsync(cancellationToken);
+            if (read is null)
+            {
+                // Another process moved or deleted it.
+                return false;
+            }
+        }
+
+        var merge = mergeUpdate(BsonSerializer.Deserialize<T>(read));
+        var targetId = Builders<T>.Filter.Eq("_id", read["_id"]);
+        while (true)
+        {
+            try
+            {
+                await AsBsonDocuments(target).InsertOneAsync(read, cancellationToken: cancellationToken);
+                return true;
+            }
+            catch (MongoException ex) when (MongoErrors.IsDuplicateKey(ex))
+            {
+            }
+
+            if (merge is null)
+            {
+                return true;
+            }
+
+            // The newer document can expire between the insert and the update, and then the insert is tried again.
+            var merged = await target.UpdateOneAsync(targetId, merge, cancellationToken: cancellationToken);
+            if (merged.MatchedCount == 1)
+            {
+                return true;
+            }
+        }
+    }
+
+    private static IMongoCollection<BsonDocument> AsBsonDocuments(IMongoCollection<T> part) =>
+        part.Database.GetCollection<BsonDocument>(part.CollectionNamespace.CollectionName, part.Settings);
 }
 
 /// <summary>How documents are spread over the parts of a <see cref="CollectionParts{T}"/>.</summary>

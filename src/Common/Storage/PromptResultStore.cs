@@ -283,6 +283,13 @@ public sealed class PromptResultStore(IMongoDatabase database)
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) =>
         _results.ForEachAsync(part => ExpiryIndex.EnsureAsync(part, r => r.ExpiresAt, cancellationToken));
 
+    /// <summary>
+    /// Moves results that builds with a single collection left in the first part to the part their id hashes to,
+    /// and returns how many it moved. Where a newer build has stored a result for the same request, that one is kept.
+    /// </summary>
+    public Task<long> MoveMisplacedAsync(CancellationToken cancellationToken) =>
+        _results.MoveMisplacedAsync(r => r.RequestId.ToString("N"), _ => null, cancellationToken);
+
     private static FilterDefinition<PromptResultDocument> OfUser(string appId, string userId) =>
         Builders<PromptResultDocument>.Filter.Where(r => r.AppId == appId && r.UserId == userId);
 }

@@ -162,6 +162,16 @@ public sealed class UsageStore
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) =>
         _usage.ForEachAsync(part => ExpiryIndex.EnsureAsync(part, u => u.ExpiresAt, cancellationToken));
 
+    /// <summary>
+    /// Moves counters that builds with a single collection left in the first part to the part their id hashes to,
+    /// and returns how many it moved. A counter that a newer build has started meanwhile gets the old counts added.
+    /// </summary>
+    public Task<long> MoveMisplacedAsync(CancellationToken cancellationToken) =>
+        _usage.MoveMisplacedAsync(u => u.Id, old => Builders<UsageCounter>.Update
+            .Inc(u => u.Tokens, old.Tokens)
+            .Inc(u => u.Requests, old.Requests)
+            .Inc(u => u.Reserved, old.Reserved), cancellationToken);
+
     private Task<UsageCounter?> FindAsync(string id, CancellationToken cancellationToken) =>
         _usage.For(id).Find(u => u.Id == id).FirstOrDefaultAsync(cancellationToken)!;
 
@@ -323,6 +333,13 @@ public sealed class RateCounterStore(IMongoDatabase database)
 
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) =>
         _counters.ForEachAsync(part => ExpiryIndex.EnsureAsync(part, u => u.ExpiresAt, cancellationToken));
+
+    /// <summary>
+    /// Moves counters that builds with a single collection left in the first part to the part their id hashes to,
+    /// and returns how many it moved. Where a newer build has started the same minute's counter, that one is kept.
+    /// </summary>
+    public Task<long> MoveMisplacedAsync(CancellationToken cancellationToken) =>
+        _counters.MoveMisplacedAsync(c => c.Id, _ => null, cancellationToken);
 
     /// <summary>Returns the scope under which one end user's requests are counted.</summary>
     public static string UserScope(string appId, string pseudonym) => $"user|{appId}|{pseudonym}";
