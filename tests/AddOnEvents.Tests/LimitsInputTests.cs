@@ -160,7 +160,8 @@ public sealed class LimitsInputTests(SystemFixture system)
     {
         string message = await StartFailureAsync<OptionsValidationException>("NewAppLimits:TokensPerDay", "0");
 
-        Assert.Contains("NewAppLimits is invalid: Every limit must be a positive number", message, StringComparison.Ordinal);
+        Assert.Contains("NewAppLimits is invalid: tokensPerDay must be a whole number from 1 to 9007199254740991, or null for no limit.", message,
+            StringComparison.Ordinal);
     }
 
     // A misspelt name, a word for a number, or a single value where a list belongs (which would otherwise leave new

@@ -409,8 +409,132 @@ public sealed class StrictJsonTests(SystemFixture system)
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal("invalid_request", code);
-        Assert.Contains("$.tokensPerDay: it must be a whole number", message, StringComparison.Ordinal);
+        Assert.EndsWith("$.tokensPerDay: tokensPerDay must be a whole number from 1 to 9007199254740991, or null for no limit.", message,
+            StringComparison.Ordinal);
         Assert.Equal(JsonValueKind.Null, stored.GetProperty("limits").GetProperty("tokensPerDay").ValueKind);
+    }
+
+    // Each row sends a value of the wrong type and then a number out of range, which must get the same message.
+    [Theory]
+    [InlineData(false, """{"tokensPerDay":"5"}""", """{"tokensPerDay":0}""", "tokensPerDay must be a whole number from 1 to 9007199254740991, or null for no limit.")]
+    [InlineData(true, """{"tokensPerMonth":[5]}""", """{"tokensPerMonth":9007199254740992}""",
+        "tokensPerMonth must be a whole number from 1 to 9007199254740991, or null for no limit.")]
+    [InlineData(false, """{"requestsPerMinute":true}""", """{"requestsPerMinute":-1}""",
+        "requestsPerMinute must be a whole number from 1 to 2147483647, or null for no limit.")]
+    [InlineData(true, """{"userRequestsPerMinute":"5"}""", """{"userRequestsPerMinute":0}""",
+        "userRequestsPerMinute must be a whole number from 1 to 2147483647, or null for no limit.")]
+    [InlineData(true, """{"maxOutputTokens":3000000000}""", """{"maxOutputTokens":0}""",
+        "maxOutputTokens must be a whole number from 1 to 2147483647, or null for no limit.")]
+    public async Task WrongLimitTypeGetsLimitRange(bool developer, string wrongType, string outOfRange, string rule)
+    {
+        var app = await system.CreateAppAsync();
+        using var client = system.CreateClient(developer ? SystemFixture.Basic(app) : SystemFixture.Bearer(system.Secrets.AdminToken));
+        string path = developer ? $"/api/apps/{app.AppId}/limits" : $"/api/admin/apps/{app.AppId}/limits";
+        string field = rule[..rule.IndexOf(' ', StringComparison.Ordinal)];
+
+        using var typeResponse = await client.PutAsync(path, new StringContent(wrongType, Encoding.UTF8, "application/json"));
+        var (typeCode, typeMessage, _) = await ReadErrorAsync(typeResponse);
+        using var rangeResponse = await client.PutAsync(path, new StringContent(outOfRange, Encoding.UTF8, "application/json"));
+        var (rangeCode, rangeMessage, _) = await ReadErrorAsync(rangeResponse);
+
+        Assert.Equal(HttpStatusCode.BadRequest, typeResponse.StatusCode);
+        Assert.Equal("invalid_request", typeCode);
+        Assert.EndsWith($"$.{field}: {rule}", typeMessage, StringComparison.Ordinal);
+        Assert.DoesNotContain("9223372036854775807", typeMessage, StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.BadRequest, rangeResponse.StatusCode);
+        Assert.Equal("invalid_request", rangeCode);
+        Assert.Equal(rule, rangeMessage);
+    }
+
+    [Theory]
+    [InlineData("""{"allowanceThresholdPercent":"80"}""", """{"allowanceThresholdPercent":101}""",
+        "allowanceThresholdPercent must be a whole number from 1 to 100.")]
+    [InlineData("""{"monthlyTokenAllowance":"5"}""", """{"monthlyTokenAllowance":-1}""",
+        "monthlyTokenAllowance must be a whole number of tokens from 0 to 9223372036854775807.")]
+    [InlineData("""{"monthlyTokenAllowance":1.5}""", """{"allowanceThresholdPercent":50,"monthlyTokenAllowance":-5}""",
+        "monthlyTokenAllowance must be a whole number of tokens from 0 to 9223372036854775807.")]
+    public async Task WrongControlTypeGetsControlRange(string wrongType, string outOfRange, string rule)
+    {
+        var app = await system.CreateAppAsync();
+        using var host = system.CreateClient(SystemFixture.Basic(app));
+        string path = $"/api/apps/{app.AppId}/users/typed-controls/controls";
+        string field = rule[..rule.IndexOf(' ', StringComparison.Ordinal)];
+
+        using var typeResponse = await host.PutAsync(path, new StringContent(wrongType, Encoding.UTF8, "application/json"));
+        var (typeCode, typeMessage, _) = await ReadErrorAsync(typeResponse);
+        using var rangeResponse = await host.PutAsync(path, new StringContent(outOfRange, Encoding.UTF8, "application/json"));
+        var (rangeCode, rangeMessage, _) = await ReadErrorAsync(rangeResponse);
+
+        Assert.Equal(HttpStatusCode.BadRequest, typeResponse.StatusCode);
+        Assert.Equal("invalid_request", typeCode);
+        Assert.EndsWith($"$.{field}: {rule}", typeMessage, StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.BadRequest, rangeResponse.StatusCode);
+        Assert.Equal("invalid_request", rangeCode);
+        Assert.Equal(rule, rangeMessage);
+    }
+
+    [Theory]
+    [InlineData(64, false)]
+    [InlineData(65, true)]
+    [InlineData(200, true)]
+    public async Task DeepNestingIsNamed(int depth, bool tooDeep)
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "nester")));
+        // The outermost object is the first level, so the unknown field's arrays add depth - 1 more.
+        string json = """{"prompt":"hi","sk-canary-nested":""" + new string('[', depth - 1) + new string(']', depth - 1) + "}";
+
+        using var response = await PostJsonAsync(user, "/api/prompts", json);
+        var (code, message, body) = await ReadErrorAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        if (tooDeep)
+        {
+            Assert.Equal("The body is nested too deeply. Objects and arrays may be nested at most 64 levels deep, counting the outermost one.", message);
+        }
+        else
+        {
+            Assert.StartsWith("The body has a field that this endpoint does not accept.", message, StringComparison.Ordinal);
+        }
+
+        Assert.DoesNotContain("canary", body, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Theory]
+    [InlineData("""{"prompt":"sk-canary \ud800"}""")]
+    [InlineData("""{"prompt":"sk-canary \udc00\ud800"}""")]
+    [InlineData("""{"prompt":"sk-canary \ud800x"}""")]
+    public async Task LoneSurrogateIsNamed(string json)
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "surrogate")));
+
+        using var response = await PostJsonAsync(user, "/api/prompts", json);
+        var (code, message, body) = await ReadErrorAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        Assert.StartsWith("The body contains a string with an invalid escape, so the string is not valid Unicode.", message, StringComparison.Ordinal);
+        Assert.EndsWith("Check the field at $.prompt.", message, StringComparison.Ordinal);
+        Assert.DoesNotContain("must be a string", message, StringComparison.Ordinal);
+        Assert.DoesNotContain("canary", body, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Theory]
+    [InlineData("null")]
+    [InlineData(" null \n")]
+    public async Task NullBodyIsNamedNull(string json)
+    {
+        var app = await system.CreateAppAsync();
+        using var host = system.CreateClient(SystemFixture.Basic(app));
+
+        using var response = await PostJsonAsync(host, $"/api/apps/{app.AppId}/user-tokens", json);
+        var (code, message, _) = await ReadErrorAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        Assert.Equal("The body is null. It must be a JSON object.", message);
     }
 
     [Fact]

@@ -115,19 +115,37 @@ public class AppLimits
         };
     }
 
+    /// <summary>Each number limit by JSON field name, with its maximum and a reader of its value.</summary>
+    /// <remarks>
+    /// The token limits stop at <see cref="MaxExactTokens"/>, because browsers hold numbers as doubles, so the
+    /// console could not show or send back a larger token limit exactly.
+    /// </remarks>
+    private static readonly (string Field, long Max, Func<AppLimits, long?> Value)[] NumberLimits =
+    [
+        ("requestsPerMinute", int.MaxValue, limits => limits.RequestsPerMinute),
+        ("userRequestsPerMinute", int.MaxValue, limits => limits.UserRequestsPerMinute),
+        ("tokensPerDay", MaxExactTokens, limits => limits.TokensPerDay),
+        ("tokensPerMonth", MaxExactTokens, limits => limits.TokensPerMonth),
+        ("maxOutputTokens", int.MaxValue, limits => limits.MaxOutputTokens),
+    ];
+
+    /// <summary>
+    /// The range-check message of each number limit by JSON field name, which the limits endpoints also return for a
+    /// value of the wrong type.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> FieldRules = NumberLimits.ToDictionary(
+        limit => limit.Field,
+        limit => string.Create(CultureInfo.InvariantCulture, $"{limit.Field} must be a whole number from 1 to {limit.Max}, or null for no limit."));
+
     /// <summary>Returns the error message for invalid limits, or null when they are valid.</summary>
     public string? Problem()
     {
-        if (RequestsPerMinute < 1 || UserRequestsPerMinute < 1 || TokensPerDay < 1 || TokensPerMonth < 1 || MaxOutputTokens < 1)
+        foreach (var (field, max, value) in NumberLimits)
         {
-            return "Every limit must be a positive number, or null for no limit.";
-        }
-
-        // Browsers hold numbers as doubles, so the console could not show or send back a larger token limit exactly.
-        if (TokensPerDay > MaxExactTokens || TokensPerMonth > MaxExactTokens)
-        {
-            return string.Create(CultureInfo.InvariantCulture,
-                $"tokensPerDay and tokensPerMonth may be at most {MaxExactTokens}; send null for no limit.");
+            if (value(this) is { } limit && (limit < 1 || limit > max))
+            {
+                return FieldRules[field];
+            }
         }
 
         if (AllowedModels is { Count: 0 })

@@ -23,6 +23,18 @@ public sealed record UserControlsInput(bool? AddonDisabled, bool? FreeformDisabl
 /// <summary>Switching the add-on on and off, the host's per-user controls and webhook, and the user's own allowance.</summary>
 public static partial class AddonEndpoints
 {
+    /// <summary>
+    /// The range-check messages of the per-user controls by JSON field name, which JsonBody also returns for a value of
+    /// the wrong type. The endpoints that issue user tokens take the same fields with the same rules. The upper end of
+    /// monthlyTokenAllowance is the maximum of its .NET type.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> UserControlRules = new Dictionary<string, string>
+    {
+        ["monthlyTokenAllowance"] = string.Create(CultureInfo.InvariantCulture,
+            $"monthlyTokenAllowance must be a whole number of tokens from 0 to {long.MaxValue}."),
+        ["allowanceThresholdPercent"] = "allowanceThresholdPercent must be a whole number from 1 to 100.",
+    };
+
     public static IEndpointRouteBuilder MapAddonEndpoints(this IEndpointRouteBuilder endpoints)
     {
         var app = endpoints.MapGroup("/api/apps/{appId}").RequireAuthorization(AuthSchemes.AppCredentials);
@@ -104,6 +116,12 @@ public static partial class AddonEndpoints
         return Results.Ok(new { appId, url = input.Url, signingSecret = secret });
     }
 
+    /// <summary>Returns the message of the first control that is out of range, or null when both are in range or left out.</summary>
+    public static string? UserControlProblem(long? monthlyTokenAllowance, int? allowanceThresholdPercent) =>
+        monthlyTokenAllowance < 0 ? UserControlRules["monthlyTokenAllowance"]
+        : allowanceThresholdPercent is < 1 or > 100 ? UserControlRules["allowanceThresholdPercent"]
+        : null;
+
     /// <summary>
     /// Stores the host's controls for one end user. They apply to the user's next prompt whatever token the user
     /// presents, at once on this instance and within 5 seconds on the others.
@@ -116,15 +134,15 @@ public static partial class AddonEndpoints
             return rejected;
         }
 
-        var (input, error) = await JsonBody.ReadAsync<UserControlsInput>(http.Request);
+        var (input, error) = await JsonBody.ReadAsync<UserControlsInput>(http.Request, UserControlRules);
         if (error is not null)
         {
             return error;
         }
 
-        if (input!.MonthlyTokenAllowance < 0 || input.AllowanceThresholdPercent is < 1 or > 100)
+        if (UserControlProblem(input!.MonthlyTokenAllowance, input.AllowanceThresholdPercent) is { } problem)
         {
-            return ApiErrors.BadRequest("monthlyTokenAllowance must not be negative and allowanceThresholdPercent must be 1 to 100.");
+            return ApiErrors.BadRequest(problem);
         }
 
         var controls = new UserControls

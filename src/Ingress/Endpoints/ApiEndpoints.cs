@@ -172,7 +172,7 @@ public static class ApiEndpoints
 
     private static async Task<IResult> StoreLimitsAsync(string appId, HttpContext http, AppStore apps, bool developer)
     {
-        var (limits, error) = await JsonBody.ReadAsync<AppLimits>(http.Request);
+        var (limits, error) = await JsonBody.ReadAsync<AppLimits>(http.Request, AppLimits.FieldRules);
         if (error is not null)
         {
             return error;
@@ -261,16 +261,13 @@ public static class ApiEndpoints
 
     /// <summary>
     /// Returns the range-check messages of the numbers in a user token request, which JsonBody also returns for a value
-    /// of the wrong type. The upper ends of requestsPerMinute and monthlyTokenAllowance are the maxima of their .NET types.
+    /// of the wrong type. The upper end of requestsPerMinute is the maximum of its .NET type.
     /// </summary>
-    private static Dictionary<string, string> UserTokenRules(int maxTokenLifetimeSeconds) => new()
+    private static Dictionary<string, string> UserTokenRules(int maxTokenLifetimeSeconds) => new(AddonEndpoints.UserControlRules)
     {
         ["ttlSeconds"] = string.Create(CultureInfo.InvariantCulture,
             $"ttlSeconds must be a whole number of seconds between 30 and {maxTokenLifetimeSeconds}."),
         ["requestsPerMinute"] = string.Create(CultureInfo.InvariantCulture, $"requestsPerMinute must be a whole number from 1 to {int.MaxValue}."),
-        ["monthlyTokenAllowance"] = string.Create(CultureInfo.InvariantCulture,
-            $"monthlyTokenAllowance must be a whole number of tokens from 0 to {long.MaxValue}."),
-        ["allowanceThresholdPercent"] = "allowanceThresholdPercent must be a whole number from 1 to 100.",
     };
 
     private static async Task<IResult> IssueUserToken(string appId, HttpContext http, UserTokens tokens, IOptions<AuthOptions> options)

@@ -45,7 +45,7 @@ public static class DemoHostEndpoints
 
     private static async Task<IResult> IssueTokenAsync(DemoApp demoApp, HttpContext http, AppStore apps, UserTokens tokens, AuthOptions options)
     {
-        var (input, error) = await JsonBody.ReadAsync<DemoTokenInput>(http.Request);
+        var (input, error) = await JsonBody.ReadAsync<DemoTokenInput>(http.Request, AddonEndpoints.UserControlRules);
         if (error is not null)
         {
             return error;
@@ -58,9 +58,9 @@ public static class DemoHostEndpoints
             return ApiErrors.BadRequest(problem);
         }
 
-        if (input.MonthlyTokenAllowance < 0 || input.AllowanceThresholdPercent is < 1 or > 100)
+        if (AddonEndpoints.UserControlProblem(input.MonthlyTokenAllowance, input.AllowanceThresholdPercent) is { } controlProblem)
         {
-            return ApiErrors.BadRequest("monthlyTokenAllowance must not be negative and allowanceThresholdPercent must be 1 to 100.");
+            return ApiErrors.BadRequest(controlProblem);
         }
 
         // The same check the host API makes on the app's credentials, so a stale Demo:AppSecret shows up here.

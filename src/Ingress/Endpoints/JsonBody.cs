@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -62,6 +63,17 @@ public static partial class JsonBody
 
     private static readonly Source HubArgument = new("argument", "hub method");
 
+    /// <summary>The maximum nesting depth that the serializer uses when <see cref="JsonSerializerOptions.MaxDepth"/> is 0.</summary>
+    private const int DefaultMaxDepth = 64;
+
+    /// <summary>What <see cref="FindHiddenCause"/> found in JSON that the serializer failed to read.</summary>
+    private enum HiddenCause
+    {
+        None,
+        TooDeep,
+        InvalidStringEscape,
+    }
+
     /// <param name="fieldRules">Range-check messages by top-level field name, as described on <see cref="JsonBody"/>.</param>
     public static async Task<(T? Value, IResult? Error)> ReadAsync<T>(HttpRequest request, IReadOnlyDictionary<string, string>? fieldRules = null)
         where T : class
@@ -76,7 +88,8 @@ public static partial class JsonBody
     /// </summary>
     public static async Task<(T? Value, BodyError? Error)> ReadArgumentAsync<T>(JsonElement argument,
         IReadOnlyDictionary<string, string>? fieldRules = null) where T : class =>
-        await ReadStrictAsync(options => ValueTask.FromResult(argument.Deserialize<T>(options)), HubArgument, fieldRules);
+        await ReadStrictAsync(options => ValueTask.FromResult(argument.Deserialize<T>(options)),
+            () => ValueTask.FromResult(JsonMarshal.GetRawUtf8Value(argument).ToArray()), HubArgument, fieldRules);
 
     /// <summary>Reads the body like <see cref="ReadAsync"/>, with the failure as data, for endpoints that write errors in another shape.</summary>
     /// <param name="skipUnknownFields">
@@ -111,7 +124,8 @@ public static partial class JsonBody
 
             return skipUnknownFields
                 ? await ReadLenientAsync<T>(request, fieldRules)
-                : await ReadStrictAsync(options => DeserializeFromStartAsync<T>(request, options), Body, fieldRules);
+                : await ReadStrictAsync(options => DeserializeFromStartAsync<T>(request, options), () => ReadUtf8FromStartAsync(request), Body,
+                    fieldRules);
         }
         catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
@@ -127,13 +141,14 @@ public static partial class JsonBody
     /// quote whatever the caller sent.
     /// </summary>
     /// <param name="deserialize">Deserializes the whole JSON from its start with the given options. It is called up to three times.</param>
-    private static async Task<(T? Value, BodyError? Error)> ReadStrictAsync<T>(Func<JsonSerializerOptions, ValueTask<T?>> deserialize, Source source,
-        IReadOnlyDictionary<string, string>? fieldRules) where T : class
+    /// <param name="readUtf8">Returns the whole JSON as UTF-8, to find the cause of a failed read.</param>
+    private static async Task<(T? Value, BodyError? Error)> ReadStrictAsync<T>(Func<JsonSerializerOptions, ValueTask<T?>> deserialize,
+        Func<ValueTask<byte[]>> readUtf8, Source source, IReadOnlyDictionary<string, string>? fieldRules) where T : class
     {
         try
         {
             var value = await deserialize(Strict);
-            return value is null ? (null, EmptyJson(source)) : (value, null);
+            return value is null ? (null, NullJson(source)) : (value, null);
         }
         catch (JsonException)
         {
@@ -157,7 +172,7 @@ public static partial class JsonBody
             }
             catch (JsonException ex)
             {
-                return (null, ShapeError<T>(ex, source, fieldRules));
+                return (null, await ReadFailureAsync<T>(ex, readUtf8, EffectiveMaxDepth(TypeChecksOnly), source, fieldRules));
             }
         }
     }
@@ -173,11 +188,11 @@ public static partial class JsonBody
         try
         {
             var value = await DeserializeFromStartAsync<T>(request, options);
-            return value is null ? (null, EmptyJson(Body)) : (value, null);
+            return value is null ? (null, NullJson(Body)) : (value, null);
         }
         catch (JsonException ex)
         {
-            return (null, ShapeError<T>(ex, Body, fieldRules));
+            return (null, await ReadFailureAsync<T>(ex, () => ReadUtf8FromStartAsync(request), EffectiveMaxDepth(options), Body, fieldRules));
         }
     }
 
@@ -234,14 +249,37 @@ public static partial class JsonBody
     {
         var cancellationToken = request.HttpContext.RequestAborted;
         request.Body.Position = 0;
-        var encoding = MediaTypeHeaderValue.TryParse(request.ContentType, out var contentType) ? contentType.Encoding : null;
-        if (encoding is null || encoding.CodePage == Encoding.UTF8.CodePage)
+        if (NonUtf8Encoding(request) is not { } encoding)
         {
             return await JsonSerializer.DeserializeAsync<T>(request.Body, options, cancellationToken);
         }
 
         await using var utf8 = Encoding.CreateTranscodingStream(request.Body, encoding, Encoding.UTF8, leaveOpen: true);
         return await JsonSerializer.DeserializeAsync<T>(utf8, options, cancellationToken);
+    }
+
+    /// <summary>Returns the buffered body from its first byte as UTF-8, converted as <see cref="DeserializeFromStartAsync"/> converts it.</summary>
+    private static async ValueTask<byte[]> ReadUtf8FromStartAsync(HttpRequest request)
+    {
+        var cancellationToken = request.HttpContext.RequestAborted;
+        request.Body.Position = 0;
+        using var copy = new MemoryStream();
+        if (NonUtf8Encoding(request) is not { } encoding)
+        {
+            await request.Body.CopyToAsync(copy, cancellationToken);
+            return copy.ToArray();
+        }
+
+        await using var utf8 = Encoding.CreateTranscodingStream(request.Body, encoding, Encoding.UTF8, leaveOpen: true);
+        await utf8.CopyToAsync(copy, cancellationToken);
+        return copy.ToArray();
+    }
+
+    /// <summary>Returns the encoding that the charset of the Content-Type header names, or null when it names UTF-8 or none.</summary>
+    private static Encoding? NonUtf8Encoding(HttpRequest request)
+    {
+        var encoding = MediaTypeHeaderValue.TryParse(request.ContentType, out var contentType) ? contentType.Encoding : null;
+        return encoding is null || encoding.CodePage == Encoding.UTF8.CodePage ? null : encoding;
     }
 
     /// <summary>
@@ -268,6 +306,75 @@ public static partial class JsonBody
 
     private static BodyError EmptyJson(Source source) =>
         new(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, $"The {source.Noun} is empty. Send a JSON object.");
+
+    private static BodyError NullJson(Source source) =>
+        new(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, $"The {source.Noun} is null. It must be a JSON object.");
+
+    private static int EffectiveMaxDepth(JsonSerializerOptions options) => options.MaxDepth == 0 ? DefaultMaxDepth : options.MaxDepth;
+
+    /// <summary>
+    /// Creates the error for JSON that the serializer failed to read. It first scans the JSON for the two causes that
+    /// the serializer reports as other failures.
+    /// </summary>
+    private static async Task<BodyError> ReadFailureAsync<T>(JsonException ex, Func<ValueTask<byte[]>> readUtf8, int maxDepth, Source source,
+        IReadOnlyDictionary<string, string>? fieldRules)
+    {
+        bool syntaxError = ex.InnerException is JsonException;
+        var cause = FindHiddenCause(await readUtf8(), maxDepth);
+        if (syntaxError && cause == HiddenCause.TooDeep)
+        {
+            return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, string.Create(CultureInfo.InvariantCulture,
+                $"The {source.Noun} is nested too deeply. Objects and arrays may be nested at most {maxDepth} levels deep, counting the outermost one."));
+        }
+
+        if (!syntaxError && cause == HiddenCause.InvalidStringEscape)
+        {
+            string where = ex.Path is { } path && IsOwnFieldPath<T>(path) ? $" Check the field at {path}." : "";
+            return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                $"The {source.Noun} contains a string with an invalid escape, so the string is not valid Unicode. A \\u escape from D800 to DFFF "
+                + $"must be a high surrogate followed by a low surrogate.{where}");
+        }
+
+        return ShapeError<T>(ex, source, fieldRules);
+    }
+
+    /// <summary>
+    /// Scans JSON for two failures that the serializer reports as other failures. It reports nesting deeper than
+    /// <paramref name="maxDepth"/> as JSON that is not valid, and a <c>\u</c> escape that is not valid UTF-16, such as
+    /// a lone surrogate, as a value of the wrong type. Returns <see cref="HiddenCause.None"/> when a syntax error comes first.
+    /// </summary>
+    private static HiddenCause FindHiddenCause(ReadOnlySpan<byte> utf8, int maxDepth)
+    {
+        // One level more than the serializer allows, so that this reader reaches the array or object that the
+        // serializer's reader rejected.
+        var reader = new Utf8JsonReader(utf8, new JsonReaderOptions { MaxDepth = maxDepth + 1 });
+        try
+        {
+            while (reader.Read())
+            {
+                if (reader.TokenType is (JsonTokenType.StartObject or JsonTokenType.StartArray) && reader.CurrentDepth >= maxDepth)
+                {
+                    return HiddenCause.TooDeep;
+                }
+
+                if (reader.TokenType is (JsonTokenType.String or JsonTokenType.PropertyName) && reader.ValueIsEscaped)
+                {
+                    // Throws InvalidOperationException for an escape that does not decode to valid UTF-16.
+                    _ = reader.GetString();
+                }
+            }
+        }
+        catch (JsonException)
+        {
+            return HiddenCause.None;
+        }
+        catch (InvalidOperationException)
+        {
+            return HiddenCause.InvalidStringEscape;
+        }
+
+        return HiddenCause.None;
+    }
 
     /// <summary>
     /// Describes an unknown field by the fields that are accepted, never by its own name, so that a key pasted in

@@ -191,7 +191,7 @@ public sealed class ConsolePageTests(BrowserFixture system)
         await tokensPerDay.FillAsync("0");
         await saveButton.ClickAsync();
 
-        await Expect(page.Locator("#limits-error")).ToContainTextAsync("Every limit must be a positive number");
+        await Expect(page.Locator("#limits-error")).ToContainTextAsync("tokensPerDay must be a whole number from 1 to");
         await Expect(page.Locator("#limits-error code")).ToHaveTextAsync("invalid_request");
         await Expect(page.Locator("#limits-status")).ToBeEmptyAsync();
         await Expect(page.Locator("#limit-tokens-per-day-effective")).ToHaveTextAsync("Applies: 900 tokens a day, your limit");
