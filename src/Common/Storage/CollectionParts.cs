@@ -87,8 +87,9 @@ public sealed class CollectionParts<T>
         return moved;
     }
 
-    /// <summary>Runs the same set-up, such as creating an index, on every part.</summary>
-    public Task ForEachAsync(Func<IMongoCollection<T>, Task> action) => Task.WhenAll(_parts.Select(action));
+    /// <summary>Creates the TTL index of <see cref="ExpiryIndex"/> on the expiry field of every part.</summary>
+    public Task EnsureExpiryIndexAsync(System.Linq.Expressions.Expression<Func<T, object>> field, CancellationToken cancellationToken) =>
+        Task.WhenAll(_parts.Select(part => ExpiryIndex.EnsureAsync(part, field, cancellationToken)));
 
     /// <summary>Moves one document out of the first part and returns whether this call moved it.</summary>
     /// <remarks>

@@ -281,7 +281,7 @@ public sealed class PromptResultStore(IMongoDatabase database)
         _results.DeleteManyAsync(Builders<PromptResultDocument>.Filter.Where(r => r.ExpiresAt < now), cancellationToken);
 
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) =>
-        _results.ForEachAsync(part => ExpiryIndex.EnsureAsync(part, r => r.ExpiresAt, cancellationToken));
+        _results.EnsureExpiryIndexAsync(r => r.ExpiresAt, cancellationToken);
 
     /// <summary>
     /// Moves results that builds with a single collection left in the first part to the part their id hashes to,

@@ -160,7 +160,7 @@ public sealed class UsageStore
         _usage.DeleteManyAsync(UserCounters(appId, userId), cancellationToken);
 
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) =>
-        _usage.ForEachAsync(part => ExpiryIndex.EnsureAsync(part, u => u.ExpiresAt, cancellationToken));
+        _usage.EnsureExpiryIndexAsync(u => u.ExpiresAt, cancellationToken);
 
     /// <summary>
     /// Moves counters that builds with a single collection left in the first part to the part their id hashes to,
@@ -325,14 +325,14 @@ public sealed class RateCounterStore(IMongoDatabase database)
     /// <summary>Deletes the app's own counters and those of each of its users.</summary>
     public Task<long> DeleteAppAsync(string appId, CancellationToken cancellationToken) =>
         _counters.DeleteManyAsync(
-            IdRange.StartingWith<UsageCounter>(c => c.Id, AppScope(appId) + "|") | IdRange.StartingWith<UsageCounter>(c => c.Id, $"user|{appId}|"),
+            IdRange.StartingWith<UsageCounter>(c => c.Id, AppScope(appId) + "|") | IdRange.StartingWith<UsageCounter>(c => c.Id, UserScopePrefix(appId)),
             cancellationToken);
 
     /// <summary>Returns the scope under which all requests of an app are counted.</summary>
     public static string AppScope(string appId) => "app|" + appId;
 
     public Task EnsureIndexesAsync(CancellationToken cancellationToken) =>
-        _counters.ForEachAsync(part => ExpiryIndex.EnsureAsync(part, u => u.ExpiresAt, cancellationToken));
+        _counters.EnsureExpiryIndexAsync(u => u.ExpiresAt, cancellationToken);
 
     /// <summary>
     /// Moves counters that builds with a single collection left in the first part to the part their id hashes to,
@@ -342,7 +342,10 @@ public sealed class RateCounterStore(IMongoDatabase database)
         _counters.MoveMisplacedAsync(c => c.Id, _ => null, cancellationToken);
 
     /// <summary>Returns the scope under which one end user's requests are counted.</summary>
-    public static string UserScope(string appId, string pseudonym) => $"user|{appId}|{pseudonym}";
+    public static string UserScope(string appId, string pseudonym) => UserScopePrefix(appId) + pseudonym;
+
+    /// <summary>Returns the start shared by the scopes of every end user of an app.</summary>
+    private static string UserScopePrefix(string appId) => $"user|{appId}|";
 
     private static FilterDefinition<UsageCounter> UserCounters(string appId, string pseudonym) =>
         IdRange.StartingWith<UsageCounter>(c => c.Id, UserScope(appId, pseudonym) + "|");

@@ -206,8 +206,7 @@ public static partial class JsonBody
     /// </remarks>
     private static async Task<BodyError?> CheckBytesAsync(HttpRequest request)
     {
-        var encoding = MediaTypeHeaderValue.TryParse(request.ContentType, out var contentType) ? contentType.Encoding : null;
-        var decoder = encoding is null || encoding.CodePage == Encoding.UTF8.CodePage
+        var decoder = NonUtf8Encoding(request) is null
             ? new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetDecoder()
             : null;
         byte[] chunk = ArrayPool<byte>.Shared.Rent(16 * 1024);
