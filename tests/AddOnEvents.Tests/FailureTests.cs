@@ -225,6 +225,9 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         var firstRejection = rejecting.Elapsed;
         using var compatibleDuringOutage = await user.PostAsJsonAsync("/v1/chat/completions",
             new { messages = new object[] { new { role = "user", content = tag + " refused too" } } });
+
+        // The cancel is recorded in the database, so it answers although its broadcast cannot go out.
+        using var cancelDuringOutage = await user.PostAsync($"/api/prompts/{Guid.NewGuid()}/cancel", null).WaitAsync(TimeSpan.FromSeconds(30));
         await Task.Delay(TimeSpan.FromSeconds(2));
         await system.Node.StartAppAsync();
         await WaitUntilReadyAsync();
@@ -245,6 +248,7 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         Assert.True(firstRejection < TimeSpan.FromSeconds(6), $"The first rejection took {firstRejection.TotalSeconds:F1} s; the publish timeout is 10 s.");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, compatibleDuringOutage.StatusCode);
         Assert.NotNull(compatibleDuringOutage.Headers.RetryAfter);
+        Assert.Equal(HttpStatusCode.Accepted, cancelDuringOutage.StatusCode);
         Assert.Contains(system.Logs.Entries, entry => entry.Contains("[1010]", StringComparison.Ordinal)
             && entry.Contains(nameof(PromptRequested), StringComparison.Ordinal));
         Assert.Equal(accepted.Count, finals);

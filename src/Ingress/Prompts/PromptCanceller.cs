@@ -2,9 +2,9 @@ using System.Security.Claims;
 using System.Threading.RateLimiting;
 using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
+using AddOnEvents.Ingress.Hosting;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Options;
-using MassTransit;
 using Microsoft.Extensions.Options;
 using MongoDB.Driver;
 
@@ -19,7 +19,7 @@ public sealed class PromptCanceller : IDisposable
 {
     public const string TooManyCancels = "You sent too many cancels this minute. Try again shortly.";
 
-    private readonly IBus _bus;
+    private readonly ConfirmedPublisher _publisher;
     private readonly UserTokens _tokens;
     private readonly PromptResultStore _results;
     private readonly TimeSpan _timeToLive;
@@ -31,10 +31,10 @@ public sealed class PromptCanceller : IDisposable
     // another user's real cancel before its prompt leaves the queue.
     private readonly PartitionedRateLimiter<string> _perUser;
 
-    public PromptCanceller(IBus bus, UserTokens tokens, PromptResultStore results, IOptions<PromptOptions> options, TimeProvider clock,
+    public PromptCanceller(ConfirmedPublisher publisher, UserTokens tokens, PromptResultStore results, IOptions<PromptOptions> options, TimeProvider clock,
         ILogger<PromptCanceller> logger)
     {
-        _bus = bus;
+        _publisher = publisher;
         _tokens = tokens;
         _results = results;
         _timeToLive = TimeSpan.FromSeconds(options.Value.TimeToLiveSeconds);
@@ -100,9 +100,9 @@ public sealed class PromptCanceller : IDisposable
             Log.CancelNotRecorded(_logger, appId, ex.GetType().Name);
         }
 
-        // The broadcast stops a running prompt at once. The record stops it only at the worker's next lease renewal.
-        await _bus.Publish(new PromptCancelled(requestId, requestId, appId, pseudonym, _clock.GetUtcNow()),
-            publish => publish.TimeToLive = TimeSpan.FromMinutes(1), cancellationToken);
+        // The broadcast stops a running prompt at once. The record stops it only at the worker's next lease renewal,
+        // which is why a broadcast that a broker outage stops (logged by the publisher) still leaves the cancel in force.
+        await _publisher.PublishAsync(new PromptCancelled(requestId, requestId, appId, pseudonym, _clock.GetUtcNow()), TimeSpan.FromMinutes(1));
     }
 
     public void Dispose() => _perUser.Dispose();
