@@ -13,8 +13,8 @@ using MongoDB.Driver;
 namespace AddOnEvents.Tests;
 
 /// <summary>
-/// Documents that builds with a single collection per store left in the first part, moved by PromptWorker at start,
-/// against jongodb, in a database of their own.
+/// Documents that builds with a single collection per store left in the first part, or builds with fewer parts in
+/// another part, moved by PromptWorker at start, against jongodb, in a database of their own.
 /// </summary>
 public sealed class MisplacedDocumentMoveTests
 {
@@ -87,7 +87,29 @@ public sealed class MisplacedDocumentMoveTests
                 ExpiresAt = Now.AddMinutes(10),
             })]);
 
-        var beforeMove = await Task.WhenAll(users.Select(user => usage.GetUserMonthAsync(appId, user, Now, default)));
+        // Counters and results of a build with CollectionParts.EarlierCount parts, in the part of that layout.
+        string[] earlierUsers = [.. Enumerable.Range(0, 500).Select(i => "earlier-" + i)
+            .Where(user => CollectionParts.PartOf(UserMonthId(appId, user, month)) is var part && part >= CollectionParts.EarlierCount
+                && part % CollectionParts.EarlierCount != 0).Take(3)];
+        foreach (string user in earlierUsers)
+        {
+            string id = UserMonthId(appId, user, month);
+            await database.GetCollection<UsageCounter>(EarlierPartName(UsageStore.CollectionName, id)).InsertOneAsync(new UsageCounter
+            {
+                Id = id, AppId = appId, Scope = "user-month", Period = month, Tokens = 40, Requests = 2, ExpiresAt = Now.AddDays(70),
+            });
+        }
+
+        var earlierRequest = Enumerable.Range(0, 500).Select(_ => Guid.NewGuid())
+            .First(id => CollectionParts.PartOf(id.ToString("N")) >= CollectionParts.EarlierCount);
+        await database.GetCollection<PromptResultDocument>(EarlierPartName(PromptResultStore.CollectionName, earlierRequest.ToString("N")))
+            .InsertOneAsync(new PromptResultDocument
+            {
+                RequestId = earlierRequest, AppId = appId, UserId = "u_earlier", Status = PromptStatus.Failed, Code = ErrorCodes.UpstreamTimeout,
+                Message = "earlier failure", LeaseOwner = "worker-earlier", CreatedAt = Now.AddMinutes(-1), ExpiresAt = Now.AddMinutes(10),
+            });
+
+        var beforeMove = await Task.WhenAll(users.Concat(earlierUsers).Select(user => usage.GetUserMonthAsync(appId, user, Now, default)));
 
         // Several PromptWorkers that start at once all run the move.
         var usageMoved = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Task.Run(() => new UsageStore(database).MoveMisplacedAsync(default))));
@@ -113,6 +135,14 @@ public sealed class MisplacedDocumentMoveTests
         }
 
         Assert.Equal(100 + users.Length, (await usage.GetUserMonthAsync(appId, homeUser, Now, default))!.Tokens);
+        foreach (string user in earlierUsers)
+        {
+            var counter = await usage.GetUserMonthAsync(appId, user, Now, default);
+            Assert.Equal((40, 2), (counter!.Tokens, counter.Requests));
+        }
+
+        var earlierResult = await results.FindAsync(earlierRequest, default);
+        Assert.Equal((PromptStatus.Failed, "earlier failure"), (earlierResult!.Status, earlierResult.Message));
         Assert.Equal((newDay!.Tokens, newMonth!.Tokens), await AppTokensAsync(usage, appId));
 
         Assert.Equal(51, await rates.HitAsync(scopes[0], Now, default));
@@ -129,14 +159,17 @@ public sealed class MisplacedDocumentMoveTests
             Assert.Equal(3, result.Usage!.TotalTokens);
         }
 
-        Assert.Equal(users.Length, usageMoved.Sum());
+        Assert.Equal(users.Length + earlierUsers.Length, usageMoved.Sum());
         Assert.Equal(scopes.Length, ratesMoved.Sum());
-        Assert.Equal(requestIds.Length, resultsMoved.Sum());
+        Assert.Equal(requestIds.Length + 1, resultsMoved.Sum());
 
         foreach (string name in new[] { UsageStore.CollectionName, RateCounterStore.CollectionName, PromptResultStore.CollectionName })
         {
-            var firstPart = await database.GetCollection<BsonDocument>(name).Find(FilterDefinition<BsonDocument>.Empty).ToListAsync();
-            Assert.All(firstPart, document => Assert.Equal(0, CollectionParts.PartOf(IdText(document["_id"]))));
+            foreach (var (partName, part) in CollectionParts.NamesOf(name).Take(CollectionParts.EarlierCount).Select((partName, part) => (partName, part)))
+            {
+                var documents = await database.GetCollection<BsonDocument>(partName).Find(FilterDefinition<BsonDocument>.Empty).ToListAsync();
+                Assert.All(documents, document => Assert.Equal(part, CollectionParts.PartOf(IdText(document["_id"]))));
+            }
         }
 
         Assert.Equal(0, usageMovedAgain);
@@ -167,6 +200,10 @@ public sealed class MisplacedDocumentMoveTests
     }
 
     private static string UserMonthId(string appId, string userId, string month) => $"{appId}|user|{userId}|{month}";
+
+    /// <summary>Returns the name of the part that a build with <see cref="CollectionParts.EarlierCount"/> parts kept the id in.</summary>
+    private static string EarlierPartName(string name, string id) =>
+        CollectionParts.NamesOf(name).ElementAt(CollectionParts.PartOf(id) % CollectionParts.EarlierCount);
 
     private static string RateId(string scope) => scope + "|" + Now.ToString("yyyyMMddHHmm");
 

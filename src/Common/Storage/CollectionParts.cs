@@ -28,7 +28,7 @@ public sealed class CollectionParts<T>
 
     /// <summary>
     /// Returns the documents of every part that match, in no particular order. The parts are read one after another,
-    /// because these scans are rare and sixteen at once per caller would crowd the connection pool's wait queue.
+    /// because these scans are rare and all parts at once per caller would crowd the connection pool's wait queue.
     /// </summary>
     public async Task<List<T>> FindAsync(FilterDefinition<T> filter, CancellationToken cancellationToken)
     {
@@ -61,25 +61,30 @@ public sealed class CollectionParts<T>
                 part.Select(entry => entry.Model), new BulkWriteOptions { IsOrdered = false }, cancellationToken)));
 
     /// <summary>
-    /// Moves the documents of the first part whose id hashes to another part, as builds that kept the whole collection
-    /// under its own name left them, and returns how many it moved. When the other part already has a document with
-    /// that id, <paramref name="mergeUpdate"/> returns the update that adds the old document to it, or null to keep
-    /// the newer document and drop the old one. Safe to run again and from several processes at once.
+    /// Moves the documents that earlier layouts left in a part other than the one their id hashes to now, and returns
+    /// how many it moved. Builds that kept the whole collection under its own name left them in the first part, and
+    /// builds with <see cref="CollectionParts.EarlierCount"/> parts in the first parts of that number. When the right
+    /// part already has a document with that id, <paramref name="mergeUpdate"/> returns the update that adds the old
+    /// document to it, or null to keep the newer document and drop the old one. Safe to run again and from several
+    /// processes at once.
     /// </summary>
     public async Task<long> MoveMisplacedAsync(Func<T, string> idOf, Func<T, UpdateDefinition<T>?> mergeUpdate,
         CancellationToken cancellationToken)
     {
-        var source = AsBsonDocuments(_parts[0]);
         long moved = 0;
-        using var cursor = await source.FindAsync(FilterDefinition<BsonDocument>.Empty, cancellationToken: cancellationToken);
-        while (await cursor.MoveNextAsync(cancellationToken))
+        for (int index = 0; index < CollectionParts.EarlierCount; index++)
         {
-            foreach (var document in cursor.Current)
+            var source = AsBsonDocuments(_parts[index]);
+            using var cursor = await source.FindAsync(FilterDefinition<BsonDocument>.Empty, cancellationToken: cancellationToken);
+            while (await cursor.MoveNextAsync(cancellationToken))
             {
-                int part = CollectionParts.PartOf(idOf(BsonSerializer.Deserialize<T>(document)));
-                if (part != 0 && await MoveAsync(document, _parts[part], mergeUpdate, cancellationToken))
+                foreach (var document in cursor.Current)
                 {
-                    moved++;
+                    int part = CollectionParts.PartOf(idOf(BsonSerializer.Deserialize<T>(document)));
+                    if (part != index && await MoveAsync(document, source, _parts[part], mergeUpdate, cancellationToken))
+                    {
+                        moved++;
+                    }
                 }
             }
         }
@@ -91,19 +96,18 @@ public sealed class CollectionParts<T>
     public Task EnsureExpiryIndexAsync(System.Linq.Expressions.Expression<Func<T, object>> field, CancellationToken cancellationToken) =>
         Task.WhenAll(_parts.Select(part => ExpiryIndex.EnsureAsync(part, field, cancellationToken)));
 
-    /// <summary>Moves one document out of the first part and returns whether this call moved it.</summary>
+    /// <summary>Moves one document out of the part it was read from and returns whether this call moved it.</summary>
     /// <remarks>
-    /// The delete from the first part comes first and matches every field of the document as it was read, so of
+    /// The delete from that part comes first and matches every field of the document as it was read, so of
     /// several processes moving at once exactly one deletes it, and only that one writes it to its part. Writing
     /// first would let a second process meet the copy as a duplicate key and add a counter twice. A document that
     /// changed since it was read, such as a counter that a build still running the old layout added to, is read again.
     /// NOTE: a process that stops, or a write that fails, after the delete loses that one document. That is the price
     /// of never adding a counter twice without a transaction across two collections.
     /// </remarks>
-    private async Task<bool> MoveAsync(BsonDocument document, IMongoCollection<T> target,
+    private static async Task<bool> MoveAsync(BsonDocument document, IMongoCollection<BsonDocument> source, IMongoCollection<T> target,
         Func<T, UpdateDefinition<T>?> mergeUpdate, CancellationToken cancellationToken)
     {
-        var source = AsBsonDocuments(_parts[0]);
         var id = Builders<BsonDocument>.Filter.Eq("_id", document["_id"]);
         var read = document;
         while (true)
@@ -157,10 +161,16 @@ public sealed class CollectionParts<T>
 public static class CollectionParts
 {
     /// <summary>
-    /// The number of parts. Documents are found in the part their id hashes to, so changing it hides the documents
-    /// already stored, which is why it is a constant and not a setting.
+    /// The number of parts. Documents are found in the part their id hashes to, so a change hides the documents
+    /// already stored until PromptWorker's start moves them, which is why it is a constant and not a setting.
     /// </summary>
-    public const int Count = 16;
+    public const int Count = 64;
+
+    /// <summary>
+    /// The number of parts of the previous layout. <see cref="Count"/> is a multiple of it, so a document of its part
+    /// p now belongs to a part whose number leaves p when divided by it, and only those first parts need a move.
+    /// </summary>
+    public const int EarlierCount = 16;
 
     /// <summary>Returns the names of the parts of a collection: the first keeps the collection's own name.</summary>
     public static IEnumerable<string> NamesOf(string name) =>

@@ -3,10 +3,10 @@ using AddOnEvents.Common.Storage;
 namespace AddOnEvents.PromptWorker.Prompts;
 
 /// <summary>
-/// Moves the results and counters that builds with a single collection per store left in the first part to the
-/// part their id hashes to, where lookups by id find them. It does the move in <see cref="StartAsync"/>, and it is
-/// registered before the bus, so the host starts consuming prompts only after the move. Every PromptWorker instance
-/// runs it at each start, and a run that finds nothing left to move only reads the first parts.
+/// Moves the results and counters that builds with fewer parts per store left in another part to the part their id
+/// hashes to, where lookups by id find them. It does the move in <see cref="StartAsync"/>, and it is registered
+/// before the bus, so the host starts consuming prompts only after the move. Every PromptWorker instance runs it at
+/// each start, and a run that finds nothing left to move only reads the parts that earlier layouts used.
 /// </summary>
 public sealed partial class MisplacedDocumentMover(
     PromptResultStore results,
@@ -40,7 +40,7 @@ public sealed partial class MisplacedDocumentMover(
         }
     }
 
-    [LoggerMessage(EventId = 3301, Level = LogLevel.Information, Message = "Moved {Count} documents of {Collection} from its first part to the part their id hashes to")]
+    [LoggerMessage(EventId = 3301, Level = LogLevel.Information, Message = "Moved {Count} documents of {Collection} from the parts of an earlier layout to the part their id hashes to")]
     private partial void LogMoved(string collection, long count);
 
     [LoggerMessage(EventId = 3302, Level = LogLevel.Warning, Message = "Failed to move the misplaced documents of {Collection}: {ExceptionType}. The next start tries again")]
