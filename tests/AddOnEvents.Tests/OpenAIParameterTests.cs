@@ -172,7 +172,9 @@ public sealed class OpenAIParameterTests(SystemFixture system)
 
     [Theory]
     [InlineData("\"temperature\": \"hot\"", "temperature", "$.temperature: it must be a number.")]
-    [InlineData("\"max_tokens\": true", "max_tokens", "$.max_tokens: it must be a whole number")]
+    [InlineData("\"max_tokens\": true", "max_tokens", "max_tokens must be between 1 and 4096.")]
+    [InlineData("\"max_tokens\": 1e12", "max_tokens", "max_tokens must be between 1 and 4096.")]
+    [InlineData("\"max_completion_tokens\": \"many\"", "max_completion_tokens", "max_completion_tokens must be between 1 and 4096.")]
     [InlineData("\"stream_options\": {\"include_usage\": \"yes\"}", "stream_options", "$.stream_options.include_usage: it must be a boolean")]
     [InlineData("\"messages\": [{\"role\": 5, \"content\": \"hi\"}]", "messages", "$.messages[0].role: it must be a string.")]
     [InlineData("\"messages\": \"hi\"", "messages", "$.messages: it must be an array.")]
