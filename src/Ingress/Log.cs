@@ -22,8 +22,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 1016, Level = LogLevel.Warning, Message = "Checking open hub connections for revoked secrets failed with {ExceptionType}")]
     public static partial void ConnectionSweepFailed(ILogger logger, string exceptionType);
 
-    [LoggerMessage(EventId = 1017, Level = LogLevel.Warning, Message = "Could not store a cancel of app {AppId}: {ExceptionType}; it was only broadcast")]
+    [LoggerMessage(EventId = 1017, Level = LogLevel.Warning, Message = "Storing a cancel of app {AppId} failed with {ExceptionType}, so only its broadcast can stop the request")]
     public static partial void CancelNotRecorded(ILogger logger, string appId, string exceptionType);
+
+    [LoggerMessage(EventId = 1020, Level = LogLevel.Warning,
+        Message = "Lost the cancel of request {RequestId} of app {AppId}: it was neither stored nor confirmed by the broker")]
+    public static partial void CancelLost(ILogger logger, string appId, Guid requestId);
 
     [LoggerMessage(EventId = 1014, Level = LogLevel.Information,
         Message = "Closed a new hub connection of app {AppId}: its user already has {Limit} connections open here")]

@@ -409,13 +409,8 @@ public static class ApiEndpoints
             return ApiErrors.BadRequest(RequestIds.NotAGuid);
         }
 
-        if (await canceller.CancelAsync(http.User, id, http.RequestAborted) is { } retryAfter)
-        {
-            return Rejected(http, Submission.Rejected(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited,
-                PromptCanceller.TooManyCancels, retryAfter));
-        }
-
-        return Results.Accepted();
+        var cancel = await canceller.CancelAsync(http.User, id, http.RequestAborted);
+        return cancel.Error is null ? Results.Accepted() : Rejected(http, cancel);
     }
 
     /// <summary>Turns a rejected submission into its error response, with Retry-After where one applies.</summary>

@@ -103,15 +103,13 @@ public sealed class AddOnHub(
             return new SubmitResult(null, problem.Code, problem.Message);
         }
 
-        var submission = await submitter.SubmitAsync(Context.User!, prompt!, Context.GetHttpContext()!);
-        return submission.Error is { } error
-            ? new SubmitResult(null, error.Code, error.Message, submission.RetryAfterSeconds)
-            : new SubmitResult(submission.RequestId);
+        return ToResult(await submitter.SubmitAsync(Context.User!, prompt!, Context.GetHttpContext()!));
     }
 
     /// <summary>
     /// Stops a running request of this user, which then ends with PromptFailed and code "cancelled". Returns the
-    /// request id, or the code, message and retry time when the id is not a GUID or the user sent too many cancels.
+    /// request id, or the code, message and retry time when the id is not a GUID, the user sent too many cancels, or the
+    /// cancel was neither stored nor confirmed by the broker.
     /// </summary>
     /// <param name="requestId">Any JSON value, so that one that is not a GUID string gets a rejection with a code.</param>
     public async Task<SubmitResult> CancelPrompt(JsonElement requestId)
@@ -121,8 +119,11 @@ public sealed class AddOnHub(
             return new SubmitResult(null, ErrorCodes.InvalidRequest, RequestIds.NotAGuid);
         }
 
-        return await canceller.CancelAsync(Context.User!, id, Context.ConnectionAborted) is { } retryAfter
-            ? new SubmitResult(null, ErrorCodes.RateLimited, PromptCanceller.TooManyCancels, retryAfter)
-            : new SubmitResult(id);
+        return ToResult(await canceller.CancelAsync(Context.User!, id, Context.ConnectionAborted));
     }
+
+    private static SubmitResult ToResult(Submission submission) =>
+        submission.Error is { } error
+            ? new SubmitResult(null, error.Code, error.Message, submission.RetryAfterSeconds)
+            : new SubmitResult(submission.RequestId);
 }

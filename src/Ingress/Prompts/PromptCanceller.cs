@@ -19,6 +19,8 @@ public sealed class PromptCanceller : IDisposable
 {
     public const string TooManyCancels = "You sent too many cancels this minute. Try again shortly.";
 
+    public const string NotDelivered = "The cancel could not be stored or delivered to the workers. Send it again in a few seconds.";
+
     private readonly ConfirmedPublisher _publisher;
     private readonly UserTokens _tokens;
     private readonly PromptResultStore _results;
@@ -52,44 +54,53 @@ public sealed class PromptCanceller : IDisposable
     }
 
     /// <summary>
-    /// Sends the user's cancel, or returns the seconds to wait when the user sent more than
-    /// <see cref="PromptOptions.CancelsPerMinute"/> cancels in the current minute.
+    /// Sends the user's cancel. Returns a 202 submission when the cancel was stored or its broadcast confirmed, because
+    /// either one keeps it in force. Returns a 429 rejection with the seconds to wait when the user sent more than
+    /// <see cref="PromptOptions.CancelsPerMinute"/> cancels in the current minute, and a 503 rejection when the cancel
+    /// was neither stored nor confirmed.
     /// </summary>
-    public async Task<int?> CancelAsync(ClaimsPrincipal user, Guid requestId, CancellationToken cancellationToken)
+    public async Task<Submission> CancelAsync(ClaimsPrincipal user, Guid requestId, CancellationToken cancellationToken)
     {
+        var sent = new Submission(requestId, StatusCodes.Status202Accepted, null);
         string? pseudonym = _tokens.Pseudonym(user);
         if (pseudonym is null)
         {
-            return null;
+            return sent;
         }
 
         using var lease = _perUser.AttemptAcquire(pseudonym);
         if (!lease.IsAcquired)
         {
-            return lease.TryGetMetadata(MetadataName.RetryAfter, out var retryAfter) ? Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)) : 60;
+            int retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds)) : 60;
+            return Submission.Rejected(StatusCodes.Status429TooManyRequests, ErrorCodes.RateLimited, TooManyCancels, retryAfter);
         }
 
-        await PublishAsync(user, pseudonym, requestId, cancellationToken);
-        return null;
+        return await PublishAsync(user, pseudonym, requestId, cancellationToken)
+            ? sent
+            : Submission.Rejected(StatusCodes.Status503ServiceUnavailable, ErrorCodes.ServiceUnavailable, NotDelivered,
+                ApiErrors.OutageRetryAfterSeconds);
     }
 
     /// <summary>
     /// Sends the cancel of a request whose caller went away while waiting for it. It is never limited, because only
-    /// a request the caller itself started can end this way.
+    /// a request the caller itself started can end this way, and a lost cancel is only logged, because no caller
+    /// is left to send it again.
     /// </summary>
     public Task CancelAbandonedAsync(ClaimsPrincipal user, Guid requestId, CancellationToken cancellationToken) =>
         _tokens.Pseudonym(user) is { } pseudonym ? PublishAsync(user, pseudonym, requestId, cancellationToken) : Task.CompletedTask;
 
-    private async Task PublishAsync(ClaimsPrincipal user, string pseudonym, Guid requestId, CancellationToken cancellationToken)
+    /// <summary>Stores and broadcasts the cancel, and returns false when neither the store nor the broker accepted it.</summary>
+    private async Task<bool> PublishAsync(ClaimsPrincipal user, string pseudonym, Guid requestId, CancellationToken cancellationToken)
     {
         if (user.FindFirstValue(AuthSchemes.AppIdClaim) is not { } appId)
         {
-            return;
+            return true;
         }
 
         // The record reaches a worker that receives the prompt after the broadcast is gone, for example one started
         // later. It lasts as long as a prompt may wait in the queue.
         var now = _clock.GetUtcNow().UtcDateTime;
+        bool recorded = true;
         try
         {
             await _results.RecordCancelAsync(requestId, appId, pseudonym, now, now + _timeToLive, cancellationToken);
@@ -97,12 +108,21 @@ public sealed class PromptCanceller : IDisposable
         catch (Exception ex) when (ex is MongoException or TimeoutException)
         {
             // Workers still remember the broadcast cancel for a while, which covers a prompt waiting in the queue now.
+            recorded = false;
             Log.CancelNotRecorded(_logger, appId, ex.GetType().Name);
         }
 
         // The broadcast stops a running prompt at once. The record stops it only at the worker's next lease renewal,
-        // which is why a broadcast that a broker outage stops (logged by the publisher) still leaves the cancel in force.
-        await _publisher.PublishAsync(new PromptCancelled(requestId, requestId, appId, pseudonym, _clock.GetUtcNow()), TimeSpan.FromMinutes(1));
+        // so either one alone keeps the cancel in force. The publisher logs a broadcast that the broker did not confirm.
+        bool broadcast = await _publisher.PublishAsync(new PromptCancelled(requestId, requestId, appId, pseudonym, _clock.GetUtcNow()),
+            TimeSpan.FromMinutes(1));
+        if (!recorded && !broadcast)
+        {
+            Log.CancelLost(_logger, appId, requestId);
+            return false;
+        }
+
+        return true;
     }
 
     public void Dispose() => _perUser.Dispose();
