@@ -18,8 +18,9 @@ public sealed class HubInputTests(SystemFixture system)
 
     [Theory]
     [InlineData("""{"prompt":5}""", "$.prompt: it must be a string")]
-    [InlineData("""{"prompt":"hi","maxOutputTokens":"20"}""", "$.maxOutputTokens: it must be a whole number")]
-    [InlineData("\"a plain string\"", "not a valid JSON object")]
+    [InlineData("""{"prompt":"hi","maxOutputTokens":"20"}""", "maxOutputTokens must be between 1 and 4096.")]
+    [InlineData("\"a plain string\"", "must be a JSON object, not an array")]
+    [InlineData("[]", "must be a JSON object, not an array")]
     [InlineData("""{"prompt":"hi","bogus":1}""", "Accepted fields: prompt, model, maxOutputTokens, stream,")]
     [InlineData("""{"prompt":"first","Prompt":"second"}""", "more than once")]
     public async Task BadPromptArgumentIsRejected(string json, string expectedPart)

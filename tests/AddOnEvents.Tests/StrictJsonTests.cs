@@ -230,15 +230,17 @@ public sealed class StrictJsonTests(SystemFixture system)
     }
 
     [Theory]
-    [InlineData("/api/prompts", """{"prompt":"hi"}""")]
-    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}]}""")]
-    public async Task DisabledCharsetGets415(string path, string json)
+    [InlineData("/api/prompts", """{"prompt":"hi"}""", "utf-7")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}]}""", "utf-7")]
+    [InlineData("/api/prompts", """{"prompt":"hi"}""", "bogus-9")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}]}""", "bogus-9")]
+    public async Task UnsupportedCharsetGets415(string path, string json, string charset)
     {
         var app = await system.CreateAppAsync();
-        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "utf7-writer")));
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "charset-writer")));
         using var content = new ByteArrayContent(Encoding.UTF8.GetBytes(json));
-        // .NET 5 and later refuse to decode UTF-7, so reading this charset throws.
-        content.Headers.ContentType = System.Net.Http.Headers.MediaTypeHeaderValue.Parse("application/json; charset=utf-7");
+        // .NET 5 and later refuse to decode UTF-7, so reading it throws, and .NET has no charset named bogus-9.
+        content.Headers.ContentType = System.Net.Http.Headers.MediaTypeHeaderValue.Parse("application/json; charset=" + charset);
 
         using var response = await user.PostAsync(path, content);
         string body = await response.Content.ReadAsStringAsync();
@@ -536,6 +538,32 @@ public sealed class StrictJsonTests(SystemFixture system)
         Assert.Equal("invalid_request", code);
         Assert.Equal("The body is null. It must be a JSON object.", message);
     }
+
+    [Theory]
+    [InlineData("[]", NotAnObject)]
+    [InlineData("""[{"prompt":"hi"}]""", NotAnObject)]
+    [InlineData("\"hi\"", NotAnObject)]
+    [InlineData("42", NotAnObject)]
+    [InlineData("""{"prompt":"hi","maxOutputTokens":"60"}""", OutputTokensRange)]
+    [InlineData("""{"prompt":"hi","maxOutputTokens":60.5}""", OutputTokensRange)]
+    [InlineData("""{"prompt":"hi","maxOutputTokens":1e999}""", OutputTokensRange)]
+    [InlineData("""{"prompt":"hi","maxOutputTokens":true}""", OutputTokensRange)]
+    public async Task PromptBodyShapeIsNamed(string json, string expectedEnd)
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "shape-writer")));
+
+        using var response = await PostJsonAsync(user, "/api/prompts", json);
+        var (code, message, _) = await ReadErrorAsync(response);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", code);
+        Assert.EndsWith(expectedEnd, message, StringComparison.Ordinal);
+        Assert.DoesNotContain("2147483647", message, StringComparison.Ordinal);
+    }
+
+    private const string NotAnObject = "The body must be a JSON object, not an array, string, number or boolean.";
+    private const string OutputTokensRange = "maxOutputTokens must be between 1 and 4096.";
 
     [Fact]
     public async Task PromptOfWrongTypeIsNotEchoed()

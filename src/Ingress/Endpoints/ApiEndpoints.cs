@@ -339,7 +339,7 @@ public static class ApiEndpoints
 
     private static async Task<IResult> SubmitPromptAsync(HttpContext http, PromptSubmitter submitter)
     {
-        var (input, error) = await JsonBody.ReadAsync<PromptInput>(http.Request);
+        var (input, error) = await JsonBody.ReadAsync<PromptInput>(http.Request, submitter.FieldRules);
         if (error is not null)
         {
             return error;

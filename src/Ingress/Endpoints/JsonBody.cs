@@ -9,6 +9,7 @@ using System.Text.RegularExpressions;
 using AddOnEvents.Contracts;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Primitives;
 using Microsoft.Net.Http.Headers;
 
 namespace AddOnEvents.Ingress.Endpoints;
@@ -287,15 +288,15 @@ public static partial class JsonBody
     /// </summary>
     private static bool HasSupportedCharset(HttpRequest request)
     {
-        if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var contentType))
+        if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var contentType) || StringSegment.IsNullOrEmpty(contentType.Charset))
         {
             return true;
         }
 
+        // The getter returns null for a charset that .NET does not support, rather than throwing.
         try
         {
-            _ = contentType.Encoding;
-            return true;
+            return contentType.Encoding is not null;
         }
         catch (Exception ex) when (ex is NotSupportedException or ArgumentException)
         {
@@ -403,6 +404,12 @@ public static partial class JsonBody
         // Only a JSON path made of field names and the type its property expects are sent back, never the exception
         // text, because that can quote the JSON, and the JSON can contain a key.
         const string NotExpectedShape = "is not a valid JSON object of the expected shape.";
+        if (ex.Path == "$")
+        {
+            return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                $"The {source.Noun} must be a JSON object, not an array, string, number or boolean.");
+        }
+
         if (ex.Path is not { } path || !IsOwnFieldPath<T>(path))
         {
             return new BodyError(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, $"The {source.Noun} {NotExpectedShape}");

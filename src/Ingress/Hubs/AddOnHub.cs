@@ -97,7 +97,7 @@ public sealed class AddOnHub(
             return new SubmitResult(null, ErrorCodes.InvalidRequest, "The prompt is missing: send an object such as {\"prompt\": \"...\"}.");
         }
 
-        var (prompt, problem) = await JsonBody.ReadArgumentAsync<PromptInput>(input);
+        var (prompt, problem) = await JsonBody.ReadArgumentAsync<PromptInput>(input, submitter.FieldRules);
         if (problem is not null)
         {
             return new SubmitResult(null, problem.Code, problem.Message);

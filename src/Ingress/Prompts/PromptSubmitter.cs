@@ -68,6 +68,17 @@ public sealed partial class PromptSubmitter(
     TimeProvider clock,
     ILogger<PromptSubmitter> logger)
 {
+    private IReadOnlyDictionary<string, string>? _fieldRules;
+
+    /// <summary>
+    /// Range messages by field name for reading a <see cref="PromptInput"/>, so a value of the wrong type gets the
+    /// message of the range check in <see cref="SubmitAsync"/>.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> FieldRules => _fieldRules ??= new Dictionary<string, string>
+    {
+        ["maxOutputTokens"] = OutputTokensRange(options.Value.MaxOutputTokensLimit),
+    };
+
     /// <param name="beforePublish">Runs with the new request id before the publish, so a caller waiting for the result cannot miss it.</param>
     public async Task<Submission> SubmitAsync(ClaimsPrincipal user, PromptInput input, HttpContext http, Action<Guid>? beforePublish = null)
     {
@@ -131,8 +142,7 @@ public sealed partial class PromptSubmitter(
 
         if (input.MaxOutputTokens is < 1 || input.MaxOutputTokens > limits.MaxOutputTokensLimit)
         {
-            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, string.Create(CultureInfo.InvariantCulture,
-                $"maxOutputTokens must be between 1 and {limits.MaxOutputTokensLimit}."));
+            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, OutputTokensRange(limits.MaxOutputTokensLimit));
         }
 
         var now = clock.GetUtcNow();
@@ -183,6 +193,9 @@ public sealed partial class PromptSubmitter(
         Log.PromptAccepted(logger, requestId, appId);
         return new Submission(requestId, StatusCodes.Status202Accepted, null);
     }
+
+    private static string OutputTokensRange(int limit) =>
+        string.Create(CultureInfo.InvariantCulture, $"maxOutputTokens must be between 1 and {limit}.");
 
     private Task ReleaseReservationAsync(Admission admission, Guid requestId) =>
         admission.UsageLimited ? reservations.ReleaseAsync(requestId, CancellationToken.None) : Task.CompletedTask;
