@@ -206,15 +206,22 @@ public sealed class ApiInputTests(SystemFixture system)
         await AssertBothShapesAsync(api, compatible, HttpStatusCode.NotFound, "not_found");
     }
 
-    [Fact]
-    public async Task WrongTypeInQueryGetsJsonError()
+    [Theory]
+    [InlineData("abc")]
+    [InlineData("1.5")]
+    [InlineData("0")]
+    [InlineData("1001")]
+    [InlineData("99999999999")]
+    public async Task WrongQueryValueIsNamed(string limit)
     {
         using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
 
-        using var response = await admin.GetAsync("/api/admin/apps?limit=abc");
+        using var response = await admin.GetAsync("/api/admin/apps?limit=" + limit);
+        var error = await response.Content.ReadFromJsonAsync<JsonElement>();
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
-        Assert.Equal("invalid_request", await CodeOf(response));
+        Assert.Equal("invalid_request", error.GetProperty("code").GetString());
+        Assert.Equal("limit must be a whole number between 1 and 1000.", error.GetProperty("message").GetString());
     }
 
     [Fact]

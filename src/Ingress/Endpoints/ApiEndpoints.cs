@@ -83,15 +83,18 @@ public static class ApiEndpoints
     }
 
     /// <summary>Lists apps in id order, a page at a time; <c>after</c> is the last app id of the previous page.</summary>
-    private static async Task<IResult> ListAppsAsync(string? after, int? limit, HttpContext http, AppStore apps)
+    /// <param name="limit">Read as text, because a value that is not a number would otherwise get an empty 400 that does not name it.</param>
+    private static async Task<IResult> ListAppsAsync(string? after, string? limit, HttpContext http, AppStore apps)
     {
-        if (limit is < 1 or > 1000)
+        int pageSize = 100;
+        if (limit is not null && (!int.TryParse(limit, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture,
+            out pageSize) || pageSize is < 1 or > 1000))
         {
-            return ApiErrors.BadRequest("limit must be between 1 and 1000.");
+            return ApiErrors.BadRequest("limit must be a whole number between 1 and 1000.");
         }
 
-        var page = await apps.ListAsync(after, limit ?? 100, http.RequestAborted);
-        return Results.Ok(new { apps = page.Select(Summary), next = page.Count == (limit ?? 100) ? page[^1].AppId : null });
+        var page = await apps.ListAsync(after, pageSize, http.RequestAborted);
+        return Results.Ok(new { apps = page.Select(Summary), next = page.Count == pageSize ? page[^1].AppId : null });
     }
 
     private static async Task<IResult> GetAppAsync(string appId, HttpContext http, AppStore apps)
