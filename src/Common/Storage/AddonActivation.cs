@@ -13,12 +13,16 @@ public sealed class AddonActivation(IMongoDatabase database)
 
     private readonly IMongoCollection<BsonDocument> _apps = database.GetCollection<BsonDocument>("apps");
 
+    // Both reads run for every prompt, so they return only the field they need rather than the app's secrets and limits.
+    private static readonly ProjectionDefinition<BsonDocument> ActiveOnly = Builders<BsonDocument>.Projection.Include(Field);
+    private static readonly ProjectionDefinition<BsonDocument> IdOnly = Builders<BsonDocument>.Projection.Include("_id");
+
     public async Task<bool> IsActiveAsync(string appId, CancellationToken cancellationToken)
     {
-        var app = await _apps.Find(Builders<BsonDocument>.Filter.Eq("_id", appId)).FirstOrDefaultAsync(cancellationToken);
+        var app = await _apps.Find(Builders<BsonDocument>.Filter.Eq("_id", appId)).Project(ActiveOnly).FirstOrDefaultAsync(cancellationToken);
         return app is not null && app.TryGetValue(Field, out var active) && active.IsBoolean && active.AsBoolean;
     }
 
     public async Task<bool> ExistsAsync(string appId, CancellationToken cancellationToken) =>
-        await _apps.Find(Builders<BsonDocument>.Filter.Eq("_id", appId)).Limit(1).AnyAsync(cancellationToken);
+        await _apps.Find(Builders<BsonDocument>.Filter.Eq("_id", appId)).Project(IdOnly).Limit(1).AnyAsync(cancellationToken);
 }
