@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net;
+using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
@@ -315,6 +316,70 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         Assert.Single(system.Upstream.Requests, r => r.LastUserMessage == prompt);
         Assert.Equal(reported.TotalTokens, month.GetProperty("tokens").GetInt64());
         Assert.True(client.Received.Count(r => r.RequestId == requestId) <= 1);
+    }
+
+    [Fact]
+    public async Task BrokerRestartMidStreamEndsV1Stream()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-v1-midstream-" + Guid.NewGuid().ToString("N"));
+
+        // Not CreateClient, because its capture buffers the whole body, which would hide when each event arrives.
+        using var caller = new HttpClient { BaseAddress = system.IngressUrl, Timeout = Patience };
+        caller.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", $"{app.AppId}.{app.Secret}");
+        string prompt = "v1 stream through a broker restart " + Guid.NewGuid().ToString("N");
+
+        // About 8 s of stream, which is within the 10 s upstream timeout and longer than rabbitmqctl stop_app, which
+        // took 5 to 6 s on a shared 2-core machine.
+        var words = Enumerable.Range(0, 40).Select(i => $"word{i:D3} ").ToList();
+        system.Upstream.Responder = r => r.LastUserMessage == prompt
+            ? ScriptedResponse.Streamed(words, TimeSpan.FromMilliseconds(200))
+            : null;
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = JsonContent.Create(new { stream = true, messages = new object[] { new { role = "user", content = prompt } } }),
+        };
+
+        var clock = Stopwatch.StartNew();
+        var sentAt = DateTimeOffset.UtcNow;
+        using var response = await caller.SendAsync(request, HttpCompletionOption.ResponseHeadersRead).WaitAsync(Patience);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+
+        // Ingress writes an event only for a piece with text, so the first line carries the first piece.
+        string firstLine = await reader.ReadLineAsync().WaitAsync(Patience) ?? "";
+        var firstPieceAt = clock.Elapsed;
+        var upstream = await system.Upstream.WaitForRequestAsync(r => r.LastUserMessage == prompt, Patience);
+        var upstreamEndedAt = upstream.Completion.ContinueWith(_ => clock.Elapsed, TaskScheduler.Default);
+
+        // The rest is read while the broker is down, so that Ingress never waits on a full socket.
+        var rest = reader.ReadToEndAsync();
+        await system.Node.StopAppAsync();
+        var stoppedAt = clock.Elapsed;
+        bool upstreamEndedBeforeStop = upstream.Completion.IsCompleted;
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await system.Node.StartAppAsync();
+        var startedAt = clock.Elapsed;
+        string body = firstLine + "\n" + await rest.WaitAsync(Patience);
+        var endedAt = clock.Elapsed;
+        await WaitUntilReadyAsync();
+
+        // Time for a redelivery of the prompt, which would show as a second upstream request.
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        system.Upstream.Responder = null;
+        var events = body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).ToList();
+        string text = string.Concat(events.Where(e => e != "data: [DONE]").Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement)
+            .Where(e => e.TryGetProperty("choices", out var choices) && choices.GetArrayLength() > 0)
+            .Select(e => e.GetProperty("choices")[0].GetProperty("delta").TryGetProperty("content", out var c) ? c.GetString() : ""));
+        string timing = $"upstream request at {(upstream.ReceivedAt - sentAt).TotalSeconds:F1} s, ended at {(await upstreamEndedAt).TotalSeconds:F1} s, "
+            + $"first piece at {firstPieceAt.TotalSeconds:F1} s, broker stopped at {stoppedAt.TotalSeconds:F1} s, "
+            + $"started at {startedAt.TotalSeconds:F1} s, stream ended at {endedAt.TotalSeconds:F1} s; body:\n{body}";
+
+        Assert.False(upstreamEndedBeforeStop, "The upstream stream ended before the broker stopped: " + timing);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(body.EndsWith("data: [DONE]\n\n", StringComparison.Ordinal), "The stream did not end with [DONE]: " + timing);
+        Assert.DoesNotContain(events, e => e.Contains("\"error\"", StringComparison.Ordinal));
+        Assert.True(string.Concat(words) == text, $"The streamed text differs from the upstream's answer. Received:\n{text}\n{timing}");
+        Assert.Single(system.Upstream.Requests, r => r.LastUserMessage == prompt);
     }
 
     [Fact]

@@ -42,9 +42,11 @@ public sealed partial class PromptRequestedConsumer(
 
     /// <summary>
     /// Maximum wait for one publish of a result and its confirm. While the broker is unreachable, a publish in
-    /// MassTransit 8.5.12 waits for the connection rather than failing.
+    /// MassTransit 8.5.12 waits for the connection rather than failing, and a wait that began before the broker came
+    /// back may not end when it does, so a short try lets the next one reach the new connection. A try that timed out
+    /// but still arrived only publishes the result twice, and Ingress pushes the first.
     /// </summary>
-    public static readonly TimeSpan ResultPublishTimeout = TimeSpan.FromSeconds(10);
+    public static readonly TimeSpan ResultPublishTimeout = TimeSpan.FromSeconds(3);
 
     // Cancelled only when the worker stops. Every step after the claim uses it in place of the delivery's token,
     // which a dropped broker connection cancels, so that an answer in progress is finished, stored and counted.
