@@ -255,9 +255,7 @@ public sealed class StreamingTests(SystemFixture system)
         });
         string body = await response.Content.ReadAsStringAsync();
         var events = body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => e["data: ".Length..]).ToList();
-        string text = string.Concat(events.Where(e => e != "[DONE]").Select(e => JsonDocument.Parse(e).RootElement)
-            .Where(e => e.GetProperty("choices").GetArrayLength() > 0)
-            .Select(e => e.GetProperty("choices")[0].GetProperty("delta").TryGetProperty("content", out var c) ? c.GetString() : ""));
+        string text = ChatChunks.JoinedContent(events);
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);

@@ -167,8 +167,8 @@ public static class CollectionParts
     public const int Count = 64;
 
     /// <summary>
-    /// The number of parts of the previous layout. <see cref="Count"/> is a multiple of it, so a document of its part
-    /// p now belongs to a part whose number leaves p when divided by it, and only those first parts need a move.
+    /// The number of parts of the previous layout. <see cref="Count"/> is a multiple of it, so a document that layout
+    /// kept in part p belongs to a part whose number modulo this one is p, and only the first parts need a move.
     /// </summary>
     public const int EarlierCount = 16;
 

@@ -133,10 +133,6 @@ public static partial class OpenAICompatibleEndpoints
         return ids.Select(id => new OpenAIModel(id, "model", created, "openai")).ToList();
     }
 
-    /// <summary>Returns the error message of an output-token field out of range, also used for a value of the wrong type.</summary>
-    private static string OutputTokensRange(string field, int limit) =>
-        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{field} must be between 1 and {limit}.");
-
     private static async Task CompleteAsync(
         HttpContext http, PromptSubmitter submitter, PendingReplies pending, PromptCanceller canceller, IOptions<PromptOptions> options)
     {
@@ -144,8 +140,8 @@ public static partial class OpenAICompatibleEndpoints
         var (request, error) = await JsonBody.ReadOrFailAsync<OpenAIChatRequest>(http.Request, skipUnknownFields: true,
             new Dictionary<string, string>
             {
-                ["max_tokens"] = OutputTokensRange("max_tokens", outputLimit),
-                ["max_completion_tokens"] = OutputTokensRange("max_completion_tokens", outputLimit),
+                ["max_tokens"] = PromptSubmitter.OutputTokensRange("max_tokens", outputLimit),
+                ["max_completion_tokens"] = PromptSubmitter.OutputTokensRange("max_completion_tokens", outputLimit),
             });
         if (error is not null)
         {
@@ -213,7 +209,7 @@ public static partial class OpenAICompatibleEndpoints
         if (maxTokens is < 1 || maxTokens > outputLimit)
         {
             string field = request.MaxCompletionTokens is null ? "max_tokens" : "max_completion_tokens";
-            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, OutputTokensRange(field, outputLimit), param: field);
+            await WriteErrorAsync(http, StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, PromptSubmitter.OutputTokensRange(field, outputLimit), param: field);
             return;
         }
 

@@ -76,7 +76,7 @@ public sealed partial class PromptSubmitter(
     /// </summary>
     public IReadOnlyDictionary<string, string> FieldRules => _fieldRules ??= new Dictionary<string, string>
     {
-        ["maxOutputTokens"] = OutputTokensRange(options.Value.MaxOutputTokensLimit),
+        ["maxOutputTokens"] = OutputTokensRange("maxOutputTokens", options.Value.MaxOutputTokensLimit),
     };
 
     /// <param name="beforePublish">Runs with the new request id before the publish, so a caller waiting for the result cannot miss it.</param>
@@ -142,7 +142,7 @@ public sealed partial class PromptSubmitter(
 
         if (input.MaxOutputTokens is < 1 || input.MaxOutputTokens > limits.MaxOutputTokensLimit)
         {
-            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, OutputTokensRange(limits.MaxOutputTokensLimit));
+            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest, OutputTokensRange("maxOutputTokens", limits.MaxOutputTokensLimit));
         }
 
         var now = clock.GetUtcNow();
@@ -194,8 +194,9 @@ public sealed partial class PromptSubmitter(
         return new Submission(requestId, StatusCodes.Status202Accepted, null);
     }
 
-    private static string OutputTokensRange(int limit) =>
-        string.Create(CultureInfo.InvariantCulture, $"maxOutputTokens must be between 1 and {limit}.");
+    /// <summary>Returns the message for an output-token field out of range, also used for a value of the wrong type.</summary>
+    public static string OutputTokensRange(string field, int limit) =>
+        string.Create(CultureInfo.InvariantCulture, $"{field} must be between 1 and {limit}.");
 
     private Task ReleaseReservationAsync(Admission admission, Guid requestId) =>
         admission.UsageLimited ? reservations.ReleaseAsync(requestId, CancellationToken.None) : Task.CompletedTask;
