@@ -44,9 +44,9 @@ public sealed class FailureFixture : SystemFixture
         ["Upstream:MaxAttempts"] = "3",
         ["Upstream:RetryBaseDelayMilliseconds"] = "100",
 
-        // Longer than every slow response and stream that the tests expect to arrive, so only the timeout test's
-        // attempts time out.
-        ["Upstream:TimeoutSeconds"] = "10",
+        // Longer than every slow response and stream that the tests expect to arrive, with room for a loaded machine
+        // to stretch the 8 s streams of the broker restart tests, so only the timeout test's attempts time out.
+        ["Upstream:TimeoutSeconds"] = "15",
     });
 
     public override Dictionary<string, string?> IngressSettings() => OnPrivateNode(new(base.IngressSettings()));
@@ -330,7 +330,7 @@ public sealed class FailureTests(FailureFixture system) : IClassFixture<FailureF
         caller.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", $"{app.AppId}.{app.Secret}");
         string prompt = "v1 stream through a broker restart " + Guid.NewGuid().ToString("N");
 
-        // About 8 s of stream, which is within the 10 s upstream timeout and longer than rabbitmqctl stop_app, which
+        // About 8 s of stream, which is within the 15 s upstream timeout and longer than rabbitmqctl stop_app, which
         // took 5.6 to 6.7 s on a shared 2-core machine.
         var words = Enumerable.Range(0, 40).Select(i => $"word{i:D3} ").ToList();
         system.Upstream.Responder = r => r.LastUserMessage == prompt

@@ -374,7 +374,10 @@ public sealed class TenancyTests(SystemFixture system)
             using var afterwards = await later.PostAsJsonAsync("/api/prompts", new { prompt = "after the reserving ones", maxOutputTokens = 100 });
 
             Assert.Equal(3, accepted.Count);
-            Assert.InRange(reserved, 400, 500);
+            if (reserved is < 400 or > 500)
+            {
+                Assert.Fail(await ReservationReportAsync(app, reserved, accepted, marker));
+            }
             Assert.Equal(0, reservedAfter);
             Assert.All(rejected, response =>
             {
@@ -514,6 +517,24 @@ public sealed class TenancyTests(SystemFixture system)
         using var set = await admin.PutAsJsonAsync($"/api/admin/apps/{app.AppId}/limits", limits);
         Assert.Equal(HttpStatusCode.OK, set.StatusCode);
         return app;
+    }
+
+    /// <summary>Returns the results, counters and upstream requests of the reserving prompts, so a failure shows where the reservation went.</summary>
+    private async Task<string> ReservationReportAsync(TestApp app, long reserved, List<(string User, Guid RequestId)> accepted, string marker)
+    {
+        var lines = new List<string> { $"{reserved} tokens reserved" };
+        foreach (var (userId, requestId) in accepted)
+        {
+            using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, userId)));
+            using var response = await user.GetAsync($"/api/prompts/{requestId}");
+            lines.Add($"{requestId}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        }
+
+        var counters = await system.FindAsync(Builders<BsonDocument>.Filter.Eq("appId", app.AppId), AddOnEvents.Common.Storage.UsageStore.CollectionName);
+        lines.AddRange(counters.Select(counter => counter.ToString()));
+        lines.Add($"upstream requests: {system.Upstream.Requests.Count(r => r.LastUserMessage?.StartsWith(marker, StringComparison.Ordinal) == true)}, "
+            + $"queued responses: {system.Upstream.QueuedResponseCount}");
+        return string.Join("\n", lines);
     }
 
     private Task<long> ReservedInMonth(TestApp app) => ReservedAsync($"{app.AppId}|month|{DateTime.UtcNow:yyyy-MM}");
