@@ -91,6 +91,28 @@ public sealed class UsageStoreTests
     }
 
     [Fact]
+    public async Task CountReportsCreatedCounters()
+    {
+        var store = new UsageStore(NewDatabase());
+        string appId = "app_" + Guid.NewGuid().ToString("N")[..12];
+
+        bool first = await store.AddAsync(appId, "known", 5, Now, default);
+        bool again = await store.AddAsync(appId, "known", 5, Now, default);
+        bool appOnly = await store.AddAppAsync(appId, 5, Now, default);
+
+        // Whether or not the two calls share one write, only the new user's counter is created.
+        var known = store.AddAsync(appId, "known", 5, Now, default);
+        var newcomer = store.AddAsync(appId, "newcomer", 5, Now, default);
+        bool[] shared = await Task.WhenAll(known, newcomer);
+
+        Assert.True(first);
+        Assert.False(again);
+        Assert.False(appOnly);
+        Assert.False(shared[0]);
+        Assert.True(shared[1]);
+    }
+
+    [Fact]
     public async Task UnreachableDatabaseFailsEveryWaitingCaller()
     {
         // Port 1 on loopback has no listener, so every write fails once server selection gives up.

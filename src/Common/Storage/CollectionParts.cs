@@ -53,12 +53,23 @@ public sealed class CollectionParts<T>
         return deleted;
     }
 
-    /// <summary>Writes the models of each part in one bulk write per part, all parts at once.</summary>
-    public Task BulkWriteAsync(IEnumerable<(string Id, WriteModel<T> Model)> models, CancellationToken cancellationToken) =>
-        Task.WhenAll(models
-            .GroupBy(entry => CollectionParts.PartOf(entry.Id))
-            .Select(part => _parts[part.Key].BulkWriteAsync(
-                part.Select(entry => entry.Model), new BulkWriteOptions { IsOrdered = false }, cancellationToken)));
+    /// <summary>
+    /// Writes the models of each part in one bulk write per part, all parts at once, and returns the ids of the
+    /// documents that upserts created.
+    /// </summary>
+    public async Task<HashSet<string>> BulkWriteAsync(IEnumerable<(string Id, WriteModel<T> Model)> models, CancellationToken cancellationToken)
+    {
+        var parts = models.GroupBy(entry => CollectionParts.PartOf(entry.Id)).Select(part => part.ToList()).ToList();
+        var results = await Task.WhenAll(parts.Select(part => _parts[CollectionParts.PartOf(part[0].Id)].BulkWriteAsync(
+            part.Select(entry => entry.Model), new BulkWriteOptions { IsOrdered = false }, cancellationToken)));
+        var created = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < parts.Count; i++)
+        {
+            created.UnionWith(results[i].Upserts.Select(upsert => parts[i][upsert.Index].Id));
+        }
+
+        return created;
+    }
 
     /// <summary>
     /// Moves the documents that earlier layouts left in a part other than the one their id hashes to now, and returns

@@ -50,16 +50,17 @@ public sealed class UsageStore
 
     /// <summary>
     /// Adds the upstream's reported usage of one completion to the app's and the user's counters, and returns once
-    /// the database acknowledged the write. Concurrent calls share one bulk write.
+    /// the database acknowledged the write: true when the write created one of the counters. Concurrent calls share
+    /// one bulk write.
     /// </summary>
-    public Task AddAsync(string appId, string userId, long tokens, DateTime now, CancellationToken cancellationToken) =>
+    public Task<bool> AddAsync(string appId, string userId, long tokens, DateTime now, CancellationToken cancellationToken) =>
         _batch.WriteAsync([AppDay(appId, tokens, now), AppMonth(appId, tokens, now), UserMonth(appId, userId, tokens, now)], cancellationToken);
 
     /// <summary>
     /// Adds usage to the app's counters only, for a completion whose user was erased while it ran: the app's bill
-    /// still includes it, but no counter of the user may come back.
+    /// still includes it, but no counter of the user may come back. Returns what <see cref="AddAsync"/> returns.
     /// </summary>
-    public Task AddAppAsync(string appId, long tokens, DateTime now, CancellationToken cancellationToken) =>
+    public Task<bool> AddAppAsync(string appId, long tokens, DateTime now, CancellationToken cancellationToken) =>
         _batch.WriteAsync([AppDay(appId, tokens, now), AppMonth(appId, tokens, now)], cancellationToken);
 
     /// <summary>
@@ -212,13 +213,16 @@ public sealed record CounterIncrement(string Id, string AppId, string Scope, str
 internal sealed class IncrementBatch(CollectionParts<UsageCounter> collection)
 {
     private readonly Lock _gate = new();
-    private List<(CounterIncrement[] Increments, TaskCompletionSource Written)> _queued = [];
+    private List<(CounterIncrement[] Increments, TaskCompletionSource<bool> Written)> _queued = [];
     private bool _writing;
 
-    /// <summary>Queues the increments and completes once a write that includes them is acknowledged, or fails with its error.</summary>
-    public Task WriteAsync(CounterIncrement[] increments, CancellationToken cancellationToken)
+    /// <summary>
+    /// Queues the increments and completes once a write that includes them is acknowledged, with true when that
+    /// write created one of their counters, or fails with the write's error.
+    /// </summary>
+    public Task<bool> WriteAsync(CounterIncrement[] increments, CancellationToken cancellationToken)
     {
-        var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var written = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         bool start;
         lock (_gate)
         {
@@ -252,7 +256,7 @@ internal sealed class IncrementBatch(CollectionParts<UsageCounter> collection)
     {
         while (true)
         {
-            List<(CounterIncrement[] Increments, TaskCompletionSource Written)> batch;
+            List<(CounterIncrement[] Increments, TaskCompletionSource<bool> Written)> batch;
             lock (_gate)
             {
                 if (_queued.Count == 0)
@@ -277,8 +281,8 @@ internal sealed class IncrementBatch(CollectionParts<UsageCounter> collection)
                 .ToList();
             try
             {
-                await collection.BulkWriteAsync(models, CancellationToken.None);
-                batch.ForEach(entry => entry.Written.TrySetResult());
+                var created = await collection.BulkWriteAsync(models, CancellationToken.None);
+                batch.ForEach(entry => entry.Written.TrySetResult(entry.Increments.Any(increment => created.Contains(increment.Id))));
             }
             catch (Exception ex)
             {

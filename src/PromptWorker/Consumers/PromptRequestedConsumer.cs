@@ -570,9 +570,11 @@ public sealed partial class PromptRequestedConsumer(
         var prompt = context.Message;
         var now = clock.GetUtcNow();
         long tokens = spent.TotalTokens;
+        bool quotaChecked = prompt.UsageLimited || prompt.Allowance is not null;
+        bool created = true;
         if (userErased)
         {
-            await usage.AddAppAsync(prompt.AppId, tokens, now.UtcDateTime, _runToken);
+            created = await usage.AddAppAsync(prompt.AppId, tokens, now.UtcDateTime, _runToken);
         }
         else if (prompt.Allowance is { } allowance)
         {
@@ -586,12 +588,14 @@ public sealed partial class PromptRequestedConsumer(
         }
         else
         {
-            await usage.AddAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, _runToken);
+            created = await usage.AddAsync(prompt.AppId, prompt.UserId, tokens, now.UtcDateTime, _runToken);
         }
 
         // Removing an app deletes its counters and results once more after its app record, so a document written
-        // while the app was being removed is deleted either there or here, and none outlives the app.
-        if (!await activation.ExistsAsync(prompt.AppId, _runToken))
+        // while the app was being removed is deleted either there or here, and none outlives the app. A count that
+        // found all its counters in place needs no check: the removal has not deleted them yet and will, or the worker
+        // that created them after the removal checks. Ingress creates quota counters without a check, so those always check.
+        if ((created || quotaChecked) && !await activation.ExistsAsync(prompt.AppId, _runToken))
         {
             await usage.DeleteAppAsync(prompt.AppId, _runToken);
             await results.DeleteAppAsync(prompt.AppId, _runToken);
