@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using AddOnEvents.Common.Storage;
 using AddOnEvents.Ingress.Auth;
 using AddOnEvents.Ingress.Webhooks;
 using AddOnEvents.Tests.Fixtures;
@@ -76,6 +77,46 @@ public sealed class AddonControlTests(SystemFixture system)
 
         Assert.Equal("addon_inactive", result.Code);
         Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == marker);
+    }
+
+    [Fact]
+    public async Task QueuedPromptOfRemovedAppIsForbidden()
+    {
+        var app = await system.CreateAppAsync();
+        await system.RegisterActiveKeyAsync(app, "sk-removed-queue-" + Guid.NewGuid().ToString("N"));
+        using var caller = system.CreateClient(SystemFixture.Bearer($"{app.AppId}.{app.Secret}"));
+        string marker = "accepted then removed " + Guid.NewGuid().ToString("N");
+        await system.StopServiceAsync(nameof(PromptWorker));
+        Task<HttpResponseMessage> answer;
+        try
+        {
+            answer = caller.PostAsJsonAsync("/v1/chat/completions", new { messages = new[] { new { role = "user", content = marker } } });
+
+            // The endpoint returns only the result, so the broker's queue shows when the prompt was accepted.
+            var deadline = DateTime.UtcNow + Patience;
+            while ((await system.Broker.QueueDepthsAsync()).GetValueOrDefault("prompt-requested") == 0 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(200);
+            }
+
+            using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+            using var removed = await admin.DeleteAsync($"/api/admin/apps/{app.AppId}");
+            Assert.Equal(HttpStatusCode.NoContent, removed.StatusCode);
+        }
+        finally
+        {
+            await system.StartServiceAsync(nameof(PromptWorker));
+        }
+
+        using var response = await answer.WaitAsync(Patience);
+        var error = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+        var left = await system.ReadCollectionsAsync(PromptResultStore.CollectionName);
+
+        Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+        Assert.Equal("forbidden", error.GetProperty("code").GetString());
+        Assert.Contains("removed", error.GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == marker);
+        Assert.DoesNotContain(left, d => d.ToJson().Contains(app.AppId, StringComparison.Ordinal));
     }
 
     [Fact]

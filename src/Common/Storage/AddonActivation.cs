@@ -17,12 +17,25 @@ public sealed class AddonActivation(IMongoDatabase database)
     private static readonly ProjectionDefinition<BsonDocument> ActiveOnly = Builders<BsonDocument>.Projection.Include(Field);
     private static readonly ProjectionDefinition<BsonDocument> IdOnly = Builders<BsonDocument>.Projection.Include("_id");
 
-    public async Task<bool> IsActiveAsync(string appId, CancellationToken cancellationToken)
+    public async Task<AddonState> StateAsync(string appId, CancellationToken cancellationToken)
     {
         var app = await _apps.Find(Builders<BsonDocument>.Filter.Eq("_id", appId)).Project(ActiveOnly).FirstOrDefaultAsync(cancellationToken);
-        return app is not null && app.TryGetValue(Field, out var active) && active.IsBoolean && active.AsBoolean;
+        if (app is null)
+        {
+            return AddonState.AppRemoved;
+        }
+
+        return app.TryGetValue(Field, out var active) && active.IsBoolean && active.AsBoolean ? AddonState.Active : AddonState.Inactive;
     }
 
     public async Task<bool> ExistsAsync(string appId, CancellationToken cancellationToken) =>
         await _apps.Find(Builders<BsonDocument>.Filter.Eq("_id", appId)).Project(IdOnly).Limit(1).AnyAsync(cancellationToken);
+}
+
+/// <summary>State of an app's add-on as a worker reads it: active, switched off, or the app removed.</summary>
+public enum AddonState
+{
+    Active,
+    Inactive,
+    AppRemoved,
 }

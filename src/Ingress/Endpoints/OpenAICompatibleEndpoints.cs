@@ -491,7 +491,7 @@ public static partial class OpenAICompatibleEndpoints
     {
         ErrorCodes.RateLimited or ErrorCodes.QuotaExceeded or ErrorCodes.UpstreamRateLimited or ErrorCodes.UpstreamQuotaExhausted =>
             StatusCodes.Status429TooManyRequests,
-        ErrorCodes.UpstreamForbidden => StatusCodes.Status403Forbidden,
+        ErrorCodes.UpstreamForbidden or ErrorCodes.Forbidden or ErrorCodes.AddonInactive => StatusCodes.Status403Forbidden,
         ErrorCodes.ModelNotFound => StatusCodes.Status404NotFound,
         ErrorCodes.UpstreamBadRequest or ErrorCodes.ContentFiltered or ErrorCodes.Refused or ErrorCodes.InvalidRequest => StatusCodes.Status400BadRequest,
         ErrorCodes.NoKeyConfigured or ErrorCodes.KeyInvalid or ErrorCodes.KeyUnreadable or ErrorCodes.UpstreamAuthFailed =>

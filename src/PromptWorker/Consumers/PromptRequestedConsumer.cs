@@ -159,11 +159,14 @@ public sealed partial class PromptRequestedConsumer(
         using var lease = StartLeaseRenewal(prompt, _runToken);
         using var registration = inFlight.Register(prompt.RequestId, prompt.AppId, prompt.UserId, _runToken);
         object result;
+        AddonState? addon = null;
         try
         {
             // A cancel sent while the prompt was queued has already cancelled the token, so no upstream call is made.
             registration.Token.ThrowIfCancellationRequested();
-            result = await AnswerAsync(context, attempt, await appState, registration.Token);
+            var state = await appState;
+            addon = state.Addon;
+            result = await AnswerAsync(context, attempt, state, registration.Token);
         }
         catch (OperationCanceledException) when (registration.CancelledByUser)
         {
@@ -172,9 +175,10 @@ public sealed partial class PromptRequestedConsumer(
 
         await PublishAsync(context, result, storeFirst: true);
 
-        // A prompt that finds its app switched off counts no usage, so the check after counting does not run for it.
-        // Its stored failure must still not outlive an app that was removed meanwhile.
-        if (result is PromptFailed { Code: ErrorCodes.AddonInactive } && !await activation.ExistsAsync(prompt.AppId, _runToken))
+        // A prompt that finds its app switched off or removed counts no usage, so the check after counting does not run
+        // for it. Its stored failure must still not outlive an app that was removed meanwhile.
+        if (addon == AddonState.AppRemoved
+            || (result is PromptFailed { Code: ErrorCodes.AddonInactive } && !await activation.ExistsAsync(prompt.AppId, _runToken)))
         {
             await results.DeleteAppAsync(prompt.AppId, _runToken);
         }
@@ -232,9 +236,9 @@ public sealed partial class PromptRequestedConsumer(
     }
 
     /// <summary>Reads whether the app's add-on is active and its key document, both at once.</summary>
-    private async Task<(bool Active, KeyDocument? Key)> ReadAppStateAsync(string appId, CancellationToken cancellationToken)
+    private async Task<(AddonState Addon, KeyDocument? Key)> ReadAppStateAsync(string appId, CancellationToken cancellationToken)
     {
-        var active = activation.IsActiveAsync(appId, cancellationToken);
+        var active = activation.StateAsync(appId, cancellationToken);
         var key = keys.FindAsync(appId, cancellationToken);
         await Task.WhenAll(active, key);
         return (await active, await key);
@@ -250,11 +254,16 @@ public sealed partial class PromptRequestedConsumer(
         return task;
     }
 
-    private async Task<object> AnswerAsync(ConsumeContext<PromptRequested> context, int firstAttempt, (bool Active, KeyDocument? Key) appState,
+    private async Task<object> AnswerAsync(ConsumeContext<PromptRequested> context, int firstAttempt, (AddonState Addon, KeyDocument? Key) appState,
         CancellationToken cancellationToken)
     {
         var prompt = context.Message;
-        if (!appState.Active)
+        if (appState.Addon == AddonState.AppRemoved)
+        {
+            return Failure(prompt, ErrorCodes.Forbidden, "The app of this prompt was removed before the prompt was answered.");
+        }
+
+        if (appState.Addon == AddonState.Inactive)
         {
             return Failure(prompt, ErrorCodes.AddonInactive, "The add-on is switched off for this app. The developer can switch it on in the console.");
         }
