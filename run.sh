@@ -5,6 +5,8 @@
 # Environment settings:
 #   INGRESS_PORT (5080), KEYWORKER_PORT (5081), PROMPTWORKER_PORT (5082)  HTTP ports of the services
 #   UPSTREAM_BASE_URL  sets Upstream__BaseUrl (the services default to https://api.openai.com/)
+#   FAKE_UPSTREAM_PORT  starts the benchmark's fake OpenAI-compatible server on this port, accepting any key,
+#                       and points the workers at it; FAKE_UPSTREAM_LATENCY_MS (0) delays each of its responses
 #   READY_TIMEOUT_SECONDS (120)  seconds each service may take until /health/ready returns 200
 set -euo pipefail
 
@@ -19,6 +21,9 @@ INGRESS_PORT=${INGRESS_PORT:-5080}
 KEYWORKER_PORT=${KEYWORKER_PORT:-5081}
 PROMPTWORKER_PORT=${PROMPTWORKER_PORT:-5082}
 READY_TIMEOUT_SECONDS=${READY_TIMEOUT_SECONDS:-120}
+FAKE_UPSTREAM_PORT=${FAKE_UPSTREAM_PORT:-}
+FAKE_UPSTREAM_LATENCY_MS=${FAKE_UPSTREAM_LATENCY_MS:-0}
+FAKE_UPSTREAM_DLL=bench/AddOnEvents.Bench/bin/Release/net10.0/AddOnEvents.Bench.dll
 RUN_DIR=$REPO/.run/local
 SERVICES=(Ingress KeyWorker PromptWorker)
 
@@ -55,10 +60,37 @@ stop_services() {
     fi
 }
 
+# Starts the fake upstream when FAKE_UPSTREAM_PORT is set, and waits until it prints its address.
+start_fake_upstream() {
+    [[ -n $FAKE_UPSTREAM_PORT ]] || return 0
+    local log=$RUN_DIR/fake-upstream.log deadline=$((SECONDS + 30))
+    dotnet "$FAKE_UPSTREAM_DLL" fake-upstream --port "$FAKE_UPSTREAM_PORT" --accept-any-key \
+        --latency-ms "$FAKE_UPSTREAM_LATENCY_MS" >"$log" 2>&1 &
+    echo $! >"$RUN_DIR/fake-upstream.pid"
+    until grep -q '^FAKE_UPSTREAM_URL=' "$log"; do
+        kill -0 "$(cat "$RUN_DIR/fake-upstream.pid")" 2>/dev/null || fail "the fake upstream exited: $(tail -n 3 "$log")"
+        ((SECONDS < deadline)) || fail "the fake upstream did not start within 30 s; see $log"
+        sleep 0.2
+    done
+    UPSTREAM_BASE_URL=http://127.0.0.1:$FAKE_UPSTREAM_PORT/
+    echo "Started the fake upstream (pid $(cat "$RUN_DIR/fake-upstream.pid")) on $UPSTREAM_BASE_URL"
+}
+
+stop_fake_upstream() {
+    local pid
+    pid=$(cat "$1/fake-upstream.pid" 2>/dev/null || true)
+    if infra_pid_alive "$pid" AddOnEvents.Bench.dll; then
+        echo "Stopping the fake upstream (pid $pid)"
+        infra_terminate "$pid" 5 AddOnEvents.Bench.dll
+    fi
+    rm -f "$1/fake-upstream.pid"
+}
+
 stop_all() {
     set +e
     trap - EXIT INT TERM
     stop_services "$RUN_DIR"
+    stop_fake_upstream "$RUN_DIR"
     infra_stop_jongodb "$RUN_DIR/jongodb"
     infra_stop_rabbitmq "$RUN_DIR/rabbitmq"
     rm -f "$RUN_DIR/run.pid"
@@ -134,6 +166,7 @@ if [[ -f $RUN_DIR/run.pid ]]; then
 fi
 # Stops what an earlier run left behind when it was killed before its cleanup ran.
 stop_services "$RUN_DIR"
+stop_fake_upstream "$RUN_DIR"
 infra_stop_jongodb "$RUN_DIR/jongodb"
 infra_stop_rabbitmq "$RUN_DIR/rabbitmq"
 rm -rf "$RUN_DIR"
@@ -149,6 +182,14 @@ for name in "${SERVICES[@]}"; do
         fail "port $port on 127.0.0.1 (for $name) is in use; stop what listens there or set ${name^^}_PORT"
     fi
 done
+if [[ -n $FAKE_UPSTREAM_PORT ]]; then
+    [[ -z ${UPSTREAM_BASE_URL:-} ]] || fail "set UPSTREAM_BASE_URL or FAKE_UPSTREAM_PORT, not both"
+    [[ $FAKE_UPSTREAM_PORT =~ ^[0-9]+$ ]] || fail "FAKE_UPSTREAM_PORT must be a port number, not '$FAKE_UPSTREAM_PORT'"
+    [[ $FAKE_UPSTREAM_LATENCY_MS =~ ^[0-9]+$ ]] || fail "FAKE_UPSTREAM_LATENCY_MS must be a whole number of milliseconds, not '$FAKE_UPSTREAM_LATENCY_MS'"
+    if infra_port_in_use "$FAKE_UPSTREAM_PORT"; then
+        fail "port $FAKE_UPSTREAM_PORT on 127.0.0.1 (for the fake upstream) is in use; set another FAKE_UPSTREAM_PORT"
+    fi
+fi
 
 started=$SECONDS
 infra_install
@@ -160,6 +201,7 @@ started=$SECONDS
 rabbitmq_port=$(infra_free_rabbitmq_port)
 infra_start_rabbitmq "$RUN_DIR/rabbitmq" "$rabbitmq_port"
 infra_start_jongodb "$RUN_DIR/jongodb"
+start_fake_upstream
 infra_secrets "$RUN_DIR"
 infra_env
 # The local run serves plain HTTP on 127.0.0.1, so Ingress must accept API calls without HTTPS.
@@ -189,6 +231,7 @@ AddOnEvents is running. Press Ctrl+C to stop it.
   Admin token:        $Auth__AdminToken  (generated for this run only)
   RabbitMQ:           amqp://127.0.0.1:$INFRA_RABBITMQ_PORT, management http://127.0.0.1:$INFRA_RABBITMQ_MGMT_PORT/ (guest/guest)
   MongoDB (jongodb):  ${MONGO_URI%/*}/addonevents
+  Upstream:           ${Upstream__BaseUrl:-https://api.openai.com/}
   Logs:               $RUN_DIR
 EOF
 
@@ -200,6 +243,10 @@ for name in "${SERVICES[@]}"; do
 done
 watched+=("$(cat "$RUN_DIR/jongodb/jongodb.pid")")
 names+=(jongodb)
+if [[ -n $FAKE_UPSTREAM_PORT ]]; then
+    watched+=("$(cat "$RUN_DIR/fake-upstream.pid")")
+    names+=("the fake upstream")
+fi
 # wait returns when a watched process exits, or at once when Ctrl+C runs the INT trap.
 status=0
 wait -n "${watched[@]}" || status=$?
