@@ -199,9 +199,7 @@ public static class IngressApp
 
                     context.Response.Headers.WWWAuthenticate = "Bearer";
                     await ApiErrors.WriteAsync(context.HttpContext, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
-                        context.HttpContext.Request.Path.StartsWithSegments("/v1")
-                            ? "Send an end-user token or appId.appSecret as the Bearer key."
-                            : "The end-user token is missing, expired or invalid. Fetch a new one from the host application.");
+                        BearerChallengeMessage(context.Request));
                 },
                 // A signature alone cannot show that the app still exists and that the secret that requested the
                 // token is not revoked. The app comes from a cache of a few seconds.
@@ -377,5 +375,22 @@ public static class IngressApp
 
         await ApiErrors.WriteAsync(context, StatusCodes.Status500InternalServerError, ErrorCodes.InternalError,
             "AddOnEvents failed to handle the request. Retry later.");
+    }
+
+    /// <summary>Returns what a request that failed Bearer authentication must fix.</summary>
+    private static string BearerChallengeMessage(HttpRequest request)
+    {
+        if (!request.Path.StartsWithSegments("/v1"))
+        {
+            return "The end-user token is missing, expired or invalid. Fetch a new one from the host application.";
+        }
+
+        // App credentials in a Bearer key start with the app id, which end-user tokens never do.
+        if (request.Headers.Authorization.ToString().StartsWith("Bearer app_", StringComparison.Ordinal))
+        {
+            return "The app id or app secret in the Bearer key (appId.appSecret) is wrong.";
+        }
+
+        return "Send an end-user token or appId.appSecret as the Bearer key.";
     }
 }

@@ -178,6 +178,20 @@ public sealed class ApiInputTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task MissingPromptNamesBothForms()
+    {
+        var app = await system.CreateAppAsync();
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "user")));
+
+        using var response = await user.PostAsJsonAsync("/api/prompts", new { stream = false });
+        var body = await response.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("invalid_request", body.GetProperty("code").GetString());
+        Assert.Equal("Send prompt with a free-form question, or action with the text it works on.", body.GetProperty("message").GetString());
+    }
+
+    [Fact]
     public async Task HealthEndpointsAnswer()
     {
         using var anonymous = system.CreateClient();

@@ -251,6 +251,24 @@ public sealed class OpenAIParameterTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task WrongAppSecretIsNamed()
+    {
+        var app = await system.CreateAppAsync();
+        using var caller = system.CreateClient(new AuthenticationHeaderValue("Bearer", $"{app.AppId}.wrong-{app.Secret}"));
+        using var anonymous = system.CreateClient();
+        var body = new { messages = new object[] { new { role = "user", content = "x" } } };
+
+        using var wrongSecret = await caller.PostAsJsonAsync("/v1/chat/completions", body);
+        using var noKey = await anonymous.PostAsJsonAsync("/v1/chat/completions", body);
+        var wrongError = (await wrongSecret.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+        var missingError = (await noKey.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
+
+        Assert.Equal(HttpStatusCode.Unauthorized, wrongSecret.StatusCode);
+        Assert.Equal("The app id or app secret in the Bearer key (appId.appSecret) is wrong.", wrongError.GetProperty("message").GetString());
+        Assert.Equal("Send an end-user token or appId.appSecret as the Bearer key.", missingError.GetProperty("message").GetString());
+    }
+
+    [Fact]
     public async Task UnauthenticatedRequestTellsSdkNotToRetry()
     {
         using var anonymous = system.CreateClient();

@@ -104,6 +104,12 @@ public sealed partial class PromptSubmitter(
                 "Send either prompt, for a free-form question, or action with text, not both.");
         }
 
+        if (input.Action is null && input.Prompt is null)
+        {
+            return Submission.Rejected(StatusCodes.Status400BadRequest, ErrorCodes.InvalidRequest,
+                "Send prompt with a free-form question, or action with the text it works on.");
+        }
+
         bool freeform = input.Action is null;
         string content = (freeform ? input.Prompt : input.Text) ?? "";
         if (string.IsNullOrWhiteSpace(content))
