@@ -157,6 +157,29 @@ restart_ingress_for_demo_app() {
     wait_until_ready Ingress
 }
 
+# Checks the settings before anything of the previous run is stopped or deleted.
+check_port_setting() {
+    local name=$1 value=$2
+    if [[ ! $value =~ ^[0-9]{1,5}$ ]] || ((10#$value < 1 || 10#$value > 65535)); then
+        fail "$name must be a port number from 1 to 65535, not '$value'"
+    fi
+}
+check_port_setting INGRESS_PORT "$INGRESS_PORT"
+check_port_setting KEYWORKER_PORT "$KEYWORKER_PORT"
+check_port_setting PROMPTWORKER_PORT "$PROMPTWORKER_PORT"
+ports=("$INGRESS_PORT" "$KEYWORKER_PORT" "$PROMPTWORKER_PORT")
+if [[ -n $FAKE_UPSTREAM_PORT ]]; then
+    check_port_setting FAKE_UPSTREAM_PORT "$FAKE_UPSTREAM_PORT"
+    [[ -z ${UPSTREAM_BASE_URL:-} ]] || fail "set UPSTREAM_BASE_URL or FAKE_UPSTREAM_PORT, not both"
+    [[ $FAKE_UPSTREAM_LATENCY_MS =~ ^[0-9]+$ ]] ||
+        fail "FAKE_UPSTREAM_LATENCY_MS must be a whole number of milliseconds, not '$FAKE_UPSTREAM_LATENCY_MS'"
+    ports+=("$FAKE_UPSTREAM_PORT")
+fi
+if (($(printf '%s\n' "${ports[@]}" | sed 's/^0*//' | sort -u | wc -l) < ${#ports[@]})); then
+    fail "INGRESS_PORT, KEYWORKER_PORT, PROMPTWORKER_PORT and FAKE_UPSTREAM_PORT must differ (now ${ports[*]})"
+fi
+[[ $READY_TIMEOUT_SECONDS =~ ^[0-9]+$ ]] || fail "READY_TIMEOUT_SECONDS must be a whole number of seconds, not '$READY_TIMEOUT_SECONDS'"
+
 # A second run.sh on the same folder would stop the first one's servers below.
 if [[ -f $RUN_DIR/run.pid ]]; then
     previous=$(cat "$RUN_DIR/run.pid")
@@ -182,13 +205,8 @@ for name in "${SERVICES[@]}"; do
         fail "port $port on 127.0.0.1 (for $name) is in use; stop what listens there or set ${name^^}_PORT"
     fi
 done
-if [[ -n $FAKE_UPSTREAM_PORT ]]; then
-    [[ -z ${UPSTREAM_BASE_URL:-} ]] || fail "set UPSTREAM_BASE_URL or FAKE_UPSTREAM_PORT, not both"
-    [[ $FAKE_UPSTREAM_PORT =~ ^[0-9]+$ ]] || fail "FAKE_UPSTREAM_PORT must be a port number, not '$FAKE_UPSTREAM_PORT'"
-    [[ $FAKE_UPSTREAM_LATENCY_MS =~ ^[0-9]+$ ]] || fail "FAKE_UPSTREAM_LATENCY_MS must be a whole number of milliseconds, not '$FAKE_UPSTREAM_LATENCY_MS'"
-    if infra_port_in_use "$FAKE_UPSTREAM_PORT"; then
-        fail "port $FAKE_UPSTREAM_PORT on 127.0.0.1 (for the fake upstream) is in use; set another FAKE_UPSTREAM_PORT"
-    fi
+if [[ -n $FAKE_UPSTREAM_PORT ]] && infra_port_in_use "$FAKE_UPSTREAM_PORT"; then
+    fail "port $FAKE_UPSTREAM_PORT on 127.0.0.1 (for the fake upstream) is in use; set another FAKE_UPSTREAM_PORT"
 fi
 
 started=$SECONDS

@@ -238,10 +238,10 @@ public sealed partial class PromptRequestedConsumer(
     /// <summary>Reads whether the app's add-on is active and its key document, both at once.</summary>
     private async Task<(AddonState Addon, KeyDocument? Key)> ReadAppStateAsync(string appId, CancellationToken cancellationToken)
     {
-        var active = activation.StateAsync(appId, cancellationToken);
+        var addon = activation.StateAsync(appId, cancellationToken);
         var key = keys.FindAsync(appId, cancellationToken);
-        await Task.WhenAll(active, key);
-        return (await active, await key);
+        await Task.WhenAll(addon, key);
+        return (await addon, await key);
     }
 
     /// <summary>
