@@ -111,7 +111,7 @@ public sealed class AddonControlTests(SystemFixture system)
         using var response = await answer.WaitAsync(Patience);
         var error = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("error");
 
-        // The worker deletes the stored failure after publishing it, so the answer can arrive first.
+        // The worker deletes the stored failure after publishing it, so the response can arrive first.
         var left = await system.ReadCollectionsAsync(PromptResultStore.CollectionName);
         for (var deadline = DateTime.UtcNow + Patience; left.Any(d => d.ToJson().Contains(app.AppId, StringComparison.Ordinal)) && DateTime.UtcNow < deadline;)
         {
