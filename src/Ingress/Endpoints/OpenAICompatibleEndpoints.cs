@@ -137,12 +137,7 @@ public static partial class OpenAICompatibleEndpoints
         HttpContext http, PromptSubmitter submitter, PendingReplies pending, PromptCanceller canceller, IOptions<PromptOptions> options)
     {
         int outputLimit = options.Value.MaxOutputTokensLimit;
-        var (request, error) = await JsonBody.ReadOrFailAsync<OpenAIChatRequest>(http.Request, skipUnknownFields: true,
-            new Dictionary<string, string>
-            {
-                ["max_tokens"] = PromptSubmitter.OutputTokensRange("max_tokens", outputLimit),
-                ["max_completion_tokens"] = PromptSubmitter.OutputTokensRange("max_completion_tokens", outputLimit),
-            });
+        var (request, error) = await JsonBody.ReadOrFailAsync<OpenAIChatRequest>(http.Request, skipUnknownFields: true, submitter.OpenAIFieldRules);
         if (error is not null)
         {
             await WriteErrorAsync(http, error.Status, error.Code, error.Message, param: error.Field);

@@ -69,15 +69,16 @@ public sealed partial class PromptSubmitter(
     ILogger<PromptSubmitter> logger)
 {
     private IReadOnlyDictionary<string, string>? _fieldRules;
+    private IReadOnlyDictionary<string, string>? _openAIFieldRules;
 
     /// <summary>
     /// Range messages by field name for reading a <see cref="PromptInput"/>, so a value of the wrong type gets the
     /// message of the range check in <see cref="SubmitAsync"/>.
     /// </summary>
-    public IReadOnlyDictionary<string, string> FieldRules => _fieldRules ??= new Dictionary<string, string>
-    {
-        ["maxOutputTokens"] = OutputTokensRange("maxOutputTokens", options.Value.MaxOutputTokensLimit),
-    };
+    public IReadOnlyDictionary<string, string> FieldRules => _fieldRules ??= OutputTokenRules("maxOutputTokens");
+
+    /// <summary>Range messages by field name for reading an OpenAI chat request, as <see cref="FieldRules"/> are for a prompt.</summary>
+    public IReadOnlyDictionary<string, string> OpenAIFieldRules => _openAIFieldRules ??= OutputTokenRules("max_tokens", "max_completion_tokens");
 
     /// <param name="beforePublish">Runs with the new request id before the publish, so a caller waiting for the result cannot miss it.</param>
     public async Task<Submission> SubmitAsync(ClaimsPrincipal user, PromptInput input, HttpContext http, Action<Guid>? beforePublish = null)
@@ -203,6 +204,9 @@ public sealed partial class PromptSubmitter(
     /// <summary>Returns the message for an output-token field out of range, also used for a value of the wrong type.</summary>
     public static string OutputTokensRange(string field, int limit) =>
         string.Create(CultureInfo.InvariantCulture, $"{field} must be between 1 and {limit}.");
+
+    private Dictionary<string, string> OutputTokenRules(params string[] fields) =>
+        fields.ToDictionary(field => field, field => OutputTokensRange(field, options.Value.MaxOutputTokensLimit), StringComparer.Ordinal);
 
     private Task ReleaseReservationAsync(Admission admission, Guid requestId) =>
         admission.UsageLimited ? reservations.ReleaseAsync(requestId, CancellationToken.None) : Task.CompletedTask;

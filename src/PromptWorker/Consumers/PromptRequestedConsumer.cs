@@ -602,8 +602,8 @@ public sealed partial class PromptRequestedConsumer(
 
         // Removing an app deletes its counters and results once more after its app record, so a document written
         // while the app was being removed is deleted either there or here, and none outlives the app. A count that
-        // found all its counters in place needs no check: the removal has not deleted them yet and will, or the worker
-        // that created them after the removal checks. Ingress creates quota counters without a check, so those always check.
+        // found its counters in place needs no check, because the removal deletes them later or the worker that created
+        // them again checks. Counts under a quota always check, because Ingress creates quota counters without one.
         if ((created || quotaChecked) && !await activation.ExistsAsync(prompt.AppId, _runToken))
         {
             await usage.DeleteAppAsync(prompt.AppId, _runToken);
