@@ -150,6 +150,45 @@ public sealed class AddonControlTests(SystemFixture system)
     }
 
     [Fact]
+    public async Task AppWithoutControlsFlagReadsControls()
+    {
+        var app = await system.CreateAppAsync();
+
+        // An app stored by an earlier version has no flag and may have controls that were written without one.
+        await system.Database.GetCollection<BsonDocument>("apps").UpdateOneAsync(Builders<BsonDocument>.Filter.Eq("_id", app.AppId),
+            Builders<BsonDocument>.Update.Unset("hasUserControls"));
+        await WriteControlsAsync(app, "legacy-user", new BsonDocument { ["addonDisabled"] = true, ["monthlyTokenAllowance"] = 10L });
+        await system.RegisterActiveKeyAsync(app, "sk-legacy-controls-" + Guid.NewGuid().ToString("N"));
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "legacy-user")));
+
+        using var prompt = await user.PostAsJsonAsync("/api/prompts", new { prompt = "am I switched off?" });
+        var usage = await user.GetFromJsonAsync<JsonElement>("/api/me/usage");
+
+        Assert.Equal(HttpStatusCode.Forbidden, prompt.StatusCode);
+        Assert.Equal("addon_disabled_for_user", await CodeOf(prompt));
+        Assert.Equal(10, usage.GetProperty("monthlyTokenAllowance").GetInt64());
+    }
+
+    [Fact]
+    public async Task AppWithoutControlsSkipsTheirRead()
+    {
+        var app = await system.CreateAppAsync();
+        var storedFlag = (await AppDocumentAsync(app)).GetValue("hasUserControls", BsonNull.Value);
+
+        // Controls written past the API leave the app's flag false, so they take effect only if Ingress reads them.
+        await WriteControlsAsync(app, "unread-user", new BsonDocument { ["addonDisabled"] = true, ["monthlyTokenAllowance"] = 10L });
+        await system.RegisterActiveKeyAsync(app, "sk-unread-controls-" + Guid.NewGuid().ToString("N"));
+        using var user = system.CreateClient(SystemFixture.Bearer(await system.IssueUserTokenAsync(app, "unread-user")));
+
+        using var prompt = await user.PostAsJsonAsync("/api/prompts", new { prompt = "are my controls read?" });
+        var usage = await user.GetFromJsonAsync<JsonElement>("/api/me/usage");
+
+        Assert.Equal(BsonBoolean.False, storedFlag);
+        Assert.Equal(HttpStatusCode.Accepted, prompt.StatusCode);
+        Assert.Equal(JsonValueKind.Null, usage.GetProperty("monthlyTokenAllowance").ValueKind);
+    }
+
+    [Fact]
     public async Task FreeformOffStillAllowsPresetActions()
     {
         var app = await system.CreateAppAsync();
@@ -490,6 +529,15 @@ public sealed class AddonControlTests(SystemFixture system)
     private Task WriteAppFieldsAsync(TestApp app, BsonDocument fields) =>
         system.Database.GetCollection<BsonDocument>("apps").UpdateOneAsync(Builders<BsonDocument>.Filter.Eq("_id", app.AppId),
             new BsonDocument("$set", fields));
+
+    /// <summary>Stores a user's controls in the database directly, leaving the app document as it is.</summary>
+    private Task WriteControlsAsync(TestApp app, string userId, BsonDocument controls)
+    {
+        string pseudonym = system.ServicesOf(nameof(Ingress)).GetRequiredService<UserTokens>().Pseudonym(app.AppId, userId);
+        controls["_id"] = $"{app.AppId}|{pseudonym}";
+        controls["updatedAt"] = DateTime.UtcNow;
+        return system.Database.GetCollection<BsonDocument>("userControls").InsertOneAsync(controls);
+    }
 
     [Fact]
     public async Task UserErasureRemovesOnlyThatUser()

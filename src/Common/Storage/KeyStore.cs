@@ -113,8 +113,10 @@ public sealed class KeyStore(IMongoDatabase database)
     private readonly IMongoCollection<KeyDocument> _keys = database.GetCollection<KeyDocument>("keys");
     private readonly IMongoCollection<KeyVersionCounter> _versions = database.GetCollection<KeyVersionCounter>("keyVersions");
 
+    private static readonly StoredField<KeyDocument, string> AppIdField = new(k => k.AppId);
+
     public Task<KeyDocument?> FindAsync(string appId, CancellationToken cancellationToken) =>
-        _keys.Find(k => k.AppId == appId).FirstOrDefaultAsync(cancellationToken)!;
+        _keys.Find(Builders<KeyDocument>.Filter.Eq(AppIdField, appId)).FirstOrDefaultAsync(cancellationToken)!;
 
     /// <summary>Returns a new key version for the app, higher than every version handed out before.</summary>
     public async Task<long> AllocateVersionAsync(string appId, CancellationToken cancellationToken)

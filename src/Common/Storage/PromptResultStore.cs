@@ -96,10 +96,19 @@ public sealed class PromptResultStore(IMongoDatabase database)
 
     public const string CollectionName = "promptResults";
 
+    private static readonly StoredField<PromptResultDocument, Guid> RequestIdField = new(r => r.RequestId);
+    private static readonly StoredField<PromptResultDocument, string> StatusField = new(r => r.Status);
+    private static readonly StoredField<PromptResultDocument, string?> TextField = new(r => r.Text);
+    private static readonly StoredField<PromptResultDocument, string?> FinishReasonField = new(r => r.FinishReason);
+    private static readonly StoredField<PromptResultDocument, TokenUsage?> UsageField = new(r => r.Usage);
+    private static readonly StoredField<PromptResultDocument, string?> CodeField = new(r => r.Code);
+    private static readonly StoredField<PromptResultDocument, string?> MessageField = new(r => r.Message);
+    private static readonly StoredField<PromptResultDocument, int?> RetryAfterField = new(r => r.RetryAfterSeconds);
+
     private readonly CollectionParts<PromptResultDocument> _results = new(database, CollectionName);
 
     public Task<PromptResultDocument?> FindAsync(Guid requestId, CancellationToken cancellationToken) =>
-        _results.For(requestId).Find(r => r.RequestId == requestId).FirstOrDefaultAsync(cancellationToken)!;
+        _results.For(requestId).Find(Builders<PromptResultDocument>.Filter.Eq(RequestIdField, requestId)).FirstOrDefaultAsync(cancellationToken)!;
 
     /// <summary>
     /// Claims a request for one worker: inserts the record, or takes over a pending record whose lease ran out
@@ -241,8 +250,9 @@ public sealed class PromptResultStore(IMongoDatabase database)
     /// <summary>Records the final result; the first one written wins and later ones are ignored.</summary>
     public async Task<FinishOutcome> FinishAsync(Guid requestId, UpdateDefinition<PromptResultDocument> result, CancellationToken cancellationToken)
     {
+        var filter = Builders<PromptResultDocument>.Filter;
         var outcome = await _results.For(requestId).UpdateOneAsync(
-            r => r.RequestId == requestId && r.Status == PromptStatus.Pending,
+            filter.Eq(RequestIdField, requestId) & filter.Eq(StatusField, PromptStatus.Pending),
             result,
             cancellationToken: cancellationToken);
         if (outcome.ModifiedCount > 0)
@@ -255,17 +265,17 @@ public sealed class PromptResultStore(IMongoDatabase database)
 
     public static UpdateDefinition<PromptResultDocument> Completed(PromptCompleted completed) =>
         Builders<PromptResultDocument>.Update
-            .Set(r => r.Status, PromptStatus.Completed)
-            .Set(r => r.Text, completed.Text)
-            .Set(r => r.FinishReason, completed.FinishReason)
-            .Set(r => r.Usage, completed.Usage);
+            .Set(StatusField, PromptStatus.Completed)
+            .Set(TextField, completed.Text)
+            .Set(FinishReasonField, completed.FinishReason)
+            .Set(UsageField, completed.Usage);
 
     public static UpdateDefinition<PromptResultDocument> Failed(PromptFailed failed) =>
         Builders<PromptResultDocument>.Update
-            .Set(r => r.Status, PromptStatus.Failed)
-            .Set(r => r.Code, failed.Code)
-            .Set(r => r.Message, failed.Message)
-            .Set(r => r.RetryAfterSeconds, failed.RetryAfterSeconds);
+            .Set(StatusField, PromptStatus.Failed)
+            .Set(CodeField, failed.Code)
+            .Set(MessageField, failed.Message)
+            .Set(RetryAfterField, failed.RetryAfterSeconds);
 
     public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) =>
         _results.DeleteManyAsync(Builders<PromptResultDocument>.Filter.Where(r => r.AppId == appId), cancellationToken);

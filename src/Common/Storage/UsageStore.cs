@@ -28,6 +28,19 @@ public sealed class UsageCounter
     public long Reserved { get; set; }
 
     public DateTime ExpiresAt { get; set; }
+
+    /// <summary>Fields of the counters that every prompt writes, each rendered once.</summary>
+    internal static class Fields
+    {
+        public static readonly StoredField<UsageCounter, string> Id = new(u => u.Id);
+        public static readonly StoredField<UsageCounter, string> AppId = new(u => u.AppId);
+        public static readonly StoredField<UsageCounter, string> Scope = new(u => u.Scope);
+        public static readonly StoredField<UsageCounter, string> Period = new(u => u.Period);
+        public static readonly StoredField<UsageCounter, long> Tokens = new(u => u.Tokens);
+        public static readonly StoredField<UsageCounter, long> Requests = new(u => u.Requests);
+        public static readonly StoredField<UsageCounter, long> Reserved = new(u => u.Reserved);
+        public static readonly StoredField<UsageCounter, DateTime> ExpiresAt = new(u => u.ExpiresAt);
+    }
 }
 
 /// <summary>Token and request usage per app and day, per app and month, and per end user and month (UTC periods).</summary>
@@ -114,14 +127,14 @@ public sealed class UsageStore
     public async Task<bool> TryReserveAsync(QuotaCounter counter, long tokens, CancellationToken cancellationToken)
     {
         var filter = Builders<UsageCounter>.Filter;
-        var room = filter.Eq(u => u.Id, counter.Counter.Id)
-            & (filter.Lt(u => u.Reserved, counter.Limit - counter.Used) | filter.Exists(u => u.Reserved, exists: false));
+        var room = filter.Eq(UsageCounter.Fields.Id, counter.Counter.Id)
+            & (filter.Lt(UsageCounter.Fields.Reserved, counter.Limit - counter.Used) | filter.Exists(UsageCounter.Fields.Reserved, exists: false));
         var update = Builders<UsageCounter>.Update
-            .Inc(u => u.Reserved, tokens)
-            .SetOnInsert(u => u.AppId, counter.Counter.AppId)
-            .SetOnInsert(u => u.Scope, counter.Counter.Scope)
-            .SetOnInsert(u => u.Period, counter.Counter.Period)
-            .SetOnInsert(u => u.ExpiresAt, counter.Counter.ExpiresAt);
+            .Inc(UsageCounter.Fields.Reserved, tokens)
+            .SetOnInsert(UsageCounter.Fields.AppId, counter.Counter.AppId)
+            .SetOnInsert(UsageCounter.Fields.Scope, counter.Counter.Scope)
+            .SetOnInsert(UsageCounter.Fields.Period, counter.Counter.Period)
+            .SetOnInsert(UsageCounter.Fields.ExpiresAt, counter.Counter.ExpiresAt);
 
         // The upsert creates a counter that does not exist yet. On one that exists but has no room it tries to
         // insert a second document with the same id, and the duplicate key means "no room". Two first prompts
@@ -147,7 +160,7 @@ public sealed class UsageStore
     public Task ReleaseReservedAsync(IEnumerable<string> counterIds, long tokens, CancellationToken cancellationToken) =>
         _usage.BulkWriteAsync(
             counterIds.Select(id => (id, (WriteModel<UsageCounter>)new UpdateOneModel<UsageCounter>(
-                Builders<UsageCounter>.Filter.Eq(u => u.Id, id), Builders<UsageCounter>.Update.Inc(u => u.Reserved, -tokens)))),
+                Builders<UsageCounter>.Filter.Eq(UsageCounter.Fields.Id, id), Builders<UsageCounter>.Update.Inc(UsageCounter.Fields.Reserved, -tokens)))),
             cancellationToken);
 
     public Task DeleteAppAsync(string appId, CancellationToken cancellationToken) =>
@@ -174,7 +187,7 @@ public sealed class UsageStore
             .Inc(u => u.Reserved, old.Reserved), cancellationToken);
 
     private Task<UsageCounter?> FindAsync(string id, CancellationToken cancellationToken) =>
-        _usage.For(id).Find(u => u.Id == id).FirstOrDefaultAsync(cancellationToken)!;
+        _usage.For(id).Find(Builders<UsageCounter>.Filter.Eq(UsageCounter.Fields.Id, id)).FirstOrDefaultAsync(cancellationToken)!;
 
     private static string AppDayId(string appId, DateTime now) => $"{appId}|day|{Day(now)}";
 
@@ -242,14 +255,14 @@ internal sealed class IncrementBatch(CollectionParts<UsageCounter> collection)
 
     /// <summary>Returns the upsert of one increment, with the id of the counter it writes.</summary>
     public static (string Id, UpdateOneModel<UsageCounter> Model) Model(CounterIncrement increment) =>
-        (increment.Id, new(Builders<UsageCounter>.Filter.Eq(u => u.Id, increment.Id),
+        (increment.Id, new(Builders<UsageCounter>.Filter.Eq(UsageCounter.Fields.Id, increment.Id),
             Builders<UsageCounter>.Update
-                .Inc(u => u.Tokens, increment.Tokens)
-                .Inc(u => u.Requests, increment.Requests)
-                .SetOnInsert(u => u.AppId, increment.AppId)
-                .SetOnInsert(u => u.Scope, increment.Scope)
-                .SetOnInsert(u => u.Period, increment.Period)
-                .SetOnInsert(u => u.ExpiresAt, increment.ExpiresAt))
+                .Inc(UsageCounter.Fields.Tokens, increment.Tokens)
+                .Inc(UsageCounter.Fields.Requests, increment.Requests)
+                .SetOnInsert(UsageCounter.Fields.AppId, increment.AppId)
+                .SetOnInsert(UsageCounter.Fields.Scope, increment.Scope)
+                .SetOnInsert(UsageCounter.Fields.Period, increment.Period)
+                .SetOnInsert(UsageCounter.Fields.ExpiresAt, increment.ExpiresAt))
         { IsUpsert = true });
 
     private async Task DrainAsync()
@@ -304,13 +317,13 @@ public sealed class RateCounterStore(IMongoDatabase database)
     {
         string window = now.ToString("yyyyMMddHHmm", CultureInfo.InvariantCulture);
         string id = scope + "|" + window;
-        var counter = await _counters.For(id).FindOneAndUpdateAsync<UsageCounter>(
-            c => c.Id == id,
+        var counter = await _counters.For(id).FindOneAndUpdateAsync(
+            Builders<UsageCounter>.Filter.Eq(UsageCounter.Fields.Id, id),
             Builders<UsageCounter>.Update
-                .Inc(c => c.Requests, 1)
-                .SetOnInsert(c => c.Scope, scope)
-                .SetOnInsert(c => c.Period, window)
-                .SetOnInsert(c => c.ExpiresAt, now.AddMinutes(2)),
+                .Inc(UsageCounter.Fields.Requests, 1)
+                .SetOnInsert(UsageCounter.Fields.Scope, scope)
+                .SetOnInsert(UsageCounter.Fields.Period, window)
+                .SetOnInsert(UsageCounter.Fields.ExpiresAt, now.AddMinutes(2)),
             new FindOneAndUpdateOptions<UsageCounter> { IsUpsert = true, ReturnDocument = ReturnDocument.After },
             cancellationToken);
         return counter.Requests;

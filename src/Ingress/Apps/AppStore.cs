@@ -62,6 +62,19 @@ public sealed class AppDocument
     public DateTime CreatedAt { get; set; }
 
     /// <summary>
+    /// Whether the host has ever stored per-user controls for this app. It is set to true before the first controls
+    /// are written and never reset. It is null on documents stored before this field existed, whose apps may have
+    /// controls.
+    /// </summary>
+    public bool? HasUserControls { get; set; }
+
+    /// <summary>
+    /// Tells whether a user's controls must be read, which only an app known to never have had any can skip.
+    /// </summary>
+    [BsonIgnore]
+    public bool MayHaveUserControls => HasUserControls != false;
+
+    /// <summary>
     /// Tells whether the secret with this id still works. End-user tokens name the secret that issued them, so
     /// revoking a leaked secret also ends the tokens minted with it.
     /// </summary>
@@ -267,6 +280,7 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
             CreatedAt = now,
             Limits = newAppLimits.Value.Copy(),
             Secrets = [Hash(secret, now)],
+            HasUserControls = false,
         }, cancellationToken: cancellationToken);
         return (appId, secret);
     }
@@ -317,6 +331,24 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
         var result = await _apps.UpdateOneAsync(a => a.AppId == appId, update, cancellationToken: cancellationToken);
         cache.Remove("app:" + appId);
         return result.MatchedCount > 0;
+    }
+
+    /// <summary>
+    /// Records that the app has per-user controls, so prompts read them from now on: at once on this instance and,
+    /// once their app cache expires, within 5 seconds on the others. Call it before the controls are written, so no
+    /// instance can find stored controls while the app's flag is still false in the database.
+    /// </summary>
+    public async Task MarkUserControlsAsync(string appId, CancellationToken cancellationToken)
+    {
+        // The flag is never reset, so a cached true is still true and the write can be skipped.
+        if (cache.TryGetValue("app:" + appId, out AppDocument? cached) && cached?.HasUserControls == true)
+        {
+            return;
+        }
+
+        await _apps.UpdateOneAsync(a => a.AppId == appId, Builders<AppDocument>.Update.Set(a => a.HasUserControls, true),
+            cancellationToken: cancellationToken);
+        cache.Remove("app:" + appId);
     }
 
     public async Task<bool> SetActivationAsync(string appId, bool active, CancellationToken cancellationToken)

@@ -28,6 +28,8 @@ public sealed class UserControlStore(IMongoDatabase database, IMemoryCache cache
     // As long as the app's own cache in AppStore, so a change reaches every instance within the same few seconds.
     private static readonly TimeSpan CacheLifetime = TimeSpan.FromSeconds(5);
 
+    private static readonly StoredField<UserControls, string> IdField = new(c => c.Id);
+
     private readonly IMongoCollection<UserControls> _controls = database.GetCollection<UserControls>("userControls");
 
     public static string IdOf(string appId, string pseudonym) => appId + "|" + pseudonym;
@@ -35,7 +37,7 @@ public sealed class UserControlStore(IMongoDatabase database, IMemoryCache cache
     public Task<UserControls?> FindAsync(string appId, string pseudonym, CancellationToken cancellationToken)
     {
         string id = IdOf(appId, pseudonym);
-        return _controls.Find(c => c.Id == id).FirstOrDefaultAsync(cancellationToken)!;
+        return _controls.Find(Builders<UserControls>.Filter.Eq(IdField, id)).FirstOrDefaultAsync(cancellationToken)!;
     }
 
     /// <summary>

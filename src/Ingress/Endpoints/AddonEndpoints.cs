@@ -126,8 +126,8 @@ public static partial class AddonEndpoints
     /// Stores the host's controls for one end user. They apply to the user's next prompt whatever token the user
     /// presents, at once on this instance and within 5 seconds on the others.
     /// </summary>
-    private static async Task<IResult> SetUserControlsAsync(string appId, string userId, HttpContext http, UserControlStore store, UserTokens tokens,
-        TimeProvider clock)
+    private static async Task<IResult> SetUserControlsAsync(string appId, string userId, HttpContext http, AppStore apps, UserControlStore store,
+        UserTokens tokens, TimeProvider clock)
     {
         if (CheckUser(http, appId, ref userId) is { } rejected)
         {
@@ -154,6 +154,7 @@ public static partial class AddonEndpoints
             AllowanceThresholdPercent = input.AllowanceThresholdPercent,
             UpdatedAt = clock.GetUtcNow().UtcDateTime,
         };
+        await apps.MarkUserControlsAsync(appId, http.RequestAborted);
         await store.SaveAsync(controls, http.RequestAborted);
         return Results.Ok(new { appId, userId, input.AddonDisabled, input.FreeformDisabled, input.MonthlyTokenAllowance, input.AllowanceThresholdPercent });
     }
@@ -321,13 +322,19 @@ public static partial class AddonEndpoints
         WebhookOutbox Webhooks);
 
     /// <summary>Returns the end user's tokens this month and, when the host set an allowance, what is left of it.</summary>
-    private static async Task<IResult> GetOwnUsageAsync(HttpContext http, UserTokens tokens, UsageStore usage, UserControlStore store, TimeProvider clock)
+    private static async Task<IResult> GetOwnUsageAsync(HttpContext http, UserTokens tokens, UsageStore usage, AppStore apps, UserControlStore store,
+        TimeProvider clock)
     {
         string appId = http.User.FindFirst(AuthSchemes.AppIdClaim)!.Value;
         string pseudonym = tokens.Pseudonym(http.User)!;
         var now = clock.GetUtcNow().UtcDateTime;
         long used = (await usage.GetUserMonthAsync(appId, pseudonym, now, http.RequestAborted))?.Tokens ?? 0;
-        var allowance = PromptLimiter.AllowanceOf(http.User, await store.FindAsync(appId, pseudonym, http.RequestAborted));
+
+        // The add-on calls this after every answer, so an app without controls skips their read as prompts do. Token
+        // validation has just cached the app, so this costs no database read.
+        var app = await apps.FindCachedAsync(appId, http.RequestAborted);
+        var controls = app is { MayHaveUserControls: false } ? null : await store.FindAsync(appId, pseudonym, http.RequestAborted);
+        var allowance = PromptLimiter.AllowanceOf(http.User, controls);
         return Results.Ok(new
         {
             period = UsageStore.Month(now),

@@ -63,7 +63,8 @@ public sealed class PromptLimiter(
                 "The add-on is switched off for this app. The developer can switch it on in the console.");
         }
 
-        var controls = await userControls.FindCachedAsync(appId, pseudonym, cancellationToken);
+        // With many users the per-user cache misses on most prompts, so an app that never had controls skips the database read.
+        var controls = app.MayHaveUserControls ? await userControls.FindCachedAsync(appId, pseudonym, cancellationToken) : null;
         if (controls?.AddonDisabled == true || ClaimBool(user, UserTokens.AddonDisabledClaim))
         {
             return Reject(StatusCodes.Status403Forbidden, ErrorCodes.AddonDisabledForUser, "The add-on is switched off for your account.");
