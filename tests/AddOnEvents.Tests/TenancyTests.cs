@@ -531,7 +531,12 @@ public sealed class TenancyTests(SystemFixture system)
         }
 
         var counters = await system.FindAsync(Builders<BsonDocument>.Filter.Eq("appId", app.AppId), AddOnEvents.Common.Storage.UsageStore.CollectionName);
-        lines.AddRange(counters.Select(counter => counter.ToString()));
+        lines.AddRange(counters.Select(counter => "counter: " + counter));
+        var dayCounters = await system.FindAsync(
+            Builders<BsonDocument>.Filter.Eq("_id", $"{app.AppId}|day|{DateTime.UtcNow:yyyy-MM-dd}"), AddOnEvents.Common.Storage.UsageStore.CollectionName);
+        lines.Add($"day counter read by id now: {string.Join(", ", dayCounters)}");
+        var reservations = await system.FindAsync(Builders<BsonDocument>.Filter.Eq("appId", app.AppId), "tokenReservations");
+        lines.AddRange(reservations.Select(reservation => "reservation: " + reservation));
         lines.Add($"upstream requests: {system.Upstream.Requests.Count(r => r.LastUserMessage?.StartsWith(marker, StringComparison.Ordinal) == true)}, "
             + $"queued responses: {system.Upstream.QueuedResponseCount}");
         return string.Join("\n", lines);

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using System.Security.Claims;
 using System.Security.Cryptography;
@@ -268,6 +269,10 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
     private const int MaxSecretWriteAttempts = 10;
     private readonly IMongoCollection<AppDocument> _apps = database.GetCollection<AppDocument>("apps");
 
+    // Counts the changes this instance made to each app. A read that a change overtook must not refill the cache
+    // after the change emptied it, or the old app would be served for another 5 seconds on this instance too.
+    private readonly ConcurrentDictionary<string, long> _changes = new(StringComparer.Ordinal);
+
     public async Task<(string AppId, string Secret)> CreateAsync(string name, CancellationToken cancellationToken)
     {
         string appId = "app_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8));
@@ -295,7 +300,7 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
     public async Task<bool> DeleteAsync(string appId, CancellationToken cancellationToken)
     {
         var result = await _apps.DeleteOneAsync(a => a.AppId == appId, cancellationToken);
-        cache.Remove("app:" + appId);
+        Forget(appId);
         return result.DeletedCount > 0;
     }
 
@@ -317,10 +322,28 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
             return cached;
         }
 
+        long changes = ChangesOf(appId);
         var app = await FindAsync(appId, cancellationToken);
         cache.Set("app:" + appId, app, AppCacheLifetime);
+
+        // A change made before the entry was stored removed nothing, so the entry goes now. One made after it
+        // removes the entry itself.
+        if (ChangesOf(appId) != changes)
+        {
+            cache.Remove("app:" + appId);
+        }
+
         return app;
     }
+
+    /// <summary>Drops the cached app after a change made through this instance, so the change applies here at once.</summary>
+    private void Forget(string appId)
+    {
+        _changes.AddOrUpdate(appId, 1, (_, count) => count + 1);
+        cache.Remove("app:" + appId);
+    }
+
+    private long ChangesOf(string appId) => _changes.TryGetValue(appId, out long count) ? count : 0;
 
     /// <summary>Stores the operator's limits, or with <paramref name="developer"/> the developer's own.</summary>
     public async Task<bool> SetLimitsAsync(string appId, AppLimits limits, CancellationToken cancellationToken, bool developer = false)
@@ -329,7 +352,7 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
             ? Builders<AppDocument>.Update.Set(a => a.DeveloperLimits, limits)
             : Builders<AppDocument>.Update.Set(a => a.Limits, limits);
         var result = await _apps.UpdateOneAsync(a => a.AppId == appId, update, cancellationToken: cancellationToken);
-        cache.Remove("app:" + appId);
+        Forget(appId);
         return result.MatchedCount > 0;
     }
 
@@ -348,14 +371,14 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
 
         await _apps.UpdateOneAsync(a => a.AppId == appId, Builders<AppDocument>.Update.Set(a => a.HasUserControls, true),
             cancellationToken: cancellationToken);
-        cache.Remove("app:" + appId);
+        Forget(appId);
     }
 
     public async Task<bool> SetActivationAsync(string appId, bool active, CancellationToken cancellationToken)
     {
         var result = await _apps.UpdateOneAsync(a => a.AppId == appId, Builders<AppDocument>.Update.Set(a => a.AddonActive, active),
             cancellationToken: cancellationToken);
-        cache.Remove("app:" + appId);
+        Forget(appId);
         return result.MatchedCount > 0;
     }
 
@@ -387,7 +410,7 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
         }
 
         await _apps.UpdateOneAsync(a => a.AppId == appId, update, cancellationToken: cancellationToken);
-        cache.Remove("app:" + appId);
+        Forget(appId);
         return secret;
     }
 
@@ -445,7 +468,7 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
             LogLegacyWebhookSecretSealFailed(appId, ex.GetType().Name);
         }
 
-        cache.Remove("app:" + appId);
+        Forget(appId);
     }
 
     /// <summary>
@@ -515,7 +538,7 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
             var written = await _apps.UpdateOneAsync(VersionFilter(appId, app.Version), update, cancellationToken: cancellationToken);
             if (written.MatchedCount > 0)
             {
-                cache.Remove("app:" + appId);
+                Forget(appId);
                 return SecretChange.Done;
             }
         }
