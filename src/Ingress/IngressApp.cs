@@ -199,7 +199,7 @@ public static class IngressApp
 
                     context.Response.Headers.WWWAuthenticate = "Bearer";
                     await ApiErrors.WriteAsync(context.HttpContext, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
-                        BearerChallengeMessage(context.Request));
+                        context.AuthenticateFailure is TokenRejectedException rejected ? rejected.Message : BearerChallengeMessage(context.Request));
                 },
                 // A signature alone cannot show that the app still exists and that the secret that requested the
                 // token is not revoked. The app comes from a cache of a few seconds.
@@ -220,9 +220,13 @@ public static class IngressApp
                     }
 
                     var now = context.HttpContext.RequestServices.GetRequiredService<TimeProvider>().GetUtcNow().UtcDateTime;
-                    if (app is null || !app.HasActiveSecret(context.Principal, now))
+                    if (app is null)
                     {
-                        context.Fail("The token's app no longer exists or the app secret that issued it was revoked.");
+                        context.Fail(new TokenRejectedException(PromptLimiter.AppRemovedMessage));
+                    }
+                    else if (!app.HasActiveSecret(context.Principal, now))
+                    {
+                        context.Fail(new TokenRejectedException(PromptLimiter.SecretRevokedMessage));
                     }
 
                     // The host API never issues these ids. "@app" stands for the app's own backend, whose results must

@@ -4,6 +4,7 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using AddOnEvents.Common.Storage;
 using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Prompts;
 using AddOnEvents.Ingress.Webhooks;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.AspNetCore.Builder;
@@ -77,6 +78,23 @@ public sealed class AddonControlTests(SystemFixture system)
 
         Assert.Equal("addon_inactive", result.Code);
         Assert.DoesNotContain(system.Upstream.Requests, r => r.LastUserMessage == marker);
+    }
+
+    [Fact]
+    public async Task TokenOfRemovedAppIsNamed()
+    {
+        var app = await system.CreateAppAsync();
+        string token = await system.IssueUserTokenAsync(app, "u");
+        using var admin = system.CreateClient(SystemFixture.Bearer(system.Secrets.AdminToken));
+        using var removed = await admin.DeleteAsync($"/api/admin/apps/{app.AppId}");
+
+        using var prompt = await system.CreateClient(SystemFixture.Bearer(token)).PostAsJsonAsync("/api/prompts", new { prompt = "anyone there?" });
+        var error = await prompt.Content.ReadFromJsonAsync<JsonElement>();
+
+        Assert.Equal(HttpStatusCode.NoContent, removed.StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, prompt.StatusCode);
+        Assert.Equal("unauthorized", error.GetProperty("code").GetString());
+        Assert.Equal(PromptLimiter.AppRemovedMessage, error.GetProperty("message").GetString());
     }
 
     [Fact]

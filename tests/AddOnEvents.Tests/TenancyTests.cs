@@ -5,6 +5,7 @@ using System.Security.Claims;
 using System.Text.Json;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Auth;
+using AddOnEvents.Ingress.Prompts;
 using AddOnEvents.Tests.Fixtures;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.AspNetCore.SignalR.Client;
@@ -866,6 +867,7 @@ public sealed class TenancyTests(SystemFixture system)
             Assert.Equal(HubConnectionState.Disconnected, onFirst.Connection.State);
             Assert.Equal(HubConnectionState.Disconnected, onSecond.Connection.State);
             Assert.Equal(HttpStatusCode.Unauthorized, overHttp.StatusCode);
+            Assert.Equal(PromptLimiter.SecretRevokedMessage, (await overHttp.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("message").GetString());
             Assert.Equal(HttpStatusCode.Accepted, withNewToken.StatusCode);
         }
         finally

@@ -40,21 +40,24 @@ public sealed class PromptLimiter(
     /// <summary>Share of the allowance, in percent, at which the host is told when it chose none.</summary>
     public const int DefaultThresholdPercent = 80;
 
+    public const string AppRemovedMessage = "The app of this token no longer exists.";
+
+    public const string SecretRevokedMessage = "The app secret that issued this token was revoked. Fetch a new token from the host application.";
+
     public async Task<Admission> AdmitAsync(ClaimsPrincipal user, string appId, string pseudonym, PromptToAdmit prompt, CancellationToken cancellationToken)
     {
         var (model, requestedOutputTokens, freeform) = (prompt.Model, prompt.RequestedOutputTokens, prompt.Freeform);
         var app = await apps.FindCachedAsync(appId, cancellationToken);
         if (app is null)
         {
-            return Reject(StatusCodes.Status403Forbidden, ErrorCodes.Forbidden, "The app of this token no longer exists.");
+            return Reject(StatusCodes.Status403Forbidden, ErrorCodes.Forbidden, AppRemovedMessage);
         }
 
         // A hub connection proves its token only when it opens, so this check catches a secret revoked since then.
         var now = clock.GetUtcNow().UtcDateTime;
         if (!app.HasActiveSecret(user, now))
         {
-            return Reject(StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
-                "The app secret that issued this token was revoked. Fetch a new token from the host application.");
+            return Reject(StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized, SecretRevokedMessage);
         }
 
         if (!app.AddonActive)
