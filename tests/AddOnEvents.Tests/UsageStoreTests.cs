@@ -127,6 +127,15 @@ public sealed class UsageStoreTests
         }
     }
 
+    [Fact]
+    public void CountersUseCamelCaseNames()
+    {
+        var map = MongoDB.Bson.Serialization.BsonClassMap.LookupClassMap(typeof(UsageCounter));
+
+        Assert.Equal("reserved", map.GetMemberMap(nameof(UsageCounter.Reserved)).ElementName);
+        Assert.Equal("appId", map.GetMemberMap(nameof(UsageCounter.AppId)).ElementName);
+    }
+
     private static IMongoDatabase NewDatabase() =>
         new MongoClient(TestEnvironment.MongoUri).GetDatabase("usage" + Guid.NewGuid().ToString("N")[..12]);
 }
