@@ -59,13 +59,13 @@ public sealed class CollectionParts<T>
     /// </summary>
     public async Task<HashSet<string>> BulkWriteAsync(IEnumerable<(string Id, WriteModel<T> Model)> models, CancellationToken cancellationToken)
     {
-        var parts = models.GroupBy(entry => CollectionParts.PartOf(entry.Id)).Select(part => part.ToList()).ToList();
-        var results = await Task.WhenAll(parts.Select(part => _parts[CollectionParts.PartOf(part[0].Id)].BulkWriteAsync(
-            part.Select(entry => entry.Model), new BulkWriteOptions { IsOrdered = false }, cancellationToken)));
+        var parts = models.GroupBy(entry => CollectionParts.PartOf(entry.Id)).Select(part => (Index: part.Key, Entries: part.ToList())).ToList();
+        var results = await Task.WhenAll(parts.Select(part => _parts[part.Index].BulkWriteAsync(
+            part.Entries.Select(entry => entry.Model), new BulkWriteOptions { IsOrdered = false }, cancellationToken)));
         var created = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < parts.Count; i++)
         {
-            created.UnionWith(results[i].Upserts.Select(upsert => parts[i][upsert.Index].Id));
+            created.UnionWith(results[i].Upserts.Select(upsert => parts[i].Entries[upsert.Index].Id));
         }
 
         return created;

@@ -69,9 +69,7 @@ public sealed class AppDocument
     /// </summary>
     public bool? HasUserControls { get; set; }
 
-    /// <summary>
-    /// Tells whether a user's controls must be read, which only an app known to never have had any can skip.
-    /// </summary>
+    /// <summary>Whether a user's controls must be read: false only for an app known never to have had any.</summary>
     [BsonIgnore]
     public bool MayHaveUserControls => HasUserControls != false;
 
@@ -317,20 +315,20 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
     /// <summary>Returns the app from a cache of a few seconds, so limits cost no database read per prompt.</summary>
     public async Task<AppDocument?> FindCachedAsync(string appId, CancellationToken cancellationToken)
     {
-        if (cache.TryGetValue("app:" + appId, out AppDocument? cached))
+        if (cache.TryGetValue(AppCacheKey(appId), out AppDocument? cached))
         {
             return cached;
         }
 
         long changes = ChangesOf(appId);
         var app = await FindAsync(appId, cancellationToken);
-        cache.Set("app:" + appId, app, AppCacheLifetime);
+        cache.Set(AppCacheKey(appId), app, AppCacheLifetime);
 
         // A change made before the entry was stored removed nothing, so the entry goes now. One made after it
         // removes the entry itself.
         if (ChangesOf(appId) != changes)
         {
-            cache.Remove("app:" + appId);
+            cache.Remove(AppCacheKey(appId));
         }
 
         return app;
@@ -340,10 +338,12 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
     private void Forget(string appId)
     {
         _changes.AddOrUpdate(appId, 1, (_, count) => count + 1);
-        cache.Remove("app:" + appId);
+        cache.Remove(AppCacheKey(appId));
     }
 
     private long ChangesOf(string appId) => _changes.TryGetValue(appId, out long count) ? count : 0;
+
+    private static string AppCacheKey(string appId) => "app:" + appId;
 
     /// <summary>Stores the operator's limits, or with <paramref name="developer"/> the developer's own.</summary>
     public async Task<bool> SetLimitsAsync(string appId, AppLimits limits, CancellationToken cancellationToken, bool developer = false)
@@ -364,7 +364,7 @@ public sealed partial class AppStore(IMongoDatabase database, IMemoryCache cache
     public async Task MarkUserControlsAsync(string appId, CancellationToken cancellationToken)
     {
         // The flag is never reset, so a cached true is still true and the write can be skipped.
-        if (cache.TryGetValue("app:" + appId, out AppDocument? cached) && cached?.HasUserControls == true)
+        if (cache.TryGetValue(AppCacheKey(appId), out AppDocument? cached) && cached?.HasUserControls == true)
         {
             return;
         }

@@ -8,14 +8,9 @@ namespace AddOnEvents.Tests.Unit;
 
 public sealed class StoredFieldTests
 {
-    private readonly RenderArgs<PromptResultDocument> _args;
-
-    // Before any class map is built, because a map built first fixes the Guid serializer the conventions replace.
-    public StoredFieldTests()
-    {
-        MongoSetup.RegisterConventions();
-        _args = new RenderArgs<PromptResultDocument>(BsonSerializer.LookupSerializer<PromptResultDocument>(), BsonSerializer.SerializerRegistry);
-    }
+    // The test assembly registers the stores' conventions when it loads, so this map has their element names.
+    private readonly RenderArgs<PromptResultDocument> _args =
+        new(BsonSerializer.LookupSerializer<PromptResultDocument>(), BsonSerializer.SerializerRegistry);
 
     [Fact]
     public void RendersAsTheMemberExpressionDoes()
@@ -50,7 +45,7 @@ public sealed class StoredFieldTests
     }
 
     [Fact]
-    public void RendersForEachDocumentSerializerItIsGiven()
+    public void RendersAgainForOtherSerializer()
     {
         var field = new StoredField<PromptResultDocument, string>(r => r.Status);
         var renamed = new BsonClassMapSerializer<PromptResultDocument>(RenamedStatusMap());
