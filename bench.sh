@@ -12,8 +12,9 @@
 #   BENCH_RATES [10,25,50,75,100,250,500,1000,2000] target prompts/s of the sweep
 #   BENCH_TARGET_RATE [500]          the rate the comparison table and the targets refer to
 #   BENCH_STEP_SECONDS [12]          length of each sweep step
-#   BENCH_MODES [direct,signalr,v1,portkey]
+#   BENCH_MODES [direct,signalr,v1,portkey,bus]  bus: the two broker hops alone, same broker and settings
 #   BENCH_STREAM_SECONDS [8], BENCH_STREAM_RATE [20], BENCH_HOP_SECONDS [8] (0 skips a phase), BENCH_HOP_RATES [25,50]
+#   BENCH_BUS_QUEUE [quorum]         the bus floor's request queue: quorum (as PromptWorker's) or classic
 #   BENCH_CONCURRENCY [256]          RabbitMq__PrefetchCount and RabbitMq__ConcurrentMessageLimit of the services
 #   BENCH_LOG_LEVEL [Warning]        Logging__LogLevel__Default of the services
 #   BENCH_RESULT_RETENTION_SECONDS [10]  PromptWorker__ResultRetentionSeconds (the service's default is 600); with
@@ -194,6 +195,7 @@ BENCH_INGRESS_URL=http://127.0.0.1:$INGRESS_PORT/ \
     BENCH_MONGO_DATABASE=${Mongo__Database:-addonevents} \
     BENCH_COLLECTIONS=$collections \
     BENCH_RABBITMQ_PORT=$INFRA_RABBITMQ_PORT \
+    BENCH_CONCURRENCY=$BENCH_CONCURRENCY \
     BENCH_RABBITMQ_MGMT_PORT=$INFRA_RABBITMQ_MGMT_PORT \
     BENCH_PIDS=$pids \
     BENCH_OUT=$RUN_DIR \

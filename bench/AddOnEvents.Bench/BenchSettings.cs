@@ -45,7 +45,7 @@ public sealed record BenchSettings
 
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
-    public IReadOnlyList<string> Modes { get; init; } = [Mode.Direct, Mode.SignalR, Mode.OpenAiEndpoint, Mode.Portkey];
+    public IReadOnlyList<string> Modes { get; init; } = [Mode.Direct, Mode.SignalR, Mode.OpenAiEndpoint, Mode.Portkey, Mode.BusFloor];
 
     public double StreamRate { get; init; } = 20;
 
@@ -60,6 +60,12 @@ public sealed record BenchSettings
     public double UpstreamLatencyMs { get; init; } = 50;
 
     public double PiecesPerSecond { get; init; } = 100;
+
+    /// <summary>RabbitMq__PrefetchCount and RabbitMq__ConcurrentMessageLimit of the services; the bus floor uses them too.</summary>
+    public ushort Concurrency { get; init; } = 256;
+
+    /// <summary>False when the bus floor's request queue is a classic queue instead of a quorum queue like PromptWorker's.</summary>
+    public bool BusFloorQuorum { get; init; } = true;
 
     /// <summary>Services' bus settings, for the report only.</summary>
     public string ServiceSettings { get; init; } = "";
@@ -91,13 +97,20 @@ public sealed record BenchSettings
             TargetRate = Number("BENCH_TARGET_RATE", 500),
             StepDuration = TimeSpan.FromSeconds(Number("BENCH_STEP_SECONDS", 12)),
             DrainTimeout = TimeSpan.FromSeconds(Number("BENCH_DRAIN_SECONDS", 10)),
-            Modes = List("BENCH_MODES", [Mode.Direct, Mode.SignalR, Mode.OpenAiEndpoint, Mode.Portkey]),
+            Modes = List("BENCH_MODES", [Mode.Direct, Mode.SignalR, Mode.OpenAiEndpoint, Mode.Portkey, Mode.BusFloor]),
             StreamRate = Number("BENCH_STREAM_RATE", 20),
             StreamDuration = TimeSpan.FromSeconds(Number("BENCH_STREAM_SECONDS", 8)),
             HopDuration = TimeSpan.FromSeconds(Number("BENCH_HOP_SECONDS", 8)),
             HopRates = List("BENCH_HOP_RATES", ["25", "50"]).Select(rate => double.Parse(rate, CultureInfo.InvariantCulture)).ToList(),
             UpstreamLatencyMs = Number("BENCH_LATENCY_MS", 50),
             PiecesPerSecond = Number("BENCH_PIECES_PER_SECOND", 100),
+            Concurrency = (ushort)Number("BENCH_CONCURRENCY", 256),
+            BusFloorQuorum = (Optional("BENCH_BUS_QUEUE") ?? "quorum") switch
+            {
+                "quorum" => true,
+                "classic" => false,
+                var other => throw new InvalidOperationException($"BENCH_BUS_QUEUE is '{other}'; use quorum or classic."),
+            },
             ServiceSettings = Optional("BENCH_SERVICE_SETTINGS") ?? "",
         };
     }
@@ -124,6 +137,7 @@ public static class Mode
     public const string SignalR = "signalr";
     public const string OpenAiEndpoint = "v1";
     public const string Portkey = "portkey";
+    public const string BusFloor = "bus";
 
     public static string Describe(string mode) => mode switch
     {
@@ -131,6 +145,7 @@ public static class Mode
         SignalR => "AddOnEvents, SignalR hub",
         OpenAiEndpoint => "AddOnEvents, /v1/chat/completions",
         Portkey => "Portkey gateway 1.15.2",
+        BusFloor => "Broker hops alone (no Ingress, database or upstream)",
         _ => mode,
     };
 }

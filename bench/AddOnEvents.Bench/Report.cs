@@ -247,6 +247,16 @@ public static class Report
                 $"{Mode.Describe(mode)} throughput: highest passing rate {bestRate}/s (target 2000/s: {(bestRate >= 2000 ? "met" : $"missed by {2000 - bestRate}/s")}).");
         }
 
+        // The broker hops alone bound every figure above from below, so the targets line shows them beside the pipeline's.
+        foreach (var floor in results.Sweep.Where(x => x.Mode == Mode.BusFloor && (x.Rate == target || x.Rate == 2000)))
+        {
+            string cpu = string.Join(", ", floor.Usage.Processes.Where(p => p.Name is "RabbitMQ" or "Bench client")
+                .Select(p => string.Create(Invariant, $"{p.Name} {p.CpuPercent:F0}%")));
+            yield return string.Create(Invariant,
+                $"{Mode.Describe(Mode.BusFloor)} at {floor.Rate}/s: p50 {floor.Overhead.P50:F2} ms, p99 {floor.Overhead.P99:F2} ms, "
+                + $"{(floor.Passes ? "passes" : "fails")}; CPU {cpu} (of one core each, on a machine of {Environment.ProcessorCount}).");
+        }
+
         if (results.Idle is { } idle)
         {
             yield return string.Create(Invariant,

@@ -93,6 +93,19 @@ public sealed class Runner(BenchSettings settings)
             _results.Availability[Mode.Portkey] = "not available: Portkey was not started (BENCH_PORTKEY_URL is empty)";
         }
 
+        await using var busFloor = settings.Modes.Contains(Mode.BusFloor) && settings.RabbitMqPort > 0
+            ? await BusFloorTarget.StartAsync(settings.RabbitMqPort, settings.Concurrency, settings.BusFloorQuorum, cancellationToken)
+            : null;
+        if (busFloor is not null)
+        {
+            targets[Mode.BusFloor] = busFloor;
+            _results.Availability[Mode.BusFloor] = "available";
+        }
+        else if (settings.Modes.Contains(Mode.BusFloor))
+        {
+            _results.Availability[Mode.BusFloor] = "not available: the broker's port is unknown (BENCH_RABBITMQ_PORT is empty)";
+        }
+
         var modes = settings.Modes.Where(m => targets.ContainsKey(m) && _results.Availability.GetValueOrDefault(m) == "available").ToList();
         foreach (var (mode, state) in _results.Availability.Where(a => a.Value != "available"))
         {
