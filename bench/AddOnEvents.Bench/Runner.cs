@@ -148,7 +148,8 @@ public sealed class Runner(BenchSettings settings)
         if (settings.StreamDuration > TimeSpan.Zero)
         {
             Log($"Streaming: stream=true at {settings.StreamRate} prompts/s, {settings.PiecesPerSecond} pieces/s from the fake");
-            foreach (string mode in modes)
+            // The bus floor has no upstream to stream from.
+            foreach (string mode in modes.Where(m => m != Mode.BusFloor))
             {
                 _results.Streams.Add(await RunStepAsync(targets[mode], settings.StreamRate, settings.StreamDuration, broker, stream: true,
                     hops: false, cancellationToken));
