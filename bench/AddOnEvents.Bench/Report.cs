@@ -207,7 +207,8 @@ public static class Report
     {
         double target = settings.TargetRate;
         var portkey = Find(results.Sweep, Mode.Portkey, target);
-        foreach (string mode in new[] { Mode.SignalR, Mode.OpenAiEndpoint })
+        // A run limited by BENCH_MODES reports only the modes it ran.
+        foreach (string mode in new[] { Mode.SignalR, Mode.OpenAiEndpoint }.Where(m => settings.Modes.Contains(m)))
         {
             var bestPass = results.Sweep.Where(x => x.Mode == mode && x.Passes).MaxBy(x => x.Rate);
             var portkeyThere = bestPass is null ? null : Find(results.Sweep, Mode.Portkey, bestPass.Rate);
@@ -224,8 +225,8 @@ public static class Report
             {
                 string availability = results.Availability.GetValueOrDefault(mode, "not run");
                 var last = results.Sweep.Where(x => x.Mode == mode).MaxBy(x => x.Rate);
-                yield return availability != "available"
-                    ? $"{Mode.Describe(mode)}: not measured ({availability})."
+                yield return availability != "available" || last is null
+                    ? $"{Mode.Describe(mode)}: not measured ({(last is null && availability == "available" ? "no step ran" : availability)})."
                     : string.Create(Invariant,
                         $"{Mode.Describe(mode)}: not measured at {target}/s because it collapsed at {last?.Rate}/s ({(last is null ? "" : FailureReason(last))}); every target missed.");
                 continue;
@@ -250,11 +251,11 @@ public static class Report
         // The broker hops alone bound every figure above from below, so the targets line shows them beside the pipeline's.
         foreach (var floor in results.Sweep.Where(x => x.Mode == Mode.BusFloor && (x.Rate == target || x.Rate == 2000)))
         {
-            string cpu = string.Join(", ", floor.Usage.Processes.Where(p => p.Name is "RabbitMQ" or "Bench client")
+            string busCpu = string.Join(", ", floor.Usage.Processes.Where(p => p.Name is "RabbitMQ" or "Bench client")
                 .Select(p => string.Create(Invariant, $"{p.Name} {p.CpuPercent:F0}%")));
             yield return string.Create(Invariant,
                 $"{Mode.Describe(Mode.BusFloor)} at {floor.Rate}/s: p50 {floor.Overhead.P50:F2} ms, p99 {floor.Overhead.P99:F2} ms, "
-                + $"{(floor.Passes ? "passes" : "fails")}; CPU {cpu} (of one core each, on a machine of {Environment.ProcessorCount}).");
+                + $"{(floor.Passes ? "passes" : "fails")}; CPU {busCpu} (of one core each, on a machine of {Environment.ProcessorCount}).");
         }
 
         if (results.Idle is { } idle)
