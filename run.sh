@@ -247,7 +247,7 @@ AddOnEvents is running. Press Ctrl+C to stop it.
   Demo app id:        $DEMO_APP_ID
   Demo app secret:    $DEMO_APP_SECRET
   Admin token:        $Auth__AdminToken  (generated for this run only)
-  RabbitMQ:           amqp://127.0.0.1:$INFRA_RABBITMQ_PORT, management http://127.0.0.1:$INFRA_RABBITMQ_MGMT_PORT/ (guest/guest)
+  RabbitMQ:           node $INFRA_RABBITMQ_NODE, amqp://127.0.0.1:$INFRA_RABBITMQ_PORT, management http://127.0.0.1:$INFRA_RABBITMQ_MGMT_PORT/ (guest/guest)
   MongoDB (jongodb):  ${MONGO_URI%/*}/addonevents
   Upstream:           ${Upstream__BaseUrl:-https://api.openai.com/}
   Logs:               $RUN_DIR
