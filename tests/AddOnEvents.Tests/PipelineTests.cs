@@ -15,6 +15,15 @@ public sealed class PipelineTests(SystemFixture system)
     private static readonly TimeSpan Patience = SystemFixture.Patience;
 
     [Fact]
+    public async Task WorkQueuesAreQuorumByDefault()
+    {
+        var types = await system.Broker.QueueTypesAsync();
+
+        Assert.Equal("quorum", types["prompt-requested"]);
+        Assert.Equal("quorum", types["key-registered"]);
+    }
+
+    [Fact]
     public async Task PromptAnsweredWithAppsOwnKey()
     {
         var app = await system.CreateAppAsync();

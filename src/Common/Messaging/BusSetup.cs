@@ -41,6 +41,17 @@ public sealed class RabbitMqOptions
     [Range(1, 1000)]
     public int ConcurrentMessageLimit { get; set; } = 32;
 
+    /// <summary>
+    /// Type of the work queues that PromptWorker and KeyWorker consume: "quorum", replicated on the nodes of a
+    /// cluster, or "classic", kept on one node, which takes the broker less CPU per message and delivers sooner. A
+    /// queue keeps the type it was created with: RabbitMQ refuses to declare it again with another, so a change
+    /// needs the drained queue deleted first.
+    /// </summary>
+    [RegularExpression("^(quorum|classic)$", ErrorMessage = "RabbitMq:WorkQueueType must be quorum or classic.")]
+    public string WorkQueueType { get; set; } = QuorumQueueType;
+
+    public const string QuorumQueueType = "quorum";
+
     /// <summary>Connects over TLS (AMQPS, usually port 5671) and verifies the broker's certificate.</summary>
     public bool UseTls { get; set; }
 
@@ -121,6 +132,15 @@ public static class BusSetup
             });
         });
         return services;
+    }
+
+    /// <summary>Declares a work queue with the type that <see cref="RabbitMqOptions.WorkQueueType"/> names.</summary>
+    public static void ConfigureWorkQueue(IReceiveEndpointConfigurator endpoint, RabbitMqOptions options)
+    {
+        if (endpoint is IRabbitMqReceiveEndpointConfigurator rabbit && options.WorkQueueType == RabbitMqOptions.QuorumQueueType)
+        {
+            rabbit.SetQuorumQueue();
+        }
     }
 
     /// <summary>

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using AddOnEvents.Common.Crypto;
+using AddOnEvents.Common.Messaging;
 using AddOnEvents.Common.Storage;
 using AddOnEvents.Contracts;
 using AddOnEvents.KeyWorker.Keys;
@@ -140,17 +141,15 @@ public sealed class KeyWorkerOptions
 }
 
 /// <summary>Retries on database errors with backoff; the message carries only the sealed key, so a parked copy reveals nothing.</summary>
-public sealed class KeyRegisteredConsumerDefinition(IOptions<KeyWorkerOptions> options) : ConsumerDefinition<KeyRegisteredConsumer>
+public sealed class KeyRegisteredConsumerDefinition(IOptions<KeyWorkerOptions> options, IOptions<RabbitMqOptions> broker)
+    : ConsumerDefinition<KeyRegisteredConsumer>
 {
     protected override void ConfigureConsumer(
         IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<KeyRegisteredConsumer> consumerConfigurator,
         IRegistrationContext context)
     {
-        if (endpointConfigurator is IRabbitMqReceiveEndpointConfigurator rabbit)
-        {
-            rabbit.SetQuorumQueue();
-        }
+        BusSetup.ConfigureWorkQueue(endpointConfigurator, broker.Value);
 
         endpointConfigurator.UseMessageRetry(retry =>
         {

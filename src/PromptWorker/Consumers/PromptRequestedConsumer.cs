@@ -1,5 +1,6 @@
 using AddOnEvents.Common.Crypto;
 using AddOnEvents.Common.Hosting;
+using AddOnEvents.Common.Messaging;
 using AddOnEvents.Common.Storage;
 using AddOnEvents.Common.Upstream;
 using AddOnEvents.Contracts;
@@ -786,17 +787,15 @@ public sealed class LeaseRenewal : IDisposable
 }
 
 /// <summary>Bounded concurrency comes from the bus settings; database errors are retried a few times, then failed.</summary>
-public sealed class PromptRequestedConsumerDefinition(IOptions<PromptWorkerOptions> options) : ConsumerDefinition<PromptRequestedConsumer>
+public sealed class PromptRequestedConsumerDefinition(IOptions<PromptWorkerOptions> options, IOptions<RabbitMqOptions> broker)
+    : ConsumerDefinition<PromptRequestedConsumer>
 {
     protected override void ConfigureConsumer(
         IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<PromptRequestedConsumer> consumerConfigurator,
         IRegistrationContext context)
     {
-        if (endpointConfigurator is IRabbitMqReceiveEndpointConfigurator rabbit)
-        {
-            rabbit.SetQuorumQueue();
-        }
+        BusSetup.ConfigureWorkQueue(endpointConfigurator, broker.Value);
 
         // Prompt text is personal data: a message that cannot be read or handled is dropped, never parked in an
         // error or skipped queue where it would stay readable. Handled failures become PromptFailed results.

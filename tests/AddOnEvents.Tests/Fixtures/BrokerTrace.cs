@@ -106,6 +106,13 @@ public sealed class BrokerTrace : IAsyncDisposable
             q => q.TryGetProperty("messages", out var m) && m.ValueKind == JsonValueKind.Number ? m.GetInt32() : 0);
     }
 
+    /// <summary>Returns each queue's type (classic, quorum or stream) by name.</summary>
+    public async Task<Dictionary<string, string>> QueueTypesAsync()
+    {
+        using var queues = JsonDocument.Parse(await _management.GetStringAsync($"api/queues/{EscapedVirtualHost}"));
+        return queues.RootElement.EnumerateArray().ToDictionary(q => q.GetProperty("name").GetString()!, q => q.GetProperty("type").GetString()!);
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (_channel is not null)
