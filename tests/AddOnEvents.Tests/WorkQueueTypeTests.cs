@@ -44,15 +44,9 @@ public sealed class WorkQueueTypeTests(ClassicQueueFixture system) : IClassFixtu
             ["RabbitMq:ClusterNodes"] = $"127.0.0.1:{TestEnvironment.RabbitMqPort}",
         };
 
-        // Building can fail already: mapping the health checks creates the bus, which reads the broker settings.
-        var error = await Assert.ThrowsAsync<OptionsValidationException>(async () =>
-        {
-            await using var worker = KeyWorkerApp.Build([], builder => system.Configure(builder, settings));
-            await worker.StartAsync().WaitAsync(Patience);
-            await worker.StopAsync().WaitAsync(Patience);
-        });
+        string error = await StartFailureAsync(settings);
 
-        Assert.Contains("RabbitMq:WorkQueueType is classic, which keeps each work queue on one node", error.Message, StringComparison.Ordinal);
+        Assert.Contains("RabbitMq:WorkQueueType is classic, which keeps each work queue on one node", error, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -60,13 +54,21 @@ public sealed class WorkQueueTypeTests(ClassicQueueFixture system) : IClassFixtu
     {
         var settings = new Dictionary<string, string?>(system.KeyWorkerSettings()) { ["RabbitMq:WorkQueueType"] = "stream" };
 
+        string error = await StartFailureAsync(settings);
+
+        Assert.Contains("RabbitMq:WorkQueueType must be quorum or classic.", error, StringComparison.Ordinal);
+    }
+
+    /// <summary>Starts a KeyWorker with the settings and returns the validation message that stopped it.</summary>
+    private async Task<string> StartFailureAsync(Dictionary<string, string?> settings)
+    {
+        // Building can fail already: mapping the health checks creates the bus, which reads the broker settings.
         var error = await Assert.ThrowsAsync<OptionsValidationException>(async () =>
         {
             await using var worker = KeyWorkerApp.Build([], builder => system.Configure(builder, settings));
             await worker.StartAsync().WaitAsync(Patience);
             await worker.StopAsync().WaitAsync(Patience);
         });
-
-        Assert.Contains("RabbitMq:WorkQueueType must be quorum or classic.", error.Message, StringComparison.Ordinal);
+        return error.Message;
     }
 }
