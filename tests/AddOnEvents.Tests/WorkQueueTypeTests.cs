@@ -49,14 +49,17 @@ public sealed class WorkQueueTypeTests(ClassicQueueFixture system) : IClassFixtu
         Assert.Contains("RabbitMq:WorkQueueType is classic, which keeps each work queue on one node", error, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task UnknownQueueTypeRejected()
+    [Theory]
+    [InlineData("stream")]
+    [InlineData("Classic")]
+    [InlineData("")]
+    public async Task UnknownQueueTypeRejected(string type)
     {
-        var settings = new Dictionary<string, string?>(system.KeyWorkerSettings()) { ["RabbitMq:WorkQueueType"] = "stream" };
+        var settings = new Dictionary<string, string?>(system.KeyWorkerSettings()) { ["RabbitMq:WorkQueueType"] = type };
 
         string error = await StartFailureAsync(settings);
 
-        Assert.Contains("RabbitMq:WorkQueueType must be quorum or classic.", error, StringComparison.Ordinal);
+        Assert.Contains($"RabbitMq:WorkQueueType must be quorum or classic, not '{type}'.", error, StringComparison.Ordinal);
     }
 
     /// <summary>Starts a KeyWorker with the settings and returns the validation message that stopped it.</summary>

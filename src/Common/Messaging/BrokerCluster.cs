@@ -55,21 +55,11 @@ internal static class BrokerCluster
     }
 }
 
-/// <summary>
-/// Rejects, at start rather than at the first connection, a RabbitMq:ClusterNodes entry that MassTransit could not
-/// parse, and classic work queues on a cluster.
-/// </summary>
+/// <summary>Rejects a RabbitMq:ClusterNodes entry that MassTransit could not parse, at start rather than at the first connection.</summary>
 internal sealed class BrokerClusterValidator : IValidateOptions<RabbitMqOptions>
 {
     public ValidateOptionsResult Validate(string? name, RabbitMqOptions options)
     {
-        if (options.ClusterNodes.Count > 0 && options.WorkQueueType != RabbitMqOptions.QuorumQueueType)
-        {
-            return ValidateOptionsResult.Fail(
-                $"RabbitMq:WorkQueueType is {options.WorkQueueType}, which keeps each work queue on one node, while RabbitMq:ClusterNodes lists a cluster. "
-                + "Set RabbitMq:WorkQueueType to quorum, so that the queues survive the loss of a node.");
-        }
-
         var invalid = options.ClusterNodes.Where(node => !BrokerCluster.IsNodeAddress(node)).ToList();
         return invalid.Count == 0
             ? ValidateOptionsResult.Success

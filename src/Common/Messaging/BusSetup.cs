@@ -47,10 +47,11 @@ public sealed class RabbitMqOptions
     /// queue keeps the type it was created with: RabbitMQ refuses to declare it again with another, so a change
     /// needs the drained queue deleted first.
     /// </summary>
-    [RegularExpression("^(quorum|classic)$", ErrorMessage = "RabbitMq:WorkQueueType must be quorum or classic.")]
     public string WorkQueueType { get; set; } = QuorumQueueType;
 
     public const string QuorumQueueType = "quorum";
+
+    public const string ClassicQueueType = "classic";
 
     /// <summary>Connects over TLS (AMQPS, usually port 5671) and verifies the broker's certificate.</summary>
     public bool UseTls { get; set; }
@@ -94,6 +95,7 @@ public static class BusSetup
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<RabbitMqOptions>, RabbitMqTlsValidator>();
         services.AddSingleton<IValidateOptions<RabbitMqOptions>, BrokerClusterValidator>();
+        services.AddSingleton<IValidateOptions<RabbitMqOptions>, WorkQueueTypeValidator>();
         services.AddOptions<MassTransitHostOptions>().Configure(options =>
         {
             options.WaitUntilStarted = true;
@@ -134,12 +136,24 @@ public static class BusSetup
         return services;
     }
 
-    /// <summary>Declares a work queue with the type that <see cref="RabbitMqOptions.WorkQueueType"/> names.</summary>
+    /// <summary>
+    /// Declares a work queue with the type that <see cref="RabbitMqOptions.WorkQueueType"/> names. The classic type
+    /// is named too, because a broker whose virtual host defaults to another type would otherwise apply that one.
+    /// </summary>
     public static void ConfigureWorkQueue(IReceiveEndpointConfigurator endpoint, RabbitMqOptions options)
     {
-        if (endpoint is IRabbitMqReceiveEndpointConfigurator rabbit && options.WorkQueueType == RabbitMqOptions.QuorumQueueType)
+        if (endpoint is not IRabbitMqReceiveEndpointConfigurator rabbit)
+        {
+            return;
+        }
+
+        if (options.WorkQueueType == RabbitMqOptions.QuorumQueueType)
         {
             rabbit.SetQuorumQueue();
+        }
+        else
+        {
+            rabbit.SetQueueArgument("x-queue-type", RabbitMqOptions.ClassicQueueType);
         }
     }
 
@@ -158,5 +172,23 @@ public static class BusSetup
         rabbit.Send<PromptPiece>(s => s.UseRoutingKeyFormatter(c => c.Message.ReplyTo));
         rabbit.Publish<AllowanceThresholdCrossed>(p => p.ExchangeType = ExchangeType.Direct);
         rabbit.Send<AllowanceThresholdCrossed>(s => s.UseRoutingKeyFormatter(c => c.Message.ReplyTo));
+    }
+}
+
+/// <summary>Rejects, at start, a work queue type other than quorum or classic, and classic work queues on a cluster.</summary>
+internal sealed class WorkQueueTypeValidator : IValidateOptions<RabbitMqOptions>
+{
+    public ValidateOptionsResult Validate(string? name, RabbitMqOptions options)
+    {
+        if (options.WorkQueueType is not (RabbitMqOptions.QuorumQueueType or RabbitMqOptions.ClassicQueueType))
+        {
+            return ValidateOptionsResult.Fail($"RabbitMq:WorkQueueType must be quorum or classic, not '{options.WorkQueueType}'.");
+        }
+
+        return options.WorkQueueType == RabbitMqOptions.ClassicQueueType && options.ClusterNodes.Count > 0
+            ? ValidateOptionsResult.Fail(
+                "RabbitMq:WorkQueueType is classic, which keeps each work queue on one node, while RabbitMq:ClusterNodes lists a cluster. "
+                + "Set RabbitMq:WorkQueueType to quorum, so that the queues survive the loss of a node.")
+            : ValidateOptionsResult.Success;
     }
 }
