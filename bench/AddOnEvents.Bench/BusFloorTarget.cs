@@ -56,11 +56,10 @@ public sealed class BusFloorTarget : ILoadTarget, IAsyncDisposable
                 // Sent straight to this queue and never bound to the PromptRequested exchange, so the services'
                 // PromptWorker never sees these messages.
                 endpoint.ConfigureConsumeTopology = false;
-                if (quorum)
+                BusSetup.ConfigureWorkQueue(endpoint, new RabbitMqOptions
                 {
-                    endpoint.SetQuorumQueue();
-                }
-
+                    WorkQueueType = quorum ? RabbitMqOptions.QuorumQueueType : RabbitMqOptions.ClassicQueueType,
+                });
                 endpoint.Handler<PromptRequested>(context => context.Publish(new PromptCompleted(
                     context.Message.CorrelationId, context.Message.RequestId, context.Message.AppId, context.Message.UserId,
                     context.Message.ReplyTo, context.Message.Messages[^1].Content, "stop", new TokenUsage(8, 8, 16), DateTimeOffset.UtcNow)));
