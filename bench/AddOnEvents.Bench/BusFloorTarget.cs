@@ -8,10 +8,10 @@ using RabbitMQ.Client;
 namespace AddOnEvents.Bench;
 
 /// <summary>
-/// The two broker hops of a prompt and nothing else: a PromptRequested goes through a quorum queue to a consumer
-/// that at once publishes a PromptCompleted, which the result routing of the services brings back to a queue of this
-/// process. Same broker, same message types, publisher confirms and queue kinds as the pipeline, but no Ingress, no
-/// database and no upstream, so the step shows what the broker and MassTransit alone cost at each rate.
+/// The two broker hops of a prompt and nothing else. A PromptRequested goes through a quorum queue to a consumer
+/// that at once publishes a PromptCompleted. The result routing of the services brings that back to a queue of this
+/// process. Broker, message types, publisher confirms and queue kinds are the pipeline's; Ingress, the database and
+/// the upstream are left out, so the step shows what the broker and MassTransit alone cost at each rate.
 /// </summary>
 public sealed class BusFloorTarget : ILoadTarget, IAsyncDisposable
 {
