@@ -61,11 +61,11 @@ public sealed record BenchSettings
 
     public double PiecesPerSecond { get; init; } = 100;
 
-    /// <summary>RabbitMq__PrefetchCount and RabbitMq__ConcurrentMessageLimit of the services; the bus floor uses them too.</summary>
+    /// <summary>RabbitMq__PrefetchCount and RabbitMq__ConcurrentMessageLimit of the services, which the bus floor uses too.</summary>
     public ushort Concurrency { get; init; } = 256;
 
-    /// <summary>False when the bus floor's request queue is a classic queue instead of a quorum queue like PromptWorker's.</summary>
-    public bool BusFloorQuorum { get; init; } = true;
+    /// <summary>Type of the bus floor's request queue: quorum, like PromptWorker's by default, or classic.</summary>
+    public string BusFloorQueueType { get; init; } = "quorum";
 
     /// <summary>Services' bus settings, for the report only.</summary>
     public string ServiceSettings { get; init; } = "";
@@ -105,14 +105,17 @@ public sealed record BenchSettings
             UpstreamLatencyMs = Number("BENCH_LATENCY_MS", 50),
             PiecesPerSecond = Number("BENCH_PIECES_PER_SECOND", 100),
             Concurrency = (ushort)Number("BENCH_CONCURRENCY", 256),
-            BusFloorQuorum = (Optional("BENCH_BUS_QUEUE") ?? "quorum") switch
-            {
-                "quorum" => true,
-                "classic" => false,
-                var other => throw new InvalidOperationException($"BENCH_BUS_QUEUE is '{other}'; use quorum or classic."),
-            },
+            BusFloorQueueType = BusQueueType(),
             ServiceSettings = Optional("BENCH_SERVICE_SETTINGS") ?? "",
         };
+    }
+
+    private static string BusQueueType()
+    {
+        string queueType = Optional("BENCH_BUS_QUEUE") ?? "quorum";
+        return queueType is "quorum" or "classic"
+            ? queueType
+            : throw new InvalidOperationException($"BENCH_BUS_QUEUE '{queueType}' is invalid. Set it to quorum or classic.");
     }
 
     private static string Required(string name) =>

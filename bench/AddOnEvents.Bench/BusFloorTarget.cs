@@ -30,11 +30,10 @@ public sealed class BusFloorTarget : ILoadTarget, IAsyncDisposable
     public string Mode => AddOnEvents.Bench.Mode.BusFloor;
 
     /// <summary>
-    /// Starts a bus on the benchmark's broker with the services' prefetch and concurrency. The request queue is a
-    /// quorum queue like PromptWorker's, or a durable classic queue when <paramref name="quorum"/> is false, to show
-    /// what the quorum queue costs.
+    /// Starts a bus on the benchmark's broker with the services' prefetch and concurrency. The request queue has the
+    /// type <paramref name="queueType"/> names, quorum like PromptWorker's or classic, so the two can be compared.
     /// </summary>
-    public static async Task<BusFloorTarget> StartAsync(int amqpPort, ushort concurrency, bool quorum, CancellationToken cancellationToken)
+    public static async Task<BusFloorTarget> StartAsync(int amqpPort, ushort concurrency, string queueType, CancellationToken cancellationToken)
     {
         string suffix = Guid.NewGuid().ToString("N")[..8];
         string requestQueue = "bench-bus-floor-requests-" + suffix;
@@ -54,12 +53,9 @@ public sealed class BusFloorTarget : ILoadTarget, IAsyncDisposable
             rabbit.ReceiveEndpoint(requestQueue, endpoint =>
             {
                 // Sent straight to this queue and never bound to the PromptRequested exchange, so the services'
-                // PromptWorker never sees these messages.
+                // PromptWorker never receives these messages.
                 endpoint.ConfigureConsumeTopology = false;
-                BusSetup.ConfigureWorkQueue(endpoint, new RabbitMqOptions
-                {
-                    WorkQueueType = quorum ? RabbitMqOptions.QuorumQueueType : RabbitMqOptions.ClassicQueueType,
-                });
+                BusSetup.ConfigureWorkQueue(endpoint, new RabbitMqOptions { WorkQueueType = queueType });
                 endpoint.Handler<PromptRequested>(context => context.Publish(new PromptCompleted(
                     context.Message.CorrelationId, context.Message.RequestId, context.Message.AppId, context.Message.UserId,
                     context.Message.ReplyTo, context.Message.Messages[^1].Content, "stop", new TokenUsage(8, 8, 16), DateTimeOffset.UtcNow)));
@@ -82,8 +78,8 @@ public sealed class BusFloorTarget : ILoadTarget, IAsyncDisposable
             });
         });
         await bus.StartAsync(cancellationToken);
-        // To the queue's own exchange: a send to the queue's address would declare the queue again without the
-        // quorum argument, which the broker refuses.
+        // Sends go to the queue's own exchange, because a send to the queue's address would declare the queue again
+        // without its type argument, which the broker rejects.
         var requests = await bus.GetSendEndpoint(new Uri("exchange:" + requestQueue));
         target = new BusFloorTarget(bus, requests, routingKey);
         return target;

@@ -94,7 +94,7 @@ public sealed class Runner(BenchSettings settings)
         }
 
         await using var busFloor = settings.Modes.Contains(Mode.BusFloor) && settings.RabbitMqPort > 0
-            ? await BusFloorTarget.StartAsync(settings.RabbitMqPort, settings.Concurrency, settings.BusFloorQuorum, cancellationToken)
+            ? await BusFloorTarget.StartAsync(settings.RabbitMqPort, settings.Concurrency, settings.BusFloorQueueType, cancellationToken)
             : null;
         if (busFloor is not null)
         {

@@ -1,5 +1,4 @@
 using System.Security.Cryptography;
-using AddOnEvents.Common.Storage;
 using AddOnEvents.Ingress.Apps;
 using AddOnEvents.Ingress.Crypto;
 using AddOnEvents.Tests.Fixtures;
@@ -34,7 +33,6 @@ public sealed class AppCacheTests
                 release.Wait(Patience);
             }
         });
-        MongoSetup.RegisterConventions();
         var database = new MongoClient(settings).GetDatabase("appcache" + Guid.NewGuid().ToString("N")[..12]);
         using var cache = new MemoryCache(new MemoryCacheOptions());
         var store = new AppStore(database, cache, TimeProvider.System, new WebhookSecretCipher(RandomNumberGenerator.GetBytes(32)),

@@ -42,10 +42,10 @@ public sealed class RabbitMqOptions
     public int ConcurrentMessageLimit { get; set; } = 32;
 
     /// <summary>
-    /// Type of the work queues that PromptWorker and KeyWorker consume: "quorum", replicated on the nodes of a
-    /// cluster, or "classic", kept on one node, which takes the broker less CPU per message and delivers sooner. A
-    /// queue keeps the type it was created with: RabbitMQ refuses to declare it again with another, so a change
-    /// needs the drained queue deleted first.
+    /// Type of the work queues that PromptWorker and KeyWorker consume. A "quorum" queue is replicated on the nodes
+    /// of a cluster. A "classic" queue stays on one node, costs the broker less CPU per message and delivers sooner.
+    /// RabbitMQ rejects a declare with another type than the existing queue's, so a change needs the drained queue
+    /// deleted first.
     /// </summary>
     public string WorkQueueType { get; set; } = QuorumQueueType;
 
